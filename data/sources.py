@@ -1,0 +1,251 @@
+"""Readers (IDX, Keras npz, synthetic) and the search for a dataset's files.
+
+Files are looked for in order: `--data_dir`, `$TAPELOOP_DATA_DIR/<name>`, Keras'
+cache, `/usr/share/datasets/<folder>` (Debian's dataset packages), tapeloop's
+download cache; then, if allowed, downloaded with checksum verification.
+"""
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from data.catalog import DatasetSpec
+from trainer.errors import TapeloopError
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+SYSTEM_DATASETS_ROOT = Path("/usr/share/datasets")
+SYNTHETIC_SIZES = {"train": 2048, "test": 512}
+DOWNLOAD_TIMEOUT_SECONDS = 60
+
+
+def _bad_file(path: Path, problem: str, expected: str, found: str) -> TapeloopError:
+    return TapeloopError(
+        stage="data",
+        problem=f"{path} is not a valid IDX file: {problem}",
+        expected=expected,
+        found=found,
+        fix=f"delete or replace {path} with an intact copy (re-download it, or reinstall the "
+        "package that provides it), or point --data_dir at a folder with intact files",
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Reads a file, gunzipping it when it starts with the gzip magic bytes."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise _bad_file(path, "the gzip stream is corrupt or truncated",
+                        "a complete gzip stream", f"{type(error).__name__}: {error}") from None
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (gzip-compressed or plain) into a native-endian array."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise _bad_file(path, "wrong magic number", "0x0000 then a type code in "
+                        f"{sorted(hex(code) for code in IDX_DTYPES)} and a rank",
+                        f"header bytes {raw[:4].hex() or 'none (empty file)'}")
+    rank = raw[3]
+    header_size = 4 + 4 * rank
+    if len(raw) < header_size:
+        raise _bad_file(path, "the header is truncated", f"{header_size} header bytes",
+                        f"{len(raw)} bytes in the whole file")
+    shape = struct.unpack(f">{rank}I", raw[4:header_size])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected_size = int(np.prod(shape)) * dtype.itemsize
+    found_size = len(raw) - header_size
+    if found_size != expected_size:
+        problem = "the data is truncated" if found_size < expected_size else "it has trailing bytes"
+        raise _bad_file(path, problem, f"{expected_size} data bytes for shape {shape}",
+                        f"{found_size} bytes")
+    return np.frombuffer(raw, dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx_file(folder: Path, filename: str) -> Path | None:
+    """Finds `filename` in `folder`, compressed (`.gz`) or not."""
+    for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_files(spec: DatasetSpec, location: Path) -> list[str]:
+    if location.suffix == ".npz":
+        return [] if location.is_file() else [location.name]
+    return [name for pair in spec.files.values() for name in pair
+            if _find_idx_file(location, name) is None]
+
+
+def _check_pair(spec: DatasetSpec, split: str, images: np.ndarray, labels: np.ndarray,
+                where: Path) -> Arrays:
+    height, width, _ = spec.image_shape
+    if images.ndim not in (3, 4) or images.shape[1:3] != (height, width):
+        raise TapeloopError(
+            stage="data", problem=f"the {split} images in {where} have the wrong shape",
+            expected=f"[N, {height}, {width}] or [N, {height}, {width}, C] for {spec.name}",
+            found=f"shape {list(images.shape)}",
+            fix=f"check that {where} holds {spec.name}, or pick the matching --dataset")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise TapeloopError(
+            stage="data", problem=f"the {split} labels in {where} do not match the images",
+            expected=f"one label per image: shape [{len(images)}]",
+            found=f"labels of shape {list(labels.shape)}",
+            fix="the image and label files come from different datasets or one is damaged: "
+            "replace them with a matching pair")
+    return images, labels
+
+
+def _read_location(spec: DatasetSpec, location: Path) -> dict[str, Arrays]:
+    if location.suffix == ".npz":
+        with np.load(location) as arrays:
+            return {split: _check_pair(spec, split, arrays[f"x_{split}"], arrays[f"y_{split}"], location)
+                    for split in spec.files}
+    return {split: _check_pair(spec, split, read_idx(_find_idx_file(location, images_name)),
+                               read_idx(_find_idx_file(location, labels_name)), location)
+            for split, (images_name, labels_name) in spec.files.items()}
+
+
+def user_cache_dir() -> Path:
+    """Where tapeloop stores verified downloads (`$XDG_CACHE_HOME/tapeloop`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tapeloop"
+
+
+def search_locations(spec: DatasetSpec) -> list[tuple[str, Path | None]]:
+    """The places looked in after `--data_dir`, in order, each with a label for messages."""
+    data_root = os.environ.get("TAPELOOP_DATA_DIR")
+    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return [
+        ("$TAPELOOP_DATA_DIR", Path(data_root) / spec.name if data_root else None),
+        ("Keras cache", keras_home / "datasets" / spec.keras_cache_entry if spec.keras_cache_entry else None),
+        ("system datasets", SYSTEM_DATASETS_ROOT / spec.system_folder if spec.system_folder else None),
+        ("tapeloop download cache", user_cache_dir() / spec.name),
+    ]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download_verified(url: str, target: Path, sha256: str) -> None:
+    """Downloads `url` to `target` atomically; `target` appears only if the digest matches."""
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as partial:
+        partial_path = Path(partial.name)
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    partial.write(chunk)
+            partial.close()
+            found = _sha256(partial_path)
+            if found != sha256:
+                raise ValueError(f"sha256 {found}, expected {sha256}")
+            os.replace(partial_path, target)
+        finally:
+            partial_path.unlink(missing_ok=True)
+
+
+def download_dataset(spec: DatasetSpec, target_dir: Path) -> None:
+    """Fetches every missing file of `spec` into `target_dir`, trying each mirror in turn."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for filename in _missing_files(spec, target_dir):
+        failures = []
+        for mirror in spec.mirrors:
+            url = mirror + filename
+            try:
+                _download_verified(url, target_dir / filename, spec.sha256[filename])
+                break
+            except (OSError, ValueError, urllib.error.URLError) as error:
+                failures.append(f"{url} ({error})")
+        else:
+            raise TapeloopError(
+                stage="data", problem=f"could not download {filename} for {spec.name}",
+                expected=f"a file with sha256 {spec.sha256[filename]} from one of the mirrors",
+                found="; ".join(failures) or "no mirrors in the catalog",
+                fix=_offline_fix(spec))
+
+
+def _offline_fix(spec: DatasetSpec) -> str:
+    package = f"`sudo apt-get install dataset-{spec.system_folder}` (Debian/Ubuntu), or " \
+        if spec.name == "fashion_mnist" else ""
+    return (f"install the files: {package}copy the four IDX files into a folder and pass "
+            f"--data_dir=FOLDER, or set $TAPELOOP_DATA_DIR so that $TAPELOOP_DATA_DIR/{spec.name} "
+            "holds them")
+
+
+def synthetic_splits(spec: DatasetSpec, seed: int = 0) -> dict[str, Arrays]:
+    """A learnable stand-in for MNIST: each class is a fixed blocky pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    height, width, channels = spec.image_shape
+    blocks = rng.random((spec.num_classes, height // 4, width // 4, channels)) > 0.5
+    templates = np.kron(blocks, np.ones((1, 4, 4, 1))) * 180.0
+    splits = {}
+    for split, size in SYNTHETIC_SIZES.items():
+        labels = rng.integers(0, spec.num_classes, size).astype(np.uint8)
+        noise = rng.uniform(0.0, 75.0, (size, height, width, channels))
+        images = (templates[labels] + noise).astype(np.uint8).reshape(size, *spec.stored_shape)
+        splits[split] = (images, labels)
+    return splits
+
+
+def load_dataset(spec: DatasetSpec, data_dir: str | None = None, download: bool = True) -> dict[str, Arrays]:
+    """Returns {"train": (images, labels), "test": (images, labels)} as stored (uint8 images).
+
+    An explicit `data_dir` is the only place looked in: a wrong one is an error,
+    never a silent fallback to another copy.
+    """
+    if not spec.files:
+        return synthetic_splits(spec)
+    if data_dir:
+        location = Path(data_dir).expanduser()
+        missing = _missing_files(spec, location)
+        if missing:
+            found = (f"{location} does not exist" if not location.exists() else
+                     f"{location} lacks {', '.join(missing)}; it holds "
+                     f"{', '.join(sorted(p.name for p in location.iterdir())[:10]) or 'nothing'}")
+            raise TapeloopError(
+                stage="data", problem=f"--data_dir={data_dir} does not hold the {spec.name} files",
+                expected=f"the IDX files {', '.join(n for pair in spec.files.values() for n in pair)} "
+                "(gzip-compressed or not)", found=found,
+                fix="point --data_dir at the folder that holds these files, or drop --data_dir to "
+                "let tapeloop find or download them")
+        return _read_location(spec, location)
+    tried = []
+    for label, location in search_locations(spec):
+        if location is None:
+            tried.append(f"{label} (not set)")
+        elif _missing_files(spec, location):
+            tried.append(f"{label} {location} (missing)")
+        else:
+            return _read_location(spec, location)
+    cache = user_cache_dir() / spec.name
+    if download:
+        try:
+            download_dataset(spec, cache)
+        except TapeloopError as error:
+            tried.append(f"download: {error.found}")
+        else:
+            return _read_location(spec, cache)
+    raise TapeloopError(
+        stage="data",
+        problem=f"the {spec.name} files are not on this machine and "
+        + ("could not be downloaded" if download else "downloads are off (--nodownload)"),
+        expected="the four IDX files in one of the places looked in",
+        found=f"--data_dir (not set), {', '.join(tried)}",
+        fix=_offline_fix(spec) + ("" if download else "; or allow the download with --download"))

@@ -1,0 +1,48 @@
+"""A VGG-style CNN: two stages of (conv-BN-ReLU) x 2 + max-pool, dropout, linear head."""
+
+import keras
+
+from trainer.config import TrainConfig
+
+
+class ConvBNReLU(keras.layers.Layer):
+    """3x3 convolution (no bias: batch norm has one), batch norm, ReLU."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=False):
+        return keras.ops.relu(self.norm(self.conv(x), training=training))
+
+
+def conv_stage(filters: int) -> keras.Sequential:
+    """Two conv blocks, then 2x2 max-pooling.
+
+    Sub-layers live in keras.Sequential (or attributes), never in a Python list:
+    Keras 3 does not track lists for tf.train.Checkpoint.
+    """
+    return keras.Sequential([ConvBNReLU(filters), ConvBNReLU(filters), keras.layers.MaxPooling2D()])
+
+
+class CNN(keras.Model):
+    """Returns logits; `width` filters in the first stage, twice that in the second."""
+
+    def __init__(self, num_classes: int, width: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.stage1 = conv_stage(width)
+        self.stage2 = conv_stage(2 * width)
+        self.flatten = keras.layers.Flatten()
+        self.dropout = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(num_classes)
+
+    def call(self, images, training=False):
+        x = self.stage2(self.stage1(images, training=training), training=training)
+        x = self.dropout(self.flatten(x), training=training)
+        return self.head(x)
+
+
+def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
+    del input_shape  # Convolutions adapt to any image size.
+    return CNN(num_classes, width=config.model_width, dropout=config.dropout, name="cnn")

@@ -1,0 +1,25 @@
+"""A multilayer perceptron: flatten, two hidden ReLU layers, dropout, linear head."""
+
+import keras
+
+from trainer.config import TrainConfig
+
+
+class MLP(keras.Model):
+    """Returns logits; `width` units in each hidden layer (256-1024 suits MNIST)."""
+
+    def __init__(self, num_classes: int, width: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.Sequential([keras.layers.Dense(width, activation="relu") for _ in range(2)])
+        self.dropout = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(num_classes)
+
+    def call(self, images, training=False):
+        x = self.hidden(self.flatten(images))
+        return self.head(self.dropout(x, training=training))
+
+
+def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
+    del input_shape  # Dense layers infer their input size on the first call.
+    return MLP(num_classes, width=config.model_width, dropout=config.dropout, name="mlp")

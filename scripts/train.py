@@ -1,0 +1,26 @@
+"""Trains a model: `python scripts/train.py --flagfile=configs/fashion_mnist.flags --run_dir=RUN`.
+
+Rerunning the same command on a run directory with checkpoints resumes from the latest.
+"""
+
+from trainer import cli  # First: quiets TensorFlow's start-up logging.
+
+from absl import flags
+
+from trainer import loop
+from trainer.flags import config_from_flags, define_flags
+
+define_flags()
+flags.mark_flag_as_required("run_dir")
+
+
+def main(argv):
+    results = loop.train(config_from_flags())
+    test = results["test"]
+    print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+          f"({results['steps']} steps, {results['wall_seconds']:.0f} s); "
+          f"results in {flags.FLAGS.run_dir}/results.json")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,73 @@
+"""Shared test helpers: small configs, IDX writers, script runner, real-MNIST location."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.flags import parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+IDX_TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
+
+
+def make_config(run_dir, *args: str):
+    """A TrainConfig on the synthetic dataset, small and fast, with extra flags applied."""
+    return parse_config(["--dataset=synthetic", "--model_width=8", "--batch_size=64",
+                         "--epochs=1", "--log_every_steps=5", "--progress=log",
+                         f"--run_dir={run_dir}", *args])
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encodes `array` in the IDX format (big-endian header and data)."""
+    big_endian = array.astype(array.dtype.newbyteorder(">"))
+    header = bytes([0, 0, IDX_TYPE_CODES[big_endian.dtype], array.ndim])
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + big_endian.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def write_idx_dataset(folder: Path, train_size: int = 40, test_size: int = 20, seed: int = 0) -> Path:
+    """Writes a tiny MNIST-shaped dataset as the four gzip IDX files."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, size in (("train", train_size), ("t10k", test_size)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (size, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, size, dtype=np.uint8))
+    return folder
+
+
+def run_script(name: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs scripts/<name>.py as a user would, capturing its output."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
+                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def mnist_dir() -> str:
+    """Folder of real MNIST IDX files, from $TAPELOOP_MNIST_DIR (scripts/test.sh sets it)."""
+    folder = os.environ.get("TAPELOOP_MNIST_DIR")
+    if not folder or not Path(folder, "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST not found: set TAPELOOP_MNIST_DIR to a folder of its IDX files")
+    return folder
+
+
+def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import tensorflow as tf
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]}

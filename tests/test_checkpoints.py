@@ -1,0 +1,142 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import catalog, pipeline
+from models import registry
+from tests.conftest import make_config
+from trainer import checkpoints, steps
+from trainer.errors import TapeloopError
+from trainer.loop import make_optimizer
+
+
+def trained_state(run_dir, *flags, train_steps=2):
+    config = make_config(run_dir, *flags)
+    model = registry.build_model(config.model, (28, 28, 1), 10, config)
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    train_step = steps.make_train_step(model, optimizer, steps.make_metrics(with_gradients=True))
+    images = tf.random.uniform((8, 28, 28, 1), seed=1)
+    for _ in range(train_steps):
+        train_step(images, tf.range(8) % 10)
+    return config, model, optimizer
+
+
+def test_latest_checkpoint_round_trips_model_optimizer_epoch_and_time(tmp_path):
+    config, model, optimizer = trained_state(tmp_path, train_steps=3)
+    saved = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=2)
+    saved.save_latest(epochs_done=4)
+
+    _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
+    restored = checkpoints.RunCheckpoints(str(tmp_path), fresh_model, fresh_optimizer, keep=2)
+    assert restored.restore_latest()
+    assert int(fresh_optimizer.iterations.numpy()) == 3 and int(restored.epoch.numpy()) == 4
+    assert restored.elapsed_seconds() >= float(saved.wall_seconds.numpy()) > 0
+    for expected, actual in zip(model.variables + optimizer.variables,
+                                fresh_model.variables + fresh_optimizer.variables):
+        if not expected.path.endswith("seed_generator_state"):  # Dropout RNG: deliberately not restored.
+            np.testing.assert_array_equal(expected.numpy(), actual.numpy(), err_msg=expected.path)
+
+
+def test_a_new_run_directory_has_nothing_to_restore(tmp_path):
+    _, model, optimizer = trained_state(tmp_path, train_steps=0)
+    assert not checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1).restore_latest()
+
+
+def test_best_is_saved_only_when_accuracy_improves(tmp_path):
+    _, model, optimizer = trained_state(tmp_path)
+    run = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1)
+    assert run.save_best_if_improved(0.5, epochs_done=1)
+    first = run.best.latest_checkpoint
+    assert not run.save_best_if_improved(0.5, epochs_done=2)
+    assert not run.save_best_if_improved(0.4, epochs_done=2)
+    assert run.best.latest_checkpoint == first and float(run.best_accuracy.numpy()) == 0.5
+
+
+def test_keep_limits_the_latest_checkpoints(tmp_path):
+    _, model, optimizer = trained_state(tmp_path)
+    run = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=2)
+    train_step = steps.make_train_step(model, optimizer, steps.make_metrics(with_gradients=True))
+    for epoch in range(4):
+        train_step(tf.zeros((2, 28, 28, 1)), tf.constant([0, 1]))
+        run.save_latest(epochs_done=epoch)
+    assert len(run.latest.checkpoints) == 2
+
+
+def test_restoring_into_a_different_model_is_a_clear_error(tmp_path):
+    _, model, optimizer = trained_state(tmp_path, "--model_width=8")
+    checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1).save_latest(epochs_done=0)
+    _, wider, wider_optimizer = trained_state(tmp_path / "other", "--model_width=16", train_steps=0)
+    with pytest.raises(TapeloopError) as raised:
+        checkpoints.RunCheckpoints(str(tmp_path), wider, wider_optimizer, keep=1).restore_latest()
+    assert raised.value.stage == "checkpoint"
+    assert "--flagfile=RUN/flags.txt" in raised.value.fix
+
+
+def test_restore_model_weights_without_checkpoints_is_a_clear_error(tmp_path):
+    _, model, _ = trained_state(tmp_path, train_steps=0)
+    with pytest.raises(TapeloopError, match="no checkpoint in"):
+        checkpoints.restore_model_weights(model, str(tmp_path / "best"))
+
+
+def test_saved_model_takes_raw_images_and_returns_the_model_probabilities(tmp_path):
+    config, model, _ = trained_state(tmp_path)
+    target = str(tmp_path / "saved_model")
+    checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, target)
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]  # Nothing partial left behind.
+    raw = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    expected = tf.nn.softmax(model(pipeline.to_model_input(raw, catalog.MNIST, config.standardize))).numpy()
+    loaded = tf.saved_model.load(target)
+    from_uint8 = loaded.signatures["serving_default"](images=tf.constant(raw))["probabilities"].numpy()
+    from_float = loaded.signatures["serving_float"](images=tf.constant(raw / 255.0, tf.float32))["probabilities"]
+    np.testing.assert_allclose(from_uint8, expected, atol=1e-5)
+    np.testing.assert_allclose(from_float.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(from_uint8.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_evaluate_saved_model_scores_raw_images(tmp_path):
+    config, model, _ = trained_state(tmp_path)
+    checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, str(tmp_path / "sm"))
+    raw = np.random.default_rng(1).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    labels = np.arange(30) % 10
+    probabilities = tf.nn.softmax(model(pipeline.to_model_input(raw, catalog.MNIST, True))).numpy()
+    scores = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), raw, labels, batch_size=7)
+    assert scores["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == labels))
+    expected_loss = -np.mean(np.log(probabilities[np.arange(30), labels]))
+    assert scores["loss/total"] == pytest.approx(expected_loss, rel=1e-4)
+
+
+class LayersInAList(keras.Model):
+    """The Keras 3 pitfall: a list of layers is invisible to tf.train.Checkpoint."""
+
+    def __init__(self):
+        super().__init__(name="layers_in_a_list")
+        self.blocks = [keras.layers.Dense(4), keras.layers.BatchNormalization()]
+        self.head = keras.layers.Dense(10)
+
+    def call(self, images, training=False):
+        x = keras.ops.reshape(images, (-1, 784))
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.head(x)
+
+
+def test_a_model_whose_variables_checkpoints_would_lose_is_refused(tmp_path):
+    model = LayersInAList()
+    model(tf.zeros((1, 28, 28, 1)))
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    with pytest.raises(TapeloopError) as raised:
+        checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1)
+    assert raised.value.stage == "checkpoint"
+    assert "moving_mean" in raised.value.found and "keras.Sequential" in raised.value.fix
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_the_built_in_models_are_fully_checkpointed(tmp_path, name):
+    config = make_config(tmp_path, f"--model={name}")
+    model = registry.build_model(name, (28, 28, 1), 10, config)
+    checkpoints.assert_checkpoint_covers(model)

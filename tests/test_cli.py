@@ -1,0 +1,71 @@
+"""The user-facing failures, through the real entry points: one paragraph, non-zero exit, no traceback."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_script, write_idx, write_idx_dataset
+import numpy as np
+
+
+def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
+    assert result.returncode == exit_code, result.stderr
+    assert "Traceback" not in result.stderr
+    error = result.stderr[result.stderr.index("tapeloop: error:"):]
+    assert "\n\n" not in error.strip()
+    flat = " ".join(error.split())
+    for phrase in phrases:
+        assert phrase in flat
+
+
+def test_an_invalid_flag_value_fails_before_any_work_with_the_allowed_values(tmp_path):
+    result = run_script("train", "--optimizer=rmsprop", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 2, "[flags]", "<adam|adamw|sgd>", "--helpfull")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_run_dir_flag_is_a_usage_error():
+    assert_one_paragraph_error(run_script("train", "--dataset=synthetic"), 2, "--run_dir must have a value")
+
+
+@pytest.mark.skipif(Path("/usr/share/datasets/mnist").exists(), reason="this machine has MNIST installed")
+def test_a_missing_dataset_offline_lists_every_place_tried(tmp_path):
+    env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "TAPELOOP_DATA_DIR": ""}
+    result = run_script("train", "--dataset=mnist", "--nodownload", f"--run_dir={tmp_path / 'run'}", env=env)
+    assert_one_paragraph_error(result, 1, "[data]", "--data_dir (not set)", "$TAPELOOP_DATA_DIR (not set)",
+                               "Keras cache", "/usr/share/datasets/mnist (missing)", "Fix:")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda raw: b"\x00\x00\x99\x03" + raw[4:], "wrong magic number"),
+    (lambda raw: raw[: len(raw) - 500], "the data is truncated"),
+])
+def test_a_corrupt_idx_file_is_named_with_the_fix(tmp_path, damage, phrase):
+    import gzip
+    folder = write_idx_dataset(tmp_path / "data")
+    target = folder / "train-images-idx3-ubyte.gz"
+    target.write_bytes(gzip.compress(damage(gzip.decompress(target.read_bytes()))))
+    result = run_script("train", "--dataset=mnist", f"--data_dir={folder}", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, f"{target} is not a valid IDX file: {phrase}", "Fix:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_wrong_data_dir_is_an_error_not_a_silent_fallback(tmp_path):
+    result = run_script("train", "--dataset=fashion_mnist", f"--data_dir={tmp_path / 'typo'}",
+                        f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, f"--data_dir={tmp_path / 'typo'} does not hold the fashion_mnist files",
+                               "does not exist")
+
+
+def test_verbosity_one_adds_the_traceback(tmp_path):
+    result = run_script("train", "--dataset=mnist", f"--data_dir={tmp_path}", f"--run_dir={tmp_path / 'run'}",
+                        "--verbosity=1")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "tapeloop: error:" in result.stderr
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
+    assert_one_paragraph_error(run_script("evaluate", f"--run_dir={tmp_path}"), 1,
+                               "[run directory]", "is not a tapeloop run directory")

@@ -1,0 +1,26 @@
+import numpy as np
+import tensorflow as tf
+
+from models import cnn
+from tests.conftest import make_config
+
+
+def test_cnn_maps_images_to_one_logit_per_class(tmp_path):
+    model = cnn.build((28, 28, 1), 7, make_config(tmp_path, "--model_width=4"))
+    logits = model(tf.random.uniform((3, 28, 28, 1)), training=False)
+    assert logits.shape == (3, 7) and logits.dtype == tf.float32
+    assert not np.allclose(tf.reduce_sum(tf.nn.softmax(logits), -1) - tf.reduce_sum(logits, -1), 0)
+
+
+def test_cnn_width_sets_the_filters_of_both_stages(tmp_path):
+    model = cnn.build((28, 28, 1), 10, make_config(tmp_path, "--model_width=5"))
+    model(tf.zeros((1, 28, 28, 1)))
+    kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
+    assert [shape[-1] for shape in kernels] == [5, 5, 10, 10]
+
+
+def test_cnn_dropout_and_batch_norm_act_only_in_training(tmp_path):
+    model = cnn.build((28, 28, 1), 10, make_config(tmp_path, "--model_width=4", "--dropout=0.5"))
+    images = tf.random.uniform((4, 28, 28, 1))
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=True))

@@ -1,0 +1,49 @@
+"""Real MNIST through the scripts: train, kill -9, resume, evaluate three ways."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO, run_script
+
+pytestmark = pytest.mark.slow
+
+
+def checkpointed_step(run_dir) -> int:
+    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def test_train_killed_and_resumed_on_real_mnist_then_evaluated(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    args = ["--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=16", "--max_steps=300",
+            "--checkpoint_every_steps=50", "--log_every_steps=50", "--progress=log", f"--run_dir={run_dir}"]
+    first = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while checkpointed_step(run_dir) < 100 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = checkpointed_step(run_dir)
+    assert 100 <= killed_at < 300 and not (run_dir / "results.json").exists()
+
+    resumed = run_script("train", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {killed_at}." in resumed.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 300
+    assert results["test"]["accuracy"] > 0.95
+
+    for weights in ("best", "saved_model"):
+        evaluated = run_script("evaluate", f"--run_dir={run_dir}", f"--weights={weights}", "--output=-")
+        assert evaluated.returncode == 0, evaluated.stderr
+        scores = json.loads(evaluated.stdout)
+        assert scores["examples"] == 10000
+        assert scores["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=2e-4)
+        assert scores["loss"] == pytest.approx(results["test"]["loss"], rel=1e-3)

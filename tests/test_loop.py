@@ -1,0 +1,97 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import make_config, read_scalars
+from trainer import loop
+from trainer.errors import TapeloopError
+
+TRAIN_TAGS = {"loss/total", "loss/cross_entropy", "learning_rate", "accuracy",
+              "gradients/global_norm", "perf/examples_per_sec"}
+
+
+def checkpoint_values(folder):
+    path = tf.train.latest_checkpoint(str(folder))
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
+            if name.startswith(("model/", "optimizer/"))}
+
+
+def test_train_writes_the_run_directory_contract(tmp_path):
+    run_dir = tmp_path / "run"
+    results = loop.train(make_config(run_dir, "--epochs=2"))
+    assert {"flags.txt", "train", "eval", "checkpoints", "best", "saved_model", "results.json"} <= set(
+        os.listdir(run_dir))
+    assert json.loads((run_dir / "results.json").read_text()) == results
+    assert results["steps"] == 2 * (1843 // 64) and results["epochs"] == 2.0
+    assert results["test"]["accuracy"] > 0.9 and results["eval"]["accuracy"] > 0.9
+    assert results["weights"].startswith(str(run_dir / "best"))
+    assert results["wall_seconds"] > 0 and results["examples_per_sec"] > 0
+    assert TRAIN_TAGS <= set(read_scalars(run_dir / "train"))
+    eval_scalars = read_scalars(run_dir / "eval")
+    assert eval_scalars["accuracy"][-1] == (results["steps"], pytest.approx(results["eval"]["accuracy"]))
+    assert "loss/total" in eval_scalars
+    assert "--run_dir=" + str(run_dir) in (run_dir / "flags.txt").read_text().splitlines()
+
+
+def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
+    flags = ("--model=mlp", "--dropout=0", "--epochs=2")
+    loop.train(make_config(tmp_path / "whole", *flags, "--max_steps=40"))
+    stopped = loop.train(make_config(tmp_path / "resumed", *flags, "--max_steps=19"))
+    assert stopped["steps"] == 19  # Mid-epoch: an epoch is 28 steps.
+    resumed = loop.train(make_config(tmp_path / "resumed", *flags, "--max_steps=40"))
+    assert resumed["steps"] == 40
+    whole = checkpoint_values(tmp_path / "whole" / "checkpoints")
+    continued = checkpoint_values(tmp_path / "resumed" / "checkpoints")
+    assert whole.keys() == continued.keys()
+    for name, value in whole.items():
+        np.testing.assert_allclose(continued[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_resuming_with_changed_flags_says_which(tmp_path, caplog):
+    loop.train(make_config(tmp_path, "--max_steps=3"))
+    caplog.set_level("INFO", logger="absl")
+    loop.train(make_config(tmp_path, "--max_steps=5"))
+    assert "Resuming from" in caplog.text
+    assert "Resuming with changed flags: --max_steps=5" in caplog.text
+    assert "--max_steps=5" in (tmp_path / "flags.txt").read_text().splitlines()
+
+
+def test_without_a_validation_split_the_last_weights_are_exported(tmp_path):
+    results = loop.train(make_config(tmp_path, "--validation_split=0"))
+    assert results["eval"] is None
+    assert results["weights"].startswith(str(tmp_path / "checkpoints"))
+    assert results["test"]["accuracy"] > 0.5
+
+
+def test_a_training_split_smaller_than_a_batch_is_refused_before_the_run_directory(tmp_path):
+    with pytest.raises(TapeloopError, match="the training split is smaller than one batch"):
+        loop.train(make_config(tmp_path / "run", "--batch_size=4096"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_adamw_decays_kernels_but_spares_biases_and_norm_parameters(tmp_path):
+    from models import registry
+
+    config = make_config(tmp_path, "--optimizer=adamw", "--learning_rate=0.1", "--weight_decay=0.5")
+    model = registry.build_model("cnn", (28, 28, 1), 10, config)
+    for variable in model.trainable_variables:
+        variable.assign(tf.ones_like(variable))
+    optimizer = loop.make_optimizer(config)
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for variable in model.trainable_variables:
+        decayed = variable.path.endswith("kernel")
+        np.testing.assert_allclose(variable.numpy(), 1 - 0.1 * 0.5 if decayed else 1.0, rtol=1e-6,
+                                   err_msg=variable.path)
+
+
+def test_sgd_uses_momentum(tmp_path):
+    optimizer = loop.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
+                                                "--momentum=0.9"))
+    variable = tf.Variable(1.0)
+    for _ in range(2):
+        optimizer.apply_gradients([(tf.constant(1.0), variable)])
+    assert float(variable.numpy()) == pytest.approx(1 - 0.5 - (0.9 * 0.5 + 0.5))

@@ -1,0 +1,45 @@
+import io
+
+import pytest
+
+from trainer import progress
+
+
+def test_auto_shows_a_bar_only_on_a_terminal(monkeypatch):
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    monkeypatch.setattr(progress.sys, "stdout", terminal)
+    assert progress.use_bar("auto") and progress.use_bar("bar") and not progress.use_bar("log")
+    monkeypatch.setattr(progress.sys, "stdout", io.StringIO())
+    assert not progress.use_bar("auto") and progress.use_bar("bar")
+
+
+def test_throughput_counts_examples_per_second_per_interval_and_overall(monkeypatch):
+    clock = iter([100.0, 102.0, 102.0, 106.0, 106.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    meter = progress.Throughput(batch_size=10)
+    for _ in range(4):
+        meter.tick()
+    assert meter.close_interval() == pytest.approx(20.0)  # 40 examples in 2 s.
+    meter.tick()
+    assert meter.close_interval() == pytest.approx(2.5)  # 10 examples in 4 s.
+    assert meter.overall() == pytest.approx(50 / 6)
+
+
+def test_log_lines_report_step_loss_accuracy_and_speed(caplog):
+    caplog.set_level("INFO", logger="absl")
+    reporter = progress.Progress("log", steps_per_epoch=10, total_steps=30)
+    reporter.start_epoch(1, 0)
+    reporter.log_interval(1, 15, {"loss/total": 0.5, "accuracy": 0.875, "perf/examples_per_sec": 1234.0,
+                                  "learning_rate": 0.001})
+    assert "epoch 2 step 15/30: loss 0.5000, accuracy 0.8750, 1234 examples/s, lr 0.001" in caplog.text
+
+
+def test_the_bar_shows_the_epoch_and_the_interval_metrics(capsys):
+    reporter = progress.Progress("bar", steps_per_epoch=10, total_steps=30)
+    reporter.start_epoch(2, 0)
+    reporter.log_interval(2, 30, {"loss/total": 0.5, "accuracy": 0.875, "perf/examples_per_sec": 1234.0,
+                                  "learning_rate": 0.001})
+    shown = capsys.readouterr().out
+    assert "Epoch 3/3" in shown
+    assert "loss: 0.5000" in shown and "accuracy: 0.8750" in shown and "examples/s: 1234" in shown

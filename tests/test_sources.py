@@ -1,0 +1,169 @@
+import dataclasses
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data import catalog, sources
+from tests.conftest import idx_bytes, write_idx, write_idx_dataset
+from trainer.errors import TapeloopError
+
+
+def flat(error) -> str:
+    return " ".join(str(error).split())
+
+
+@pytest.fixture
+def isolated_search(tmp_path, monkeypatch):
+    """No dataset anywhere: every searched place points into an empty temporary folder."""
+    monkeypatch.delenv("TAPELOOP_DATA_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "SYSTEM_DATASETS_ROOT", tmp_path / "system")
+    return tmp_path
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("dtype", ["u1", ">i4", ">f4"])
+def test_read_idx_round_trips_gzip_and_plain_files(tmp_path, compress, dtype):
+    array = (np.arange(2 * 3 * 4) * 7).reshape(2, 3, 4).astype(dtype)
+    path = write_idx(tmp_path / "array.idx", array, compress=compress)
+    read = sources.read_idx(path)
+    np.testing.assert_array_equal(read, array)
+    assert read.dtype.isnative
+
+
+def test_read_idx_rejects_a_wrong_magic_number(tmp_path):
+    path = tmp_path / "labels.idx"
+    path.write_bytes(b"\x00\x00\x07\x01" + b"\x00" * 8)
+    with pytest.raises(TapeloopError) as raised:
+        sources.read_idx(path)
+    assert raised.value.stage == "data"
+    assert f"{path} is not a valid IDX file: wrong magic number" in flat(raised.value)
+    assert "header bytes 00000701" in flat(raised.value)
+
+
+def test_read_idx_reports_truncated_data_with_sizes(tmp_path):
+    data = idx_bytes(np.zeros((10, 28, 28), np.uint8))
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(data[:-100]))
+    with pytest.raises(TapeloopError) as raised:
+        sources.read_idx(path)
+    message = flat(raised.value)
+    assert "the data is truncated" in message
+    assert "Expected 7840 data bytes for shape (10, 28, 28); found 7740 bytes" in message
+    assert "Fix: delete or replace" in message
+
+
+def test_read_idx_reports_a_truncated_gzip_stream(tmp_path):
+    compressed = gzip.compress(idx_bytes(np.arange(1000, dtype=np.uint8)))
+    path = tmp_path / "labels.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(TapeloopError, match="gzip stream is corrupt or truncated"):
+        sources.read_idx(path)
+
+
+def test_read_idx_rejects_trailing_bytes(tmp_path):
+    path = tmp_path / "labels.idx"
+    path.write_bytes(idx_bytes(np.arange(5, dtype=np.uint8)) + b"\x00")
+    with pytest.raises(TapeloopError, match="it has trailing bytes"):
+        sources.read_idx(path)
+
+
+def test_load_dataset_reads_an_explicit_data_dir(tmp_path):
+    folder = write_idx_dataset(tmp_path / "mnist", train_size=30, test_size=12)
+    splits = sources.load_dataset(catalog.MNIST, str(folder))
+    assert splits["train"][0].shape == (30, 28, 28) and splits["train"][0].dtype == np.uint8
+    assert splits["test"][1].shape == (12,)
+
+
+def test_plain_idx_files_are_found_without_the_gz_suffix(tmp_path):
+    folder = write_idx_dataset(tmp_path / "mnist", train_size=30, test_size=12)
+    for path in folder.iterdir():
+        path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        path.unlink()
+    assert len(sources.load_dataset(catalog.MNIST, str(folder))["train"][1]) == 30
+
+
+def test_a_missing_data_dir_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_dataset(catalog.MNIST, str(tmp_path / "nowhere"))
+    message = flat(raised.value)
+    assert f"--data_dir={tmp_path / 'nowhere'} does not hold the mnist files" in message
+    assert "does not exist" in message and "Fix: point --data_dir at the folder" in message
+
+
+def test_a_data_dir_without_the_files_lists_what_is_missing_and_what_is_there(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_dataset(catalog.MNIST, str(tmp_path))
+    message = flat(raised.value)
+    assert "lacks train-images-idx3-ubyte.gz" in message and "it holds notes.txt" in message
+
+
+def test_images_and_labels_of_different_lengths_are_rejected(tmp_path):
+    folder = write_idx_dataset(tmp_path / "mnist", train_size=30, test_size=12)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(29, np.uint8))
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_dataset(catalog.MNIST, str(folder))
+    assert "one label per image: shape [30]; found labels of shape [29]" in flat(raised.value)
+
+
+def test_search_prefers_tapeloop_data_dir_over_the_keras_cache(isolated_search, monkeypatch):
+    write_idx_dataset(isolated_search / "data" / "mnist", train_size=31)
+    keras_datasets = isolated_search / "keras" / "datasets"
+    keras_datasets.mkdir(parents=True)
+    np.savez(keras_datasets / "mnist.npz", x_train=np.zeros((5, 28, 28), np.uint8), y_train=np.zeros(5, np.uint8),
+             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2, np.uint8))
+    assert len(sources.load_dataset(catalog.MNIST)["train"][1]) == 5  # Keras cache alone.
+    monkeypatch.setenv("TAPELOOP_DATA_DIR", str(isolated_search / "data"))
+    assert len(sources.load_dataset(catalog.MNIST)["train"][1]) == 31
+
+
+def test_offline_without_files_lists_every_place_tried_and_the_fix(isolated_search):
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_dataset(catalog.FASHION_MNIST, download=False)
+    message = flat(raised.value)
+    assert "downloads are off (--nodownload)" in message
+    for place in ("--data_dir (not set)", "$TAPELOOP_DATA_DIR (not set)",
+                  f"Keras cache {isolated_search / 'keras' / 'datasets' / 'fashion-mnist'} (missing)",
+                  f"system datasets {isolated_search / 'system' / 'fashion-mnist'} (missing)",
+                  f"tapeloop download cache {isolated_search / 'cache' / 'tapeloop' / 'fashion_mnist'}"):
+        assert place in message
+    assert "sudo apt-get install dataset-fashion-mnist" in message
+
+
+def mirror_spec(tmp_path: Path, sha256_override: str | None = None) -> catalog.DatasetSpec:
+    """MNIST served from a local file:// mirror holding a tiny dataset."""
+    mirror = write_idx_dataset(tmp_path / "mirror")
+    digests = {path.name: sha256_override or hashlib.sha256(path.read_bytes()).hexdigest()
+               for path in mirror.iterdir()}
+    return dataclasses.replace(catalog.MNIST, sha256=digests, mirrors=(mirror.as_uri() + "/",))
+
+
+def test_download_verifies_checksums_and_fills_the_cache(isolated_search):
+    spec = mirror_spec(isolated_search)
+    splits = sources.load_dataset(spec)
+    assert len(splits["train"][1]) == 40
+    cached = isolated_search / "cache" / "tapeloop" / "mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(spec.sha256)
+
+
+def test_a_download_with_the_wrong_checksum_is_discarded(isolated_search):
+    spec = mirror_spec(isolated_search, sha256_override="0" * 64)
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_dataset(spec)
+    message = flat(raised.value)
+    assert "could not be downloaded" in message and "expected " + "0" * 64 in message
+    assert "$TAPELOOP_DATA_DIR (not set)" in message
+    assert list((isolated_search / "cache" / "tapeloop" / "mnist").iterdir()) == []
+
+
+def test_synthetic_splits_are_deterministic_and_shaped_like_mnist():
+    first, second = sources.synthetic_splits(catalog.SYNTHETIC), sources.synthetic_splits(catalog.SYNTHETIC)
+    images, labels = first["train"]
+    assert images.shape == (sources.SYNTHETIC_SIZES["train"], 28, 28) and images.dtype == np.uint8
+    assert set(np.unique(labels)) == set(range(10))
+    np.testing.assert_array_equal(images, second["train"][0])

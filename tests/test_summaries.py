@@ -1,0 +1,16 @@
+import numpy as np
+
+from tests.conftest import read_scalars
+from trainer.summaries import SummaryWriters, write_scalars
+
+
+def test_scalars_land_in_the_phase_folder_under_their_tags(tmp_path):
+    writers = SummaryWriters(str(tmp_path))
+    write_scalars(writers.train, {"loss/total": 2.5, "accuracy": 0.25}, step=10)
+    write_scalars(writers.train, {"loss/total": 1.5, "accuracy": 0.5}, step=20)
+    write_scalars(writers.eval, {"accuracy": 0.75}, step=20)
+    writers.close()
+    train = read_scalars(tmp_path / "train")
+    assert train["loss/total"] == [(10, 2.5), (20, 1.5)]
+    np.testing.assert_allclose([value for _, value in train["accuracy"]], [0.25, 0.5])
+    assert read_scalars(tmp_path / "eval") == {"accuracy": [(20, 0.75)]}

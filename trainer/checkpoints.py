@@ -1,0 +1,169 @@
+"""Checkpoints of a run (latest and best), resume, and the SavedModel export."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.catalog import DatasetSpec
+from data.pipeline import to_model_input
+from trainer.errors import TapeloopError
+
+
+class RunCheckpoints:
+    """`RUN/checkpoints` (the latest few) and `RUN/best` (best eval accuracy so far).
+
+    Both hold the whole training state: model, optimizer (its step counter is
+    the global step, its learning rate the schedule state), epoch, the best
+    accuracy seen and the wall seconds spent, so a resumed run continues as if
+    never stopped.
+    """
+
+    def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 keep: int):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch,
+            best_accuracy=self.best_accuracy, wall_seconds=self.wall_seconds)
+        assert_checkpoint_covers(model)
+        self.latest = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=keep,
+            step_counter=optimizer.iterations)
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(run_dir, "best"), max_to_keep=1,
+            step_counter=optimizer.iterations)
+        self._clock_start = time.perf_counter()
+        self._seconds_before = 0.0
+
+    def restore_latest(self) -> bool:
+        """Restores the latest checkpoint if there is one; returns whether it did."""
+        path = self.latest.latest_checkpoint
+        if path:
+            _restore(self.checkpoint, path, partial=False)
+            self._seconds_before = float(self.wall_seconds.numpy())
+        return path is not None
+
+    def elapsed_seconds(self) -> float:
+        """Wall seconds of the whole run, including processes before a resume."""
+        return self._seconds_before + time.perf_counter() - self._clock_start
+
+    def save_latest(self, epochs_done: int) -> None:
+        """Saves the state at the current step to checkpoints/."""
+        self._save(self.latest, epochs_done)
+
+    def save_best_if_improved(self, accuracy: float, epochs_done: int) -> bool:
+        """Records `accuracy` and saves to best/ if it beats every earlier evaluation."""
+        if accuracy <= self.best_accuracy.numpy():
+            return False
+        self.best_accuracy.assign(accuracy)
+        self._save(self.best, epochs_done)
+        return True
+
+    def _save(self, manager: tf.train.CheckpointManager, epochs_done: int) -> None:
+        self.epoch.assign(epochs_done)
+        self.wall_seconds.assign(self.elapsed_seconds())
+        manager.save(checkpoint_number=int(self.checkpoint.optimizer.iterations.numpy()))
+
+
+def assert_checkpoint_covers(model: keras.Model) -> None:
+    """Fails if a checkpoint of `model` would silently leave some of its variables out.
+
+    The usual cause: sub-layers kept in a Python list or dict, which Keras 3 does
+    not track for tf.train.Checkpoint (batch-norm statistics then vanish on restore).
+    """
+    checkpoint = tf.train.Checkpoint(model=model)
+    reachable = {id(trackable) for trackable in tf.train.TrackableView(checkpoint).descendants()}
+    lost = [variable.path for variable in model.variables if id(variable) not in reachable
+            and not variable.path.endswith("seed_generator_state")]  # Dropout's RNG: reseeded each run.
+    if lost:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"model {model.name!r} has variables that checkpoints would not save",
+            expected="every variable reachable through layer attributes",
+            found=f"{len(lost)} unreachable: {', '.join(lost[:8])}{', ...' if len(lost) > 8 else ''}",
+            fix="hold sub-layers in attributes or keras.Sequential, not in Python lists or dicts "
+            "(Keras 3 does not track those for tf.train.Checkpoint)")
+
+
+def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"the checkpoint {path} does not fit the model built from these flags",
+            expected="the same dataset, model and model flags as the run that wrote it",
+            found=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}",
+            fix="rerun with the run's own flags (--flagfile=RUN/flags.txt), or use a new --run_dir") from None
+
+
+def restore_model_weights(model: keras.Model, checkpoint_dir: str) -> str:
+    """Loads only the model's weights from the newest checkpoint in `checkpoint_dir`."""
+    path = tf.train.latest_checkpoint(checkpoint_dir)
+    if path is None:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"no checkpoint in {checkpoint_dir}",
+            expected="a run directory written by scripts/train.py", found="no checkpoint index file",
+            fix="check --run_dir, or train first")
+    assert_checkpoint_covers(model)
+    _restore(tf.train.Checkpoint(model=model), path, partial=True)
+    return path
+
+
+class ServingModule(tf.Module):
+    """Raw images in (as the dataset stores them), class probabilities out."""
+
+    def __init__(self, model: keras.Model, spec: DatasetSpec, standardize: bool):
+        super().__init__()
+        self.model = model
+        self._spec = spec
+        self._standardize = standardize
+        stored_shape = [None, *spec.stored_shape]
+        self.serve_uint8 = tf.function(self._probabilities,
+                                       input_signature=[tf.TensorSpec(stored_shape, tf.uint8, name="images")])
+        self.serve_float = tf.function(self._probabilities,
+                                       input_signature=[tf.TensorSpec(stored_shape, tf.float32, name="images")])
+
+    def _probabilities(self, images):
+        logits = self.model(to_model_input(images, self._spec, self._standardize), training=False)
+        return {"probabilities": tf.nn.softmax(logits)}
+
+
+def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool, target: str) -> None:
+    """Writes the SavedModel next to `target`, then swaps it in, so `target` is never half-written.
+
+    Signatures: `serving_default` takes uint8 images in [0, 255], `serving_float`
+    float32 images in [0, 1]; both return {"probabilities": [batch, num_classes]}.
+    """
+    module = ServingModule(model, spec, standardize)
+    partial = Path(f"{target}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tf.saved_model.save(module, str(partial), signatures={
+        "serving_default": module.serve_uint8, "serving_float": module.serve_float})
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of an exported model, fed raw images as a user would."""
+    if not os.path.isdir(path):
+        raise TapeloopError(
+            stage="checkpoint", problem=f"no SavedModel at {path}", expected="the export of a finished run",
+            found="no such folder", fix="let the training run finish, or evaluate --weights=best")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    cross_entropy = keras.metrics.SparseCategoricalCrossentropy()
+    for start in range(0, len(labels), batch_size):
+        batch_labels = labels[start:start + batch_size]
+        probabilities = serve(images=tf.constant(images[start:start + batch_size]))["probabilities"]
+        accuracy.update_state(batch_labels, probabilities)
+        cross_entropy.update_state(batch_labels, probabilities)
+    return {"accuracy": float(accuracy.result()), "loss/total": float(cross_entropy.result())}

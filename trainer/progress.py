@@ -1,0 +1,73 @@
+"""Progress display: a bar on a terminal, one log line per interval otherwise."""
+
+import sys
+import time
+
+import keras
+from absl import logging
+
+BAR_METRICS = {"loss/total": "loss", "accuracy": "accuracy", "perf/examples_per_sec": "examples/s"}
+
+
+def use_bar(mode: str) -> bool:
+    """`--progress=auto` shows a bar only when stdout is a terminal."""
+    return mode == "bar" or (mode == "auto" and sys.stdout.isatty())
+
+
+class Progress:
+    """Reports training progress at each log interval and each evaluation."""
+
+    def __init__(self, mode: str, steps_per_epoch: int, total_steps: int):
+        self.bar_enabled = use_bar(mode)
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
+        self.bar = None
+
+    def start_epoch(self, epoch: int, step_in_epoch: int) -> None:
+        if self.bar_enabled:
+            epochs = -(-self.total_steps // self.steps_per_epoch)
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            self.bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=BAR_METRICS.values())
+            self.bar.update(step_in_epoch)
+
+    def log_interval(self, epoch: int, step: int, scalars: dict[str, float]) -> None:
+        if self.bar:
+            self.bar.update(step - epoch * self.steps_per_epoch,
+                            [(label, scalars[tag]) for tag, label in BAR_METRICS.items()])
+            return
+        logging.info("epoch %d step %d/%d: loss %.4f, accuracy %.4f, %.0f examples/s, lr %.3g",
+                     epoch + 1, step, self.total_steps, scalars["loss/total"], scalars["accuracy"],
+                     scalars["perf/examples_per_sec"], scalars["learning_rate"])
+
+    def log_eval(self, epoch: int, step: int, results: dict[str, float], improved: bool) -> None:
+        logging.info("epoch %d step %d eval: loss %.4f, accuracy %.4f%s", epoch + 1, step,
+                     results["loss/total"], results["accuracy"], " (best so far)" if improved else "")
+
+
+class Throughput:
+    """Examples per second over the current interval and over the whole process."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.total_steps = 0
+        self.total_seconds = 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        self.interval_start = time.perf_counter()
+        self.interval_steps = 0
+
+    def tick(self) -> None:
+        self.interval_steps += 1
+
+    def close_interval(self) -> float:
+        """Ends the interval; returns its examples per second and starts the next one."""
+        seconds = time.perf_counter() - self.interval_start
+        self.total_steps += self.interval_steps
+        self.total_seconds += seconds
+        rate = self.interval_steps * self.batch_size / seconds
+        self.restart()
+        return rate
+
+    def overall(self) -> float:
+        return self.total_steps * self.batch_size / self.total_seconds if self.total_seconds else 0.0
