@@ -29,6 +29,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...] = ()
     keras_cache_entry: str | None = None
     system_folder: str | None = None
+    debian_package: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -82,6 +83,7 @@ FASHION_MNIST = DatasetSpec(
     ),
     keras_cache_entry="fashion-mnist",
     system_folder="fashion-mnist",
+    debian_package="dataset-fashion-mnist",
 )
 
 # Generated in memory by data.sources.synthetic_splits: no files, for tests and benchmarks.

@@ -182,8 +182,8 @@ def download_dataset(spec: DatasetSpec, target_dir: Path) -> None:
 
 
 def _offline_fix(spec: DatasetSpec) -> str:
-    package = f"`sudo apt-get install dataset-{spec.system_folder}` (Debian/Ubuntu), or " \
-        if spec.name == "fashion_mnist" else ""
+    package = (f"`sudo apt-get install {spec.debian_package}` (Debian/Ubuntu), or "
+               if spec.debian_package else "")
     return (f"install the files: {package}copy the four IDX files into a folder and pass "
             f"--data_dir=FOLDER, or set $TAPELOOP_DATA_DIR so that $TAPELOOP_DATA_DIR/{spec.name} "
             "holds them")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from trainer.flags import parse_config
 
@@ -64,9 +66,6 @@ def mnist_dir() -> str:
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    import tensorflow as tf
-
     events = EventAccumulator(str(folder))
     events.Reload()
     return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]

@@ -1,12 +1,11 @@
 """The user-facing failures, through the real entry points: one paragraph, non-zero exit, no traceback."""
 
-import os
+import gzip
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_script, write_idx, write_idx_dataset
-import numpy as np
+from tests.conftest import run_script, write_idx_dataset
 
 
 def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
@@ -44,7 +43,6 @@ def test_a_missing_dataset_offline_lists_every_place_tried(tmp_path):
     (lambda raw: raw[: len(raw) - 500], "the data is truncated"),
 ])
 def test_a_corrupt_idx_file_is_named_with_the_fix(tmp_path, damage, phrase):
-    import gzip
     folder = write_idx_dataset(tmp_path / "data")
     target = folder / "train-images-idx3-ubyte.gz"
     target.write_bytes(gzip.compress(damage(gzip.decompress(target.read_bytes()))))

@@ -87,3 +87,11 @@ def test_prepare_data_splits_train_and_leaves_test_alone(tmp_path):
     train_size = len(data.train[1]) + len(data.validation[1])
     assert len(data.validation[1]) == pytest.approx(train_size / 4, abs=1)
     assert len(data.test[1]) == 512
+
+
+def test_pipelines_run_without_the_autotuner_whose_thread_stalls_iterator_teardown(tmp_path):
+    config = make_config(tmp_path)
+    images, labels = labelled_images(70)
+    for batches in (pipeline.train_batches((images, labels), catalog.MNIST, config, epoch=0),
+                    pipeline.eval_batches((images, labels), catalog.MNIST, config)):
+        assert batches.options().autotune.enabled is False
