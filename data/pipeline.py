@@ -63,9 +63,8 @@ def prepare_data(config: TrainConfig, spec: DatasetSpec) -> PreparedData:
 def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool) -> tf.Tensor:
     """Raw images -> float32 [B, H, W, C]: uint8 scaled to [0, 1], floats kept as they are."""
     images = tf.convert_to_tensor(images)
-    if images.dtype.is_integer:
-        images = tf.cast(images, tf.float32) / 255.0
-    images = tf.cast(images, tf.float32)
+    scale = 255.0 if images.dtype.is_integer else 1.0
+    images = tf.cast(images, tf.float32) / scale
     if images.shape.rank == 3:
         images = images[..., tf.newaxis]
     if standardize:

@@ -28,6 +28,7 @@ def trained_state(run_dir, *flags, train_steps=2):
 def test_latest_checkpoint_round_trips_model_optimizer_epoch_and_time(tmp_path):
     config, model, optimizer = trained_state(tmp_path, train_steps=3)
     saved = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=2)
+    saved.training_seconds.assign(12.5)
     saved.save_latest(epochs_done=4)
 
     _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
@@ -35,6 +36,7 @@ def test_latest_checkpoint_round_trips_model_optimizer_epoch_and_time(tmp_path):
     assert restored.restore_latest()
     assert int(fresh_optimizer.iterations.numpy()) == 3 and int(restored.epoch.numpy()) == 4
     assert restored.elapsed_seconds() >= float(saved.wall_seconds.numpy()) > 0
+    assert float(restored.training_seconds.numpy()) == 12.5
     for expected, actual in zip(model.variables + optimizer.variables,
                                 fresh_model.variables + fresh_optimizer.variables):
         if not expected.path.endswith("seed_generator_state"):  # Dropout RNG: deliberately not restored.

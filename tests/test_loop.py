@@ -51,6 +51,14 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
         np.testing.assert_allclose(continued[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_rerunning_a_finished_run_trains_no_further_and_keeps_its_results(tmp_path):
+    first = loop.train(make_config(tmp_path))
+    again = loop.train(make_config(tmp_path))
+    assert again["steps"] == first["steps"]
+    assert again["examples_per_sec"] == pytest.approx(first["examples_per_sec"])
+    assert again["test"] == first["test"] and again["weights"] == first["weights"]
+
+
 def test_resuming_with_changed_flags_says_which(tmp_path, caplog):
     loop.train(make_config(tmp_path, "--max_steps=3"))
     caplog.set_level("INFO", logger="absl")

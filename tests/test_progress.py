@@ -14,16 +14,15 @@ def test_auto_shows_a_bar_only_on_a_terminal(monkeypatch):
     assert not progress.use_bar("auto") and progress.use_bar("bar")
 
 
-def test_throughput_counts_examples_per_second_per_interval_and_overall(monkeypatch):
-    clock = iter([100.0, 102.0, 102.0, 106.0, 106.0])
+def test_interval_timer_reports_steps_and_seconds_then_restarts(monkeypatch):
+    clock = iter([100.0, 102.5, 102.5, 104.0, 104.0])
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
-    meter = progress.Throughput(batch_size=10)
+    timer = progress.IntervalTimer()
     for _ in range(4):
-        meter.tick()
-    assert meter.close_interval() == pytest.approx(20.0)  # 40 examples in 2 s.
-    meter.tick()
-    assert meter.close_interval() == pytest.approx(2.5)  # 10 examples in 4 s.
-    assert meter.overall() == pytest.approx(50 / 6)
+        timer.tick()
+    assert timer.close() == (4, 2.5)
+    timer.tick()
+    assert timer.close() == (1, 1.5)
 
 
 def test_log_lines_report_step_loss_accuracy_and_speed(caplog):

@@ -19,8 +19,8 @@ class RunCheckpoints:
 
     Both hold the whole training state: model, optimizer (its step counter is
     the global step, its learning rate the schedule state), epoch, the best
-    accuracy seen and the wall seconds spent, so a resumed run continues as if
-    never stopped.
+    accuracy seen, and the wall and training seconds spent, so a resumed run
+    continues as if never stopped.
     """
 
     def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
@@ -28,9 +28,10 @@ class RunCheckpoints:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.training_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch,
-            best_accuracy=self.best_accuracy, wall_seconds=self.wall_seconds)
+            model=model, optimizer=optimizer, epoch=self.epoch, best_accuracy=self.best_accuracy,
+            wall_seconds=self.wall_seconds, training_seconds=self.training_seconds)
         assert_checkpoint_covers(model)
         self.latest = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=keep,

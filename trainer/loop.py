@@ -13,7 +13,7 @@ from trainer.checkpoints import RunCheckpoints, export_saved_model, restore_mode
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 from trainer.flags import serialize_config
-from trainer.progress import Progress, Throughput
+from trainer.progress import IntervalTimer, Progress
 from trainer.summaries import SummaryWriters, write_scalars
 
 
@@ -52,11 +52,13 @@ def train(config: TrainConfig) -> dict:
                           if data.validation is not None else None)
 
     progress = Progress(config.progress, steps_per_epoch, total_steps)
-    throughput = Throughput(config.batch_size)
+    timer = IntervalTimer()
 
     def log_training(epoch, step):
+        interval_steps, seconds = timer.close()
+        checkpoints.training_seconds.assign_add(seconds)
         scalars = steps.read_and_reset(train_metrics)
-        scalars["perf/examples_per_sec"] = throughput.close_interval()
+        scalars["perf/examples_per_sec"] = interval_steps * config.batch_size / seconds
         scalars["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         write_scalars(writers.train, scalars, step)
         progress.log_interval(epoch, step, scalars)
@@ -65,10 +67,10 @@ def train(config: TrainConfig) -> dict:
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         progress.start_epoch(epoch, step_in_epoch)
-        throughput.restart()
+        timer.restart()
         for images, labels in pipeline.train_batches(data.train, spec, config, epoch, step_in_epoch):
             train_step(images, labels)
-            throughput.tick()
+            timer.tick()
             step += 1
             if step % config.log_every_steps == 0:
                 log_training(epoch, step)
@@ -77,7 +79,7 @@ def train(config: TrainConfig) -> dict:
                 checkpoints.save_latest(epochs_done=step // steps_per_epoch)
             if step >= total_steps:
                 break
-        if throughput.interval_steps:
+        if timer.steps:
             log_training(epoch, step)
 
         if validation_batches is not None:
@@ -106,7 +108,7 @@ def train(config: TrainConfig) -> dict:
         "steps": step,
         "epochs": step / steps_per_epoch,
         "wall_seconds": checkpoints.elapsed_seconds(),
-        "examples_per_sec": throughput.overall(),
+        "examples_per_sec": step * config.batch_size / float(checkpoints.training_seconds.numpy()),
     }
     write_text_atomic(os.path.join(config.run_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     return results

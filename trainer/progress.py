@@ -44,30 +44,21 @@ class Progress:
                      results["loss/total"], results["accuracy"], " (best so far)" if improved else "")
 
 
-class Throughput:
-    """Examples per second over the current interval and over the whole process."""
+class IntervalTimer:
+    """Times the training steps between two logs (evaluation and checkpoints fall outside)."""
 
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.total_steps = 0
-        self.total_seconds = 0.0
+    def __init__(self):
         self.restart()
 
     def restart(self) -> None:
-        self.interval_start = time.perf_counter()
-        self.interval_steps = 0
+        self.start = time.perf_counter()
+        self.steps = 0
 
     def tick(self) -> None:
-        self.interval_steps += 1
+        self.steps += 1
 
-    def close_interval(self) -> float:
-        """Ends the interval; returns its examples per second and starts the next one."""
-        seconds = time.perf_counter() - self.interval_start
-        self.total_steps += self.interval_steps
-        self.total_seconds += seconds
-        rate = self.interval_steps * self.batch_size / seconds
+    def close(self) -> tuple[int, float]:
+        """Returns the interval's (steps, seconds) and starts the next one."""
+        steps, seconds = self.steps, time.perf_counter() - self.start
         self.restart()
-        return rate
-
-    def overall(self) -> float:
-        return self.total_steps * self.batch_size / self.total_seconds if self.total_seconds else 0.0
+        return steps, seconds
