@@ -45,7 +45,7 @@ class Progress:
 
 
 class IntervalTimer:
-    """Times the training steps between two logs (evaluation and checkpoints fall outside)."""
+    """Times the training steps between two logs; evaluation and epoch-end checkpoints fall outside."""
 
     def __init__(self):
         self.restart()
