@@ -249,3 +249,26 @@ def load_dataset(spec: DatasetSpec, data_dir: str | None = None, download: bool 
         expected="the four IDX files in one of the places looked in",
         found=f"--data_dir (not set), {', '.join(tried)}",
         fix=_offline_fix(spec) + ("" if download else "; or allow the download with --download"))
+
+
+def load_sample_weights(path: str, num_examples: int) -> np.ndarray:
+    """Reads --sample_weights: a .npy vector of one finite weight >= 0 per training example."""
+    def refuse(found: str) -> TapeloopError:
+        return TapeloopError(
+            stage="data", problem=f"--sample_weights={path} cannot weight this training split",
+            expected=f"a .npy file holding a 1-D array of {num_examples} finite numbers >= 0 "
+                     "(one per example of the training split, in stored order)",
+            found=found, fix="write the weights with numpy.save, in the order the dataset stores the examples")
+
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise refuse(f"{type(error).__name__}: {error}") from None
+    if weights.ndim != 1 or len(weights) != num_examples:
+        raise refuse(f"an array of shape {weights.shape}")
+    if not np.issubdtype(weights.dtype, np.number):
+        raise refuse(f"an array of dtype {weights.dtype}")
+    non_finite, negative = np.count_nonzero(~np.isfinite(weights)), np.count_nonzero(weights < 0)
+    if non_finite or negative:
+        raise refuse(f"{non_finite} NaN or infinite and {negative} negative weights")
+    return weights.astype(np.float64)

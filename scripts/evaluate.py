@@ -1,6 +1,6 @@
 """Scores a run on the test split: `python scripts/evaluate.py --run_dir=RUN [--weights=best]`.
 
-Prints accuracy and loss as text; `--output=FILE` also writes them as JSON (`-` for stdout).
+Prints accuracy, balanced accuracy, loss and per-class precision and recall as text; `--output=FILE` also writes them as JSON (`-` for stdout).
 """
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
@@ -13,7 +13,7 @@ from absl import flags
 from data import catalog, pipeline
 from data.sources import load_dataset
 from models import registry
-from trainer import loop, steps
+from trainer import losses, loop, steps
 from trainer.checkpoints import evaluate_saved_model, restore_model_weights
 from trainer.flags import load_run_config
 
@@ -31,21 +31,25 @@ def main(argv):
     images, labels = load_dataset(spec, FLAGS.data_dir or config.data_dir, config.download)["test"]
     if FLAGS.weights == "saved_model":
         source = os.path.join(FLAGS.run_dir, "saved_model")
-        scores = evaluate_saved_model(source, images, labels, config.eval_batch_size)
+        scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size)
     else:
         model = registry.build_model(config.model, spec.image_shape, spec.num_classes, config)
         folder = "best" if FLAGS.weights == "best" else "checkpoints"
         source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder))
-        metrics = steps.make_metrics(with_gradients=False)
-        scores = loop.evaluate(steps.make_eval_step(model, metrics), metrics,
+        loss = losses.from_config(config, spec.num_classes)
+        metrics = steps.make_metrics(loss, class_names=spec.class_names)
+        scores = loop.evaluate(steps.make_eval_step(model, loss, metrics), metrics,
                                pipeline.eval_batches((images, labels), spec, config))
-    results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)),
-               "weights": source, "accuracy": scores["accuracy"], "loss": scores["loss/total"]}
+    results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
+               **loop.summarize_split(scores, spec.class_names)}
     if FLAGS.output == "-":
         print(json.dumps(results, indent=2))
         return
-    print(f"test accuracy {results['accuracy']:.4f}, loss {results['loss']:.4f} "
-          f"({results['examples']} examples, weights {source})")
+    print(f"test accuracy {results['accuracy']:.4f}, balanced accuracy {results['balanced_accuracy']:.4f}, "
+          f"loss {results['loss']:.4f} ({results['examples']} examples, weights {source})")
+    for name, scores in results["per_class"].items():
+        recall = "n/a (no examples)" if scores["recall"] is None else f"{scores['recall']:.4f}"
+        print(f"  {name:>12}  precision {scores['precision']:.4f}  recall {recall}")
     if FLAGS.output:
         with open(FLAGS.output, "w") as stream:
             json.dump(results, stream, indent=2)

@@ -66,7 +66,7 @@ def mnist_dir() -> str:
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
-    events = EventAccumulator(str(folder))
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})  # 0: keep every event.
     events.Reload()
     return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
             for tag in events.Tags()["tensors"]}

@@ -8,9 +8,25 @@ import tensorflow as tf
 from data import catalog, pipeline
 from models import registry
 from tests.conftest import make_config
-from trainer import checkpoints, steps
+from trainer import checkpoints, losses, steps
 from trainer.errors import TapeloopError
 from trainer.loop import make_optimizer
+from trainer.schedules import LearningRate
+
+
+CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
+
+
+def make_train_step(model, optimizer):
+    return steps.make_train_step(model, optimizer, CROSS_ENTROPY,
+                                 steps.make_metrics(CROSS_ENTROPY, with_gradients=True))
+
+
+def run_checkpoints(folder, model, optimizer, keep=1, *flags):
+    """RunCheckpoints in `folder` with a schedule built from `flags`."""
+    config = make_config(folder, *flags)
+    schedule = LearningRate(config, total_steps=100, steps_per_epoch=10)
+    return checkpoints.RunCheckpoints(str(folder), model, optimizer, schedule, keep, config.early_stopping_metric)
 
 
 def trained_state(run_dir, *flags, train_steps=2):
@@ -18,21 +34,21 @@ def trained_state(run_dir, *flags, train_steps=2):
     model = registry.build_model(config.model, (28, 28, 1), 10, config)
     optimizer = make_optimizer(config)
     optimizer.build(model.trainable_variables)
-    train_step = steps.make_train_step(model, optimizer, steps.make_metrics(with_gradients=True))
+    train_step = make_train_step(model, optimizer)
     images = tf.random.uniform((8, 28, 28, 1), seed=1)
     for _ in range(train_steps):
-        train_step(images, tf.range(8) % 10)
+        train_step(images, tf.range(8) % 10, tf.ones(8))
     return config, model, optimizer
 
 
 def test_latest_checkpoint_round_trips_model_optimizer_epoch_and_time(tmp_path):
     config, model, optimizer = trained_state(tmp_path, train_steps=3)
-    saved = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=2)
+    saved = run_checkpoints(tmp_path, model, optimizer, keep=2)
     saved.training_seconds.assign(12.5)
     saved.save_latest(epochs_done=4)
 
     _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
-    restored = checkpoints.RunCheckpoints(str(tmp_path), fresh_model, fresh_optimizer, keep=2)
+    restored = run_checkpoints(tmp_path, fresh_model, fresh_optimizer, keep=2)
     assert restored.restore_latest()
     assert int(fresh_optimizer.iterations.numpy()) == 3 and int(restored.epoch.numpy()) == 4
     assert restored.elapsed_seconds() >= float(saved.wall_seconds.numpy()) > 0
@@ -45,35 +61,50 @@ def test_latest_checkpoint_round_trips_model_optimizer_epoch_and_time(tmp_path):
 
 def test_a_new_run_directory_has_nothing_to_restore(tmp_path):
     _, model, optimizer = trained_state(tmp_path, train_steps=0)
-    assert not checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1).restore_latest()
+    assert not run_checkpoints(tmp_path, model, optimizer, keep=1).restore_latest()
 
 
 def test_best_is_saved_only_when_accuracy_improves(tmp_path):
     _, model, optimizer = trained_state(tmp_path)
-    run = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1)
-    assert run.save_best_if_improved(0.5, epochs_done=1)
+    run = run_checkpoints(tmp_path, model, optimizer, keep=1)
+    assert run.save_best_if_improved({"accuracy": 0.5}, epochs_done=1)
     first = run.best.latest_checkpoint
-    assert not run.save_best_if_improved(0.5, epochs_done=2)
-    assert not run.save_best_if_improved(0.4, epochs_done=2)
-    assert run.best.latest_checkpoint == first and float(run.best_accuracy.numpy()) == 0.5
+    assert not run.save_best_if_improved({"accuracy": 0.5}, epochs_done=2)
+    assert not run.save_best_if_improved({"accuracy": 0.4}, epochs_done=2)
+    assert run.best.latest_checkpoint == first and run.best_metric.best == 0.5
+
+
+def test_best_by_loss_means_lowest_and_survives_a_resume_with_the_schedule_state(tmp_path):
+    flags = ("--early_stopping_metric=loss", "--lr_schedule=plateau")
+    _, model, optimizer = trained_state(tmp_path)
+    run = run_checkpoints(tmp_path, model, optimizer, 1, *flags)
+    assert run.save_best_if_improved({"loss/total": 0.8}, epochs_done=1)
+    assert not run.save_best_if_improved({"loss/total": 0.9}, epochs_done=2)
+    run.checkpoint.schedule.reductions.assign(2)
+    run.save_latest(epochs_done=2)
+    _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
+    restored = run_checkpoints(tmp_path, fresh_model, fresh_optimizer, 1, *flags)
+    assert restored.restore_latest()
+    assert restored.best_metric.best == 0.8 and int(restored.best_metric.evaluations_since_best.numpy()) == 1
+    assert int(restored.checkpoint.schedule.reductions.numpy()) == 2
 
 
 def test_keep_limits_the_latest_checkpoints(tmp_path):
     _, model, optimizer = trained_state(tmp_path)
-    run = checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=2)
-    train_step = steps.make_train_step(model, optimizer, steps.make_metrics(with_gradients=True))
+    run = run_checkpoints(tmp_path, model, optimizer, keep=2)
+    train_step = make_train_step(model, optimizer)
     for epoch in range(4):
-        train_step(tf.zeros((2, 28, 28, 1)), tf.constant([0, 1]))
+        train_step(tf.zeros((2, 28, 28, 1)), tf.constant([0, 1]), tf.ones(2))
         run.save_latest(epochs_done=epoch)
     assert len(run.latest.checkpoints) == 2
 
 
 def test_restoring_into_a_different_model_is_a_clear_error(tmp_path):
     _, model, optimizer = trained_state(tmp_path, "--model_width=8")
-    checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1).save_latest(epochs_done=0)
+    run_checkpoints(tmp_path, model, optimizer, keep=1).save_latest(epochs_done=0)
     _, wider, wider_optimizer = trained_state(tmp_path / "other", "--model_width=16", train_steps=0)
     with pytest.raises(TapeloopError) as raised:
-        checkpoints.RunCheckpoints(str(tmp_path), wider, wider_optimizer, keep=1).restore_latest()
+        run_checkpoints(tmp_path, wider, wider_optimizer, keep=1).restore_latest()
     assert raised.value.stage == "checkpoint"
     assert "--flagfile=RUN/flags.txt" in raised.value.fix
 
@@ -105,8 +136,11 @@ def test_evaluate_saved_model_scores_raw_images(tmp_path):
     raw = np.random.default_rng(1).integers(0, 256, (30, 28, 28), dtype=np.uint8)
     labels = np.arange(30) % 10
     probabilities = tf.nn.softmax(model(pipeline.to_model_input(raw, catalog.MNIST, True))).numpy()
-    scores = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), raw, labels, batch_size=7)
-    assert scores["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == labels))
+    scores = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), catalog.MNIST, raw, labels, batch_size=7)
+    predictions = probabilities.argmax(1)
+    assert scores["accuracy"] == pytest.approx(np.mean(predictions == labels))
+    for digit in range(10):
+        assert scores[f"recall/{digit}"] == pytest.approx(np.mean(predictions[labels == digit] == digit))
     expected_loss = -np.mean(np.log(probabilities[np.arange(30), labels]))
     assert scores["loss/total"] == pytest.approx(expected_loss, rel=1e-4)
 
@@ -132,7 +166,7 @@ def test_a_model_whose_variables_checkpoints_would_lose_is_refused(tmp_path):
     optimizer = keras.optimizers.Adam()
     optimizer.build(model.trainable_variables)
     with pytest.raises(TapeloopError) as raised:
-        checkpoints.RunCheckpoints(str(tmp_path), model, optimizer, keep=1)
+        run_checkpoints(tmp_path, model, optimizer, keep=1)
     assert raised.value.stage == "checkpoint"
     assert "moving_mean" in raised.value.found and "keras.Sequential" in raised.value.fix
 

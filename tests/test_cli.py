@@ -24,6 +24,28 @@ def test_an_invalid_flag_value_fails_before_any_work_with_the_allowed_values(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unknown_loss_term_fails_at_start_up_naming_the_term(tmp_path):
+    result = run_script("train", "--dataset=synthetic", "--loss_weights=cross_entropy=1,hinge=0.5",
+                        f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 2, "[flags]", "--loss_weights", "unknown loss term 'hinge'",
+                               "terms: cross_entropy, binary_cross_entropy, focal, l2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_learning_rate_stops_with_the_paragraph_and_saves_no_checkpoint(tmp_path):
+    result = run_script("train", "--dataset=synthetic", "--model_width=8", "--learning_rate=10",
+                        f"--run_dir={tmp_path / 'run'}", "--progress=log")
+    assert_one_paragraph_error(result, 1, "[loss] training diverged by step", "with learning rate 10",
+                               "lower --learning_rate (try 1)", "--warmup_steps")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_step_schedule_without_values_fails_naming_the_flags(tmp_path):
+    result = run_script("train", "--dataset=synthetic", "--lr_schedule=step", "--lr_boundaries=100",
+                        f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 2, "[flags]", "--lr_schedule=step needs", "--lr_values")
+
+
 def test_a_missing_run_dir_flag_is_a_usage_error():
     assert_one_paragraph_error(run_script("train", "--dataset=synthetic"), 2, "--run_dir must have a value")
 

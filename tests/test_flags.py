@@ -5,7 +5,8 @@ from absl import flags
 
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
-from trainer.flags import load_run_config, parse_config, serialize_config
+from trainer import losses
+from trainer.flags import LOSS_TERMS, load_run_config, parse_config, serialize_config
 
 
 def test_every_config_field_is_a_flag_with_a_default():
@@ -23,7 +24,8 @@ def test_later_flags_override_the_flagfile(tmp_path):
 
 def test_serialized_config_reproduces_the_config(tmp_path):
     config = parse_config(["--dataset=mnist", "--nostandardize", "--learning_rate=0.003",
-                           f"--run_dir={tmp_path}", "--data_dir=/data/mnist"])
+                           f"--run_dir={tmp_path}", "--data_dir=/data/mnist",
+                           "--loss_weights=focal=0.5,cross_entropy=1,l2=5e-4", "--class_weights=1,2.5,0"])
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(serialize_config(config))
     assert parse_config([f"--flagfile={flagfile}"]) == config
@@ -34,10 +36,28 @@ def test_serialized_config_reproduces_the_config(tmp_path):
     (["--validation_split=0.9"], "0.9 is not a number in the range \\[0.0, 0.5\\]"),
     (["--batch_size=0"], "0 is not a positive integer"),
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--loss_weights=cross_entropy=1,hinge=1"], "unknown loss term 'hinge'; terms: cross_entropy, "),
+    (["--loss_weights=cross_entropy=-1"], "the weight of cross_entropy must be a number >= 0, not '-1'"),
+    (["--loss_weights=cross_entropy=x"], "the weight of cross_entropy is not a number: 'x'"),
+    (["--loss_weights=cross_entropy"], "give cross_entropy a weight: cross_entropy=<weight>"),
+    (["--loss_weights=l2=1e-4"], "name at least one of the data terms"),
+    (["--class_weights=balance"], "expected none, balanced or comma-separated numbers, not 'balance'"),
+    (["--class_weights=1,-2"], "class weights must be >= 0 and not all 0"),
+    (["--class_imbalance=0.5"], "--class_imbalance=0.5: 0.5 is not number >= 1.0"),
 ])
 def test_invalid_values_fail_naming_the_flag_and_the_allowed_values(argv, message):
     with pytest.raises(flags.Error, match=message):
         parse_config(argv)
+
+
+def test_loss_weights_and_class_weights_parse_to_data():
+    config = parse_config(["--loss_weights=cross_entropy=1.0, l2=5e-4", "--class_weights=1,2"])
+    assert config.loss_weights == {"cross_entropy": 1.0, "l2": 5e-4} and config.class_weights == (1.0, 2.0)
+    assert parse_config([]).loss_weights == {"cross_entropy": 1.0} and parse_config([]).class_weights == "none"
+
+
+def test_the_loss_terms_flags_accept_are_the_terms_losses_computes():
+    assert LOSS_TERMS == losses.TERMS
 
 
 def test_load_run_config_reads_flags_txt_and_rejects_other_folders(tmp_path):

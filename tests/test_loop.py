@@ -81,10 +81,11 @@ def test_a_training_split_smaller_than_a_batch_is_refused_before_the_run_directo
     assert not (tmp_path / "run").exists()
 
 
-def test_adamw_decays_kernels_but_spares_biases_and_norm_parameters(tmp_path):
+@pytest.mark.parametrize("optimizer_name", ["adamw", "sgd"])
+def test_weight_decay_shrinks_kernels_but_spares_biases_and_norm_parameters(tmp_path, optimizer_name):
     from models import registry
 
-    config = make_config(tmp_path, "--optimizer=adamw", "--learning_rate=0.1", "--weight_decay=0.5")
+    config = make_config(tmp_path, f"--optimizer={optimizer_name}", "--learning_rate=0.1", "--weight_decay=0.5")
     model = registry.build_model("cnn", (28, 28, 1), 10, config)
     for variable in model.trainable_variables:
         variable.assign(tf.ones_like(variable))
@@ -98,8 +99,73 @@ def test_adamw_decays_kernels_but_spares_biases_and_norm_parameters(tmp_path):
 
 def test_sgd_uses_momentum(tmp_path):
     optimizer = loop.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
-                                                "--momentum=0.9"))
+                                                "--momentum=0.9", "--weight_decay=0"))
     variable = tf.Variable(1.0)
     for _ in range(2):
         optimizer.apply_gradients([(tf.constant(1.0), variable)])
     assert float(variable.numpy()) == pytest.approx(1 - 0.5 - (0.9 * 0.5 + 0.5))
+
+
+def test_weighted_terms_and_per_class_figures_reach_tensorboard_and_results(tmp_path):
+    results = loop.train(make_config(tmp_path, "--class_imbalance=20", "--class_weights=balanced",
+                                     "--loss_weights=cross_entropy=1,l2=1e-4", "--epochs=2"))
+    train_scalars, eval_scalars = read_scalars(tmp_path / "train"), read_scalars(tmp_path / "eval")
+    assert {"loss/cross_entropy", "loss/l2"} <= set(train_scalars) and "loss/l2" in eval_scalars
+    assert {"balanced_accuracy", "recall/pattern_9", "precision/pattern_0"} <= set(eval_scalars)
+    for split in ("eval", "test"):
+        per_class = results[split]["per_class"]
+        assert list(per_class) == [f"pattern_{index}" for index in range(10)]
+        recalls = [scores["recall"] for scores in per_class.values() if scores["recall"] is not None]
+        assert results[split]["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert eval_scalars["balanced_accuracy"][-1] == (results["steps"], pytest.approx(
+        results["eval"]["balanced_accuracy"]))
+
+
+def test_class_weights_that_do_not_fit_the_dataset_are_refused_before_the_run_directory(tmp_path):
+    with pytest.raises(TapeloopError, match="--class_weights has the wrong number of weights"):
+        loop.train(make_config(tmp_path / "run", "--class_weights=1,2,3"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_logs_the_same_learning_rate_curve_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    flags = ("--model=mlp", "--epochs=2", "--lr_schedule=cosine", "--warmup_steps=10", "--log_every_steps=3",
+             "--checkpoint_every_steps=5")
+    loop.train(make_config(tmp_path / "whole", *flags))
+
+    train_batches = loop.pipeline.train_batches
+
+    def killed_after_20_batches(*args):
+        yield from train_batches(*args).take(20)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop.pipeline, "train_batches", killed_after_20_batches)
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(make_config(tmp_path / "resumed", *flags))
+    loop.train(make_config(tmp_path / "resumed", *flags))  # Resumes from the checkpoint at step 20.
+    whole = dict(read_scalars(tmp_path / "whole" / "train")["learning_rate"])
+    resumed = dict(read_scalars(tmp_path / "resumed" / "train")["learning_rate"])
+    assert len(whole) > 15 and max(whole) == 56 and whole[56] < whole[30] < whole[12] and whole[3] < whole[9]
+    assert whole.keys() == resumed.keys()
+    for step, rate in whole.items():
+        assert resumed[step] == pytest.approx(rate, rel=1e-6), step
+
+
+def test_stalled_validation_lowers_the_rate_on_plateau_then_stops_early_keeping_the_best(tmp_path):
+    flags = ("--model=mlp", "--dropout=0", "--learning_rate=1e-9", "--epochs=10", "--lr_schedule=plateau",
+             "--plateau_metric=accuracy", "--plateau_patience=1", "--plateau_factor=0.5",
+             "--early_stopping_patience=3", "--log_every_steps=28")
+    results = loop.train(make_config(tmp_path, *flags))
+    assert results["stopped_early"] and results["steps"] == 4 * 28  # Best at epoch 1, then 3 without gain.
+    assert results["weights"].startswith(str(tmp_path / "best")) and results["weights"].endswith("ckpt-28")
+    rates = dict(read_scalars(tmp_path / "train")["learning_rate"])
+    assert [rates[step] / 1e-9 for step in (28, 56, 84, 112)] == pytest.approx([1, 1, 0.5, 0.25])
+    again = loop.train(make_config(tmp_path, *flags))  # A rerun does not train on past the stop.
+    assert again["steps"] == results["steps"] and again["stopped_early"]
+
+
+def test_early_stopping_and_best_follow_the_chosen_metric(tmp_path):
+    results = loop.train(make_config(tmp_path, "--early_stopping_metric=loss", "--epochs=2"))
+    eval_losses = dict(read_scalars(tmp_path / "eval")["loss/total"])
+    best_step = min(eval_losses, key=eval_losses.get)
+    assert results["weights"].endswith(f"ckpt-{best_step}")

@@ -14,21 +14,16 @@ def labelled_images(count: int):
 
 
 def test_split_validation_is_disjoint_complete_and_fixed_by_seed():
-    images, labels = labelled_images(100)
-    (train_x, train_y), (val_x, val_y) = pipeline.split_validation(images, labels, 0.2, seed=3)
-    assert len(val_y) == 20 and len(train_y) == 80
-    held_out, kept = set(val_x[:, 0, 0]), set(train_x[:, 0, 0])
-    assert not held_out & kept and len(held_out | kept) == 100
-    (_, _), (again_x, _) = pipeline.split_validation(images, labels, 0.2, seed=3)
-    (_, _), (other_x, _) = pipeline.split_validation(images, labels, 0.2, seed=4)
-    np.testing.assert_array_equal(val_x, again_x)
-    assert set(other_x[:, 0, 0]) != held_out
+    train, validation = pipeline.split_validation(100, 0.2, seed=3)
+    assert len(validation) == 20 and len(train) == 80
+    assert not set(train) & set(validation) and len(set(train) | set(validation)) == 100
+    np.testing.assert_array_equal(validation, pipeline.split_validation(100, 0.2, seed=3)[1])
+    assert set(pipeline.split_validation(100, 0.2, seed=4)[1]) != set(validation)
 
 
 def test_zero_validation_split_keeps_everything_for_training():
-    images, labels = labelled_images(10)
-    train, validation = pipeline.split_validation(images, labels, 0.0, seed=0)
-    assert validation is None and len(train[1]) == 10
+    train, validation = pipeline.split_validation(10, 0.0, seed=0)
+    assert validation is None and np.array_equal(train, np.arange(10))
 
 
 def test_to_model_input_scales_uint8_adds_channels_and_standardizes():
@@ -48,14 +43,16 @@ def test_to_model_input_keeps_float_images_in_their_range():
 def test_train_batches_are_full_shuffled_and_keep_images_with_labels(tmp_path):
     config = make_config(tmp_path, "--batch_size=16", "--nostandardize")
     images, labels = labelled_images(70)
-    batches = list(pipeline.train_batches((images, labels), catalog.MNIST, config, epoch=0))
+    example_weights = np.arange(70, dtype=np.float32)
+    batches = list(pipeline.train_batches((images, labels), example_weights, catalog.MNIST, config, epoch=0))
     assert len(batches) == pipeline.steps_per_epoch(70, 16) == 4
     seen = []
-    for batch_images, batch_labels in batches:
+    for batch_images, batch_labels, batch_weights in batches:
         assert batch_images.shape == (16, 28, 28, 1) and batch_images.dtype == tf.float32
         assert batch_labels.dtype == tf.int32
         index = np.rint(batch_images.numpy()[:, 0, 0, 0] * 255).astype(int)
         np.testing.assert_array_equal(index % 10, batch_labels.numpy())
+        np.testing.assert_array_equal(index, batch_weights.numpy())
         seen.extend(index)
     assert len(set(seen)) == 64 and seen != sorted(seen)
 
@@ -65,8 +62,8 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_skipping_resumes_it(tmp
     split = labelled_images(64)
 
     def order(epoch, skip=0):
-        return [labels.numpy().tolist() for _, labels in
-                pipeline.train_batches(split, catalog.MNIST, config, epoch, skip_batches=skip)]
+        return [labels.numpy().tolist() for _, labels, _ in
+                pipeline.train_batches(split, np.ones(64, np.float32), catalog.MNIST, config, epoch, skip)]
 
     assert order(0) == order(0)
     assert order(0) != order(1)
@@ -92,6 +89,47 @@ def test_prepare_data_splits_train_and_leaves_test_alone(tmp_path):
 def test_pipelines_run_without_the_autotuner_whose_thread_stalls_iterator_teardown(tmp_path):
     config = make_config(tmp_path)
     images, labels = labelled_images(70)
-    for batches in (pipeline.train_batches((images, labels), catalog.MNIST, config, epoch=0),
+    for batches in (pipeline.train_batches((images, labels), np.ones(70, np.float32), catalog.MNIST, config, 0),
                     pipeline.eval_batches((images, labels), catalog.MNIST, config)):
         assert batches.options().autotune.enabled is False
+
+
+def test_long_tail_subset_keeps_a_geometric_share_of_each_class_the_same_way_every_time():
+    labels = np.repeat(np.arange(10), 1000)
+    kept = pipeline.long_tail_subset(labels, 10, ratio=100.0)
+    counts = np.bincount(labels[kept], minlength=10)
+    np.testing.assert_array_equal(counts, np.rint(1000 * 100.0 ** (-np.arange(10) / 9)).astype(int))
+    assert counts[0] == 1000 and counts[-1] == 10
+    np.testing.assert_array_equal(kept, pipeline.long_tail_subset(labels, 10, ratio=100.0))
+    assert np.all(np.diff(kept) > 0)
+
+
+def test_prepare_data_subsamples_for_class_imbalance_before_holding_out_validation(tmp_path):
+    data = pipeline.prepare_data(make_config(tmp_path, "--class_imbalance=20", "--validation_split=0.1"),
+                                 catalog.SYNTHETIC)
+    counts = np.bincount(np.concatenate([data.train[1], data.validation[1]]), minlength=10)
+    full_counts = np.bincount(pipeline.load_dataset(catalog.SYNTHETIC)["train"][1], minlength=10)
+    np.testing.assert_array_equal(counts, np.maximum(1, np.rint(full_counts * 20.0 ** (-np.arange(10) / 9))))
+    assert len(data.test[1]) == 512  # The test split stays balanced.
+
+
+def test_sample_weights_follow_their_examples_through_the_validation_split(tmp_path):
+    stored_images = pipeline.load_dataset(catalog.SYNTHETIC)["train"][0]
+    np.save(tmp_path / "weights.npy", np.arange(len(stored_images), dtype=np.float64))
+    data = pipeline.prepare_data(make_config(tmp_path, f"--sample_weights={tmp_path / 'weights.npy'}"),
+                                 catalog.SYNTHETIC)
+    for image, weight in zip(data.train[0][:20], data.train_sample_weights[:20]):
+        np.testing.assert_array_equal(image, stored_images[int(weight)])
+    assert len(data.train_sample_weights) == len(data.train[1])
+
+
+def test_one_hot_label_format_gives_float_rows_in_training_and_evaluation(tmp_path):
+    config = make_config(tmp_path, "--label_format=one_hot", "--batch_size=8", "--eval_batch_size=8")
+    images, labels = labelled_images(16)
+    _, train_labels, _ = next(iter(pipeline.train_batches((images, labels), np.ones(16, np.float32),
+                                                          catalog.MNIST, config, epoch=0)))
+    _, eval_labels = next(iter(pipeline.eval_batches((images, labels), catalog.MNIST, config)))
+    for batch_labels in (train_labels, eval_labels):
+        assert batch_labels.shape == (8, 10) and batch_labels.dtype == tf.float32
+        np.testing.assert_array_equal(batch_labels.numpy().sum(axis=1), 1.0)
+    np.testing.assert_array_equal(eval_labels.numpy().argmax(axis=1), labels[:8])

@@ -1,7 +1,5 @@
 import io
 
-import pytest
-
 from trainer import progress
 
 
@@ -42,3 +40,10 @@ def test_the_bar_shows_the_epoch_and_the_interval_metrics(capsys):
     shown = capsys.readouterr().out
     assert "Epoch 3/3" in shown
     assert "loss: 0.5000" in shown and "accuracy: 0.8750" in shown and "examples/s: 1234" in shown
+
+
+def test_eval_lines_report_balanced_accuracy_and_a_new_best(caplog):
+    caplog.set_level("INFO", logger="absl")
+    reporter = progress.Progress("log", steps_per_epoch=10, total_steps=30)
+    reporter.log_eval(0, 10, {"loss/total": 0.25, "accuracy": 0.9, "balanced_accuracy": 0.75}, improved=True)
+    assert "epoch 1 step 10 eval: loss 0.2500, accuracy 0.9000, balanced accuracy 0.7500 (best so far)" in caplog.text

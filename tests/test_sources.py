@@ -167,3 +167,25 @@ def test_synthetic_splits_are_deterministic_and_shaped_like_mnist():
     assert images.shape == (sources.SYNTHETIC_SIZES["train"], 28, 28) and images.dtype == np.uint8
     assert set(np.unique(labels)) == set(range(10))
     np.testing.assert_array_equal(images, second["train"][0])
+
+
+@pytest.mark.parametrize("weights, found", [
+    (np.ones(5), "an array of shape (5,)"),
+    (np.ones((4, 1)), "an array of shape (4, 1)"),
+    (np.array([1.0, -1.0, 2.0, 0.0]), "0 NaN or infinite and 1 negative weights"),
+    (np.array([1.0, np.nan, 2.0, 0.0]), "1 NaN or infinite and 0 negative weights"),
+    (np.array(["a", "b", "c", "d"]), "an array of dtype <U1"),
+])
+def test_sample_weights_that_do_not_fit_the_training_split_are_refused(tmp_path, weights, found):
+    np.save(tmp_path / "weights.npy", weights)
+    with pytest.raises(TapeloopError) as raised:
+        sources.load_sample_weights(str(tmp_path / "weights.npy"), num_examples=4)
+    message = str(raised.value)
+    assert "[data]" in message and "1-D array of 4 finite numbers >= 0" in message and found in message
+
+
+def test_sample_weights_are_read_as_given(tmp_path):
+    np.save(tmp_path / "weights.npy", np.array([0, 1, 2, 0.5], np.float32))
+    np.testing.assert_array_equal(sources.load_sample_weights(str(tmp_path / "weights.npy"), 4), [0, 1, 2, 0.5])
+    with pytest.raises(TapeloopError, match="No such file"):
+        sources.load_sample_weights(str(tmp_path / "missing.npy"), 4)

@@ -6,6 +6,8 @@ from tests.conftest import make_config
 from trainer import losses, steps
 from trainer.loop import make_optimizer
 
+CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
+
 
 def model_and_batch(tmp_path, *flags):
     config = make_config(tmp_path, "--model=mlp", "--model_width=32", "--dropout=0", *flags)
@@ -16,18 +18,19 @@ def model_and_batch(tmp_path, *flags):
     return config, model, images, labels
 
 
-def batch_loss(model, images, labels):
-    return float(losses.total_loss(losses.loss_terms(labels, model(images, training=False))))
+def batch_loss(model, images, labels, loss=CROSS_ENTROPY, example_weights=None):
+    logits = model(images, training=False)
+    return float(loss.total(loss.terms(labels, logits, model.trainable_variables, example_weights)))
 
 
 def test_one_train_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd", "--learning_rate=0.01")
     optimizer = make_optimizer(config)
-    metrics = steps.make_metrics(with_gradients=True)
-    train_step = steps.make_train_step(model, optimizer, metrics)
+    metrics = steps.make_metrics(CROSS_ENTROPY, with_gradients=True)
+    train_step = steps.make_train_step(model, optimizer, CROSS_ENTROPY, metrics)
     before = batch_loss(model, images, labels)
-    returned = float(train_step(images, labels))
-    assert returned == np.float32(before) or abs(returned - before) < 1e-5
+    returned = float(train_step(images, labels, tf.ones(32)))
+    assert abs(returned - before) < 1e-5
     assert batch_loss(model, images, labels) < before
     assert int(optimizer.iterations.numpy()) == 1
     values = steps.read_and_reset(metrics)
@@ -36,16 +39,67 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     assert steps.read_and_reset(metrics)["loss/total"] == 0.0  # Reset after reading.
 
 
-def test_eval_step_leaves_weights_alone_and_weights_batches_by_size(tmp_path):
+def test_train_step_follows_the_gradient_of_the_weighted_total(tmp_path):
+    config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd", "--momentum=0",
+                                                    "--learning_rate=0.1", "--weight_decay=0")
+    loss = losses.WeightedLoss({"cross_entropy": 1.0, "l2": 0.01}, num_classes=10)
+    example_weights = tf.constant(np.linspace(0, 2, 32), tf.float32)
+    with tf.GradientTape() as tape:
+        total = loss.total(loss.terms(labels, model(images, training=True), model.trainable_variables,
+                                      example_weights))
+    expected = [v - 0.1 * g for v, g in zip(model.trainable_variables,
+                                            tape.gradient(total, model.trainable_variables))]
+    metrics = steps.make_metrics(loss, with_gradients=True)
+    returned = steps.make_train_step(model, make_optimizer(config), loss, metrics)(images, labels, example_weights)
+    np.testing.assert_allclose(float(returned), float(total), rtol=1e-6)
+    for variable, value in zip(model.trainable_variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value.numpy(), rtol=1e-5, atol=1e-7)
+    values = steps.read_and_reset(metrics)
+    assert {"loss/total", "loss/cross_entropy", "loss/l2"} <= set(values)
+    np.testing.assert_allclose(values["loss/total"], values["loss/cross_entropy"] + 0.01 * values["loss/l2"],
+                               rtol=1e-6)
+
+
+def test_eval_step_leaves_weights_alone_and_reports_per_class_figures(tmp_path):
     _, model, images, labels = model_and_batch(tmp_path)
     weights_before = [v.numpy().copy() for v in model.trainable_variables]
-    metrics = steps.make_metrics(with_gradients=False)
-    eval_step = steps.make_eval_step(model, metrics)
+    metrics = steps.make_metrics(CROSS_ENTROPY, class_names=tuple("abcdefghij"))
+    eval_step = steps.make_eval_step(model, CROSS_ENTROPY, metrics)
     eval_step(images[:24], labels[:24])
     eval_step(images[24:], labels[24:])
     values = steps.read_and_reset(metrics)
-    logits = model(images, training=False).numpy()
+    predictions = model(images, training=False).numpy().argmax(1)
+    truth = labels.numpy()
     np.testing.assert_allclose(values["loss/total"], batch_loss(model, images, labels), rtol=1e-5)
-    assert values["accuracy"] == np.mean(logits.argmax(1) == labels.numpy())
+    assert values["accuracy"] == np.mean(predictions == truth)
+    recalls = [np.mean(predictions[truth == c] == c) for c in range(10) if np.any(truth == c)]
+    np.testing.assert_allclose(values["balanced_accuracy"], np.mean(recalls), rtol=1e-6)
     for before, variable in zip(weights_before, model.trainable_variables):
         np.testing.assert_array_equal(before, variable.numpy())
+
+
+def test_one_hot_labels_train_and_evaluate_like_class_ids(tmp_path):
+    config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd")
+    one_hot_loss = losses.WeightedLoss({"cross_entropy": 1.0}, 10, label_format="one_hot")
+    one_hot = tf.one_hot(labels, 10)
+    assert batch_loss(model, images, one_hot, one_hot_loss) == batch_loss(model, images, labels)
+    metrics = steps.make_metrics(one_hot_loss, class_names=tuple("abcdefghij"))
+    steps.make_eval_step(model, one_hot_loss, metrics)(images, one_hot)
+    assert steps.read_and_reset(metrics)["accuracy"] == np.mean(
+        model(images, training=False).numpy().argmax(1) == labels.numpy())
+
+
+def test_clipping_scales_the_update_to_the_global_norm_and_logs_the_norm_before(tmp_path):
+    config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd", "--momentum=0",
+                                                    "--learning_rate=1.0", "--weight_decay=0")
+    with tf.GradientTape() as tape:
+        total = CROSS_ENTROPY.total(CROSS_ENTROPY.terms(labels, model(images, training=True)))
+    norm = float(tf.linalg.global_norm(tape.gradient(total, model.trainable_variables)))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    metrics = steps.make_metrics(CROSS_ENTROPY, with_gradients=True)
+    train_step = steps.make_train_step(model, make_optimizer(config), CROSS_ENTROPY, metrics, clip_grad_norm=0.01)
+    train_step(images, labels, tf.ones(32))
+    update_norm = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(model.trainable_variables, before)))
+    assert norm > 0.1
+    np.testing.assert_allclose(update_norm, 0.01, rtol=1e-4)
+    np.testing.assert_allclose(steps.read_and_reset(metrics)["gradients/global_norm"], norm, rtol=1e-5)

@@ -12,26 +12,28 @@ import tensorflow as tf
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
 from trainer.errors import TapeloopError
+from trainer.metrics import ConfusionMatrix, MetricTracker
 
 
 class RunCheckpoints:
-    """`RUN/checkpoints` (the latest few) and `RUN/best` (best eval accuracy so far).
+    """`RUN/checkpoints` (the latest few) and `RUN/best` (best evaluation so far).
 
     Both hold the whole training state: model, optimizer (its step counter is
-    the global step, its learning rate the schedule state), epoch, the best
-    accuracy seen, and the wall and training seconds spent, so a resumed run
-    continues as if never stopped.
+    the global step), the learning-rate schedule's state, epoch, the best value
+    of the metric that defines "best" and the evaluations since, and the wall
+    and training seconds spent, so a resumed run continues as if never stopped.
     """
 
     def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 keep: int):
+                 schedule: tf.Module, keep: int, best_metric: str = "accuracy"):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.best_metric = MetricTracker(best_metric)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.training_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch, best_accuracy=self.best_accuracy,
-            wall_seconds=self.wall_seconds, training_seconds=self.training_seconds)
+            model=model, optimizer=optimizer, schedule=schedule, epoch=self.epoch,
+            best_metric=self.best_metric, wall_seconds=self.wall_seconds,
+            training_seconds=self.training_seconds)
         assert_checkpoint_covers(model)
         self.latest = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=keep,
@@ -58,11 +60,10 @@ class RunCheckpoints:
         """Saves the state at the current step to checkpoints/."""
         self._save(self.latest, epochs_done)
 
-    def save_best_if_improved(self, accuracy: float, epochs_done: int) -> bool:
-        """Records `accuracy` and saves to best/ if it beats every earlier evaluation."""
-        if accuracy <= self.best_accuracy.numpy():
+    def save_best_if_improved(self, results: dict[str, float], epochs_done: int) -> bool:
+        """Records an evaluation and saves to best/ if its metric beats every earlier one."""
+        if not self.best_metric.update(results):
             return False
-        self.best_accuracy.assign(accuracy)
         self._save(self.best, epochs_done)
         return True
 
@@ -153,8 +154,10 @@ def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool,
     os.replace(partial, target)
 
 
-def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of an exported model, fed raw images as a user would."""
+def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
+                         batch_size: int) -> dict[str, float]:
+    """Scores an exported model fed raw images as a user would: accuracy, mean cross-entropy
+    (as `loss/total`) and the per-class report, keyed like the eval metrics."""
     if not os.path.isdir(path):
         raise TapeloopError(
             stage="checkpoint", problem=f"no SavedModel at {path}", expected="the export of a finished run",
@@ -162,9 +165,12 @@ def evaluate_saved_model(path: str, images: np.ndarray, labels: np.ndarray, batc
     serve = tf.saved_model.load(path).signatures["serving_default"]
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy()
+    confusion = ConfusionMatrix(spec.class_names)
     for start in range(0, len(labels), batch_size):
         batch_labels = labels[start:start + batch_size]
         probabilities = serve(images=tf.constant(images[start:start + batch_size]))["probabilities"]
         accuracy.update_state(batch_labels, probabilities)
         cross_entropy.update_state(batch_labels, probabilities)
-    return {"accuracy": float(accuracy.result()), "loss/total": float(cross_entropy.result())}
+        confusion.update_state(batch_labels, probabilities)
+    return {"accuracy": float(accuracy.result()), "loss/total": float(cross_entropy.result()),
+            **confusion.report()}

@@ -13,21 +13,48 @@ class TrainConfig:
     download: bool
     validation_split: float
     standardize: bool
+    label_format: str
+    class_imbalance: float
+    sample_weights: str | None
     # Model
     model: str
     model_width: int
     dropout: float
+    # Loss
+    loss_weights: dict[str, float]
+    label_smoothing: float
+    focal_gamma: float
+    class_weights: str | tuple[float, ...]
     # Optimization
     optimizer: str
     learning_rate: float
     momentum: float
     weight_decay: float
+    clip_grad_norm: float
     batch_size: int
     eval_batch_size: int
     epochs: int
     max_steps: int
     seed: int
     jit_compile: bool
+    # Learning-rate schedule
+    lr_schedule: str
+    warmup_steps: int
+    lr_boundaries: tuple[int, ...]
+    lr_values: tuple[float, ...]
+    lr_decay_steps: int
+    lr_decay_rate: float
+    min_learning_rate: float
+    onecycle_peak_fraction: float
+    onecycle_initial_ratio: float
+    onecycle_final_ratio: float
+    plateau_metric: str
+    plateau_factor: float
+    plateau_patience: int
+    # Stopping
+    early_stopping_metric: str
+    early_stopping_patience: int
+    divergence_factor: float
     # Run directory, logging, checkpoints
     run_dir: str | None
     log_every_steps: int

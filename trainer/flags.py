@@ -11,6 +11,83 @@ from trainer.errors import TapeloopError
 DATASETS = ("fashion_mnist", "mnist", "synthetic")
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSS_TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+EVAL_METRICS = ("accuracy", "balanced_accuracy", "loss")
+
+
+class LossWeightsParser(flags.ArgumentParser):
+    """`cross_entropy=1.0,l2=5e-4` -> {"cross_entropy": 1.0, "l2": 0.0005}."""
+
+    def parse(self, argument):
+        if isinstance(argument, dict):
+            return argument
+        weights = {}
+        for item in filter(None, (part.strip() for part in argument.split(","))):
+            term, equals, value = item.partition("=")
+            if term not in LOSS_TERMS:
+                raise ValueError(f"unknown loss term {term!r}; terms: {', '.join(LOSS_TERMS)}")
+            if not equals:
+                raise ValueError(f"give {term} a weight: {term}=<weight>")
+            try:
+                weights[term] = float(value)
+            except ValueError:
+                raise ValueError(f"the weight of {term} is not a number: {value!r}") from None
+            if not weights[term] >= 0:
+                raise ValueError(f"the weight of {term} must be a number >= 0, not {value!r}")
+        if not any(term != "l2" for term in weights):
+            raise ValueError("name at least one of the data terms "
+                             f"({', '.join(LOSS_TERMS[:-1])}), e.g. cross_entropy=1.0")
+        return weights
+
+    def flag_type(self):
+        return "term=weight list"
+
+
+class LossWeightsSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        return ",".join(f"{term}={weight!r}" for term, weight in value.items())
+
+
+class NumberListParser(flags.ArgumentParser):
+    """`1000,2000` -> (1000, 2000) with numbers of one type; an empty string is the empty list."""
+
+    def __init__(self, number_type: type):
+        self.number_type = number_type
+
+    def parse(self, argument):
+        if not isinstance(argument, str):
+            return tuple(argument)
+        try:
+            return tuple(self.number_type(part) for part in argument.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(f"expected comma-separated {self.number_type.__name__}s, not {argument!r}") from None
+
+    def flag_type(self):
+        return f"list of {self.number_type.__name__}s"
+
+
+class ClassWeightsParser(flags.ArgumentParser):
+    """`none`, `balanced`, or one non-negative weight per class, comma-separated."""
+
+    def parse(self, argument):
+        if not isinstance(argument, str) or argument in ("none", "balanced"):
+            return argument
+        try:
+            weights = tuple(float(part) for part in argument.split(","))
+        except ValueError:
+            raise ValueError(f"expected none, balanced or comma-separated numbers, not {argument!r}") from None
+        if not all(weight >= 0 for weight in weights) or not any(weights):
+            raise ValueError(f"class weights must be >= 0 and not all 0, not {argument!r}")
+        return weights
+
+    def flag_type(self):
+        return "none|balanced|w0,w1,..."
+
+
+class ClassWeightsSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        return value if isinstance(value, str) else ",".join(map(repr, value))
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -26,17 +103,77 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "evaluation during training, chosen by --seed.", lower_bound=0.0, upper_bound=0.5, **fv)
     flags.DEFINE_boolean("standardize", True, "Subtract the dataset's mean pixel and divide by its std "
                          "after scaling to [0, 1].", **fv)
+    flags.DEFINE_enum("label_format", "sparse", ("sparse", "one_hot"), "Labels as the pipeline hands them "
+                      "to the loss: integer class ids, or one-hot rows.", **fv)
+    flags.DEFINE_float("class_imbalance", 1.0, "Long-tail subsampling of the training split: class c "
+                       "keeps ratio^(-c/(k-1)) of its examples (class 0 all, the last 1/ratio), chosen "
+                       "with a fixed seed so every run sees the same subset; 1 keeps everything.",
+                       lower_bound=1.0, **fv)
+    flags.DEFINE_string("sample_weights", None, "A .npy file of one non-negative weight per example of "
+                        "the dataset's training split, in stored order; multiplies the class weights.", **fv)
     # Model
     flags.DEFINE_enum("model", "cnn", MODELS, "Model from the registry.", **fv)
     flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn) or hidden units (mlp).",
                          lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
                        lower_bound=0.0, upper_bound=0.95, **fv)
+    # Loss
+    flags.DEFINE(LossWeightsParser(), "loss_weights", "cross_entropy=1.0", "The loss: term=weight "
+                 f"pairs, summed. Terms: {', '.join(LOSS_TERMS)} (l2: half the sum of squared kernels).",
+                 serializer=LossWeightsSerializer(), **fv)
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing for cross_entropy: targets become "
+                       "(1 - s) * one_hot + s / num_classes.", lower_bound=0.0, upper_bound=0.5, **fv)
+    flags.DEFINE_float("focal_gamma", 2.0, "Focusing exponent of the focal term.", lower_bound=0.0, **fv)
+    flags.DEFINE(ClassWeightsParser(), "class_weights", "none", "Per-class weights of the training "
+                 "loss: none, balanced (n / (k * count_c) from the training labels) or w0,w1,...; "
+                 "scaled so the mean example weight is 1. Evaluation losses are never weighted.",
+                 serializer=ClassWeightsSerializer(), **fv)
     # Optimization
     flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.", **fv)
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", lower_bound=1e-12, **fv)
     flags.DEFINE_float("momentum", 0.9, "Momentum for sgd.", lower_bound=0.0, upper_bound=1.0, **fv)
-    flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay for adamw.", lower_bound=0.0, **fv)
+    flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay for adamw and sgd (kernels only: "
+                       "biases and normalization parameters are spared); adam has none.", lower_bound=0.0, **fv)
+    flags.DEFINE_float("clip_grad_norm", 0.0, "Clip the gradients to this global norm (0: no clipping). "
+                       "gradients/global_norm logs the norm before clipping.", lower_bound=0.0, **fv)
+    # Learning-rate schedule
+    flags.DEFINE_enum("lr_schedule", "constant", LR_SCHEDULES, "Learning-rate schedule, a function of the "
+                      "global step: constant; step (--lr_boundaries, --lr_values); exponential "
+                      "(--lr_decay_rate every --lr_decay_steps); cosine (to --min_learning_rate over "
+                      "--lr_decay_steps); onecycle (--onecycle_*); plateau (--plateau_*).", **fv)
+    flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up in front of the schedule: step s < W trains "
+                         "at (s + 1) / W of the rate at step W.", lower_bound=0, **fv)
+    flags.DEFINE(NumberListParser(int), "lr_boundaries", "", "step: the steps after which the rate "
+                 "moves to the next of --lr_values (Keras PiecewiseConstantDecay).",
+                 serializer=flags.CsvListSerializer(","), **fv)
+    flags.DEFINE(NumberListParser(float), "lr_values", "", "step: the rates, one more than "
+                 "--lr_boundaries; they replace --learning_rate.", serializer=flags.CsvListSerializer(","), **fv)
+    flags.DEFINE_integer("lr_decay_steps", 0, "exponential: steps per factor of --lr_decay_rate (0: one "
+                         "epoch); cosine: steps from the end of warm-up to --min_learning_rate (0: to "
+                         "the end of training).", lower_bound=0, **fv)
+    flags.DEFINE_float("lr_decay_rate", 0.5, "exponential: factor per --lr_decay_steps.",
+                       lower_bound=1e-6, upper_bound=1.0, **fv)
+    flags.DEFINE_float("min_learning_rate", 0.0, "Floor of exponential and plateau; end point of cosine.",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_float("onecycle_peak_fraction", 0.3, "onecycle: share of the steps spent rising to "
+                       "--learning_rate.", lower_bound=0.01, upper_bound=0.99, **fv)
+    flags.DEFINE_float("onecycle_initial_ratio", 0.04, "onecycle: the first rate, as a fraction of "
+                       "--learning_rate.", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_float("onecycle_final_ratio", 1e-4, "onecycle: the last rate, as a fraction of "
+                       "--learning_rate.", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_enum("plateau_metric", "loss", EVAL_METRICS, "plateau: the validation metric watched.", **fv)
+    flags.DEFINE_float("plateau_factor", 0.2, "plateau: multiplies the rate when the metric stalls.",
+                       lower_bound=1e-6, upper_bound=0.999, **fv)
+    flags.DEFINE_integer("plateau_patience", 2, "plateau: evaluations without improvement before the "
+                         "rate is lowered.", lower_bound=1, **fv)
+    # Stopping
+    flags.DEFINE_enum("early_stopping_metric", "accuracy", EVAL_METRICS, "The validation metric that "
+                      "defines the best weights (RUN/best, the export) and early stopping.", **fv)
+    flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many evaluations without a new "
+                         "best --early_stopping_metric (0: never stop early).", lower_bound=0, **fv)
+    flags.DEFINE_float("divergence_factor", 10.0, "Stop with an error when the logged training loss is "
+                       "NaN or Inf, or exceeds both this multiple of its running minimum and the "
+                       "first step's loss (0: only NaN and Inf).", lower_bound=0.0, **fv)
     flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1, **fv)
     flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.", lower_bound=1, **fv)
     flags.DEFINE_integer("epochs", 10, "Passes over the training split.", lower_bound=1, **fv)
@@ -53,6 +190,38 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept in RUN/checkpoints.", lower_bound=1, **fv)
     flags.DEFINE_enum("progress", "auto", ("auto", "bar", "log"), "Progress display: a bar on a "
                       "terminal, one log line per --log_every_steps otherwise.", **fv)
+    _register_validators(flag_values)
+
+
+def _register_validators(flag_values: flags.FlagValues) -> None:
+    """Checks that involve several flags; each failure names the flags and the fix."""
+    def step_schedule_is_complete(values):
+        if values["lr_schedule"] != "step":
+            return True
+        boundaries, rates = values["lr_boundaries"], values["lr_values"]
+        return (len(rates) == len(boundaries) + 1 and all(rate > 0 for rate in rates)
+                and list(boundaries) == sorted(set(boundaries)) and all(b > 0 for b in boundaries))
+
+    flags.register_multi_flags_validator(
+        ["lr_schedule", "lr_boundaries", "lr_values"], step_schedule_is_complete,
+        "--lr_schedule=step needs increasing positive --lr_boundaries and one more positive rate in "
+        "--lr_values, e.g. --lr_boundaries=2000,4000 --lr_values=1e-3,1e-4,1e-5", flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["lr_schedule", "warmup_steps"],
+        lambda values: not (values["lr_schedule"] == "onecycle" and values["warmup_steps"]),
+        "--lr_schedule=onecycle has its own warm-up: drop --warmup_steps (tune --onecycle_peak_fraction)",
+        flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["lr_schedule", "early_stopping_patience", "validation_split"],
+        lambda values: values["validation_split"] > 0 or not (
+            values["lr_schedule"] == "plateau" or values["early_stopping_patience"]),
+        "--lr_schedule=plateau and --early_stopping_patience react to validation results: "
+        "set --validation_split above 0", flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["lr_schedule", "learning_rate", "min_learning_rate"],
+        lambda values: values["lr_schedule"] not in ("exponential", "cosine", "plateau")
+        or values["min_learning_rate"] < values["learning_rate"],
+        "--min_learning_rate must be below --learning_rate", flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:

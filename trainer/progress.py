@@ -40,8 +40,9 @@ class Progress:
                      scalars["perf/examples_per_sec"], scalars["learning_rate"])
 
     def log_eval(self, epoch: int, step: int, results: dict[str, float], improved: bool) -> None:
-        logging.info("epoch %d step %d eval: loss %.4f, accuracy %.4f%s", epoch + 1, step,
-                     results["loss/total"], results["accuracy"], " (best so far)" if improved else "")
+        logging.info("epoch %d step %d eval: loss %.4f, accuracy %.4f, balanced accuracy %.4f%s", epoch + 1,
+                     step, results["loss/total"], results["accuracy"], results["balanced_accuracy"],
+                     " (best so far)" if improved else "")
 
 
 class IntervalTimer:

@@ -7,63 +7,83 @@ reads them only when it logs and the device never waits on the host per step.
 import keras
 import tensorflow as tf
 
-from trainer import losses
+from trainer.losses import WeightedLoss
+from trainer.metrics import ConfusionMatrix
 
 
-def make_metrics(with_gradients: bool) -> dict[str, keras.metrics.Metric]:
-    """Running metrics keyed by their TensorBoard tag."""
+def make_metrics(loss: WeightedLoss, with_gradients: bool = False,
+                 class_names: tuple[str, ...] | None = None) -> dict[str, keras.metrics.Metric]:
+    """Running metrics keyed by their TensorBoard tag; a confusion matrix when given class names."""
     metrics = {"loss/total": keras.metrics.Mean()}
-    metrics.update({f"loss/{term}": keras.metrics.Mean() for term in losses.TERMS})
+    metrics.update({f"loss/{term}": keras.metrics.Mean() for term in loss.weights})
     metrics["accuracy"] = keras.metrics.SparseCategoricalAccuracy()
     if with_gradients:
         metrics["gradients/global_norm"] = keras.metrics.Mean()
+    if class_names is not None:
+        metrics["confusion_matrix"] = ConfusionMatrix(class_names)
     return metrics
 
 
-def _update_loss_metrics(metrics, terms, total, batch_size):
+def _update_metrics(metrics, loss, labels, logits, terms, total):
+    batch_size = tf.shape(logits)[0]
     metrics["loss/total"].update_state(total, sample_weight=batch_size)
     for term, value in terms.items():
         metrics[f"loss/{term}"].update_state(value, sample_weight=batch_size)
+    class_ids = loss.class_ids(labels)
+    metrics["accuracy"].update_state(class_ids, logits)
+    if "confusion_matrix" in metrics:
+        metrics["confusion_matrix"].update_state(class_ids, logits)
 
 
-def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    metrics: dict[str, keras.metrics.Metric], jit_compile: bool = False):
-    """Returns train_step(images, labels) -> total loss, which updates weights and metrics."""
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
+                    metrics: dict[str, keras.metrics.Metric], clip_grad_norm: float = 0.0,
+                    jit_compile: bool = False):
+    """Returns train_step(images, labels, example_weights) -> total loss; updates weights and metrics.
+
+    With `clip_grad_norm` > 0 the gradients are scaled down to that global norm;
+    the metric records the norm before clipping.
+    """
 
     @tf.function(jit_compile=jit_compile)
-    def train_step(images, labels):
+    def train_step(images, labels, example_weights):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            terms = losses.loss_terms(labels, logits)
-            total = losses.total_loss(terms)
+            terms = loss.terms(labels, logits, model.trainable_variables, example_weights)
+            total = loss.total(terms)
         gradients = tape.gradient(total, model.trainable_variables)
+        if clip_grad_norm:
+            gradients, global_norm = tf.clip_by_global_norm(gradients, clip_grad_norm)
+        else:
+            global_norm = tf.linalg.global_norm(gradients)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        batch_size = tf.shape(labels)[0]
-        _update_loss_metrics(metrics, terms, total, batch_size)
-        metrics["accuracy"].update_state(labels, logits)
-        metrics["gradients/global_norm"].update_state(tf.linalg.global_norm(gradients))
+        _update_metrics(metrics, loss, labels, logits, terms, total)
+        metrics["gradients/global_norm"].update_state(global_norm)
         return total
 
     return train_step
 
 
-def make_eval_step(model: keras.Model, metrics: dict[str, keras.metrics.Metric]):
-    """Returns eval_step(images, labels) -> logits, which updates metrics only."""
+def make_eval_step(model: keras.Model, loss: WeightedLoss, metrics: dict[str, keras.metrics.Metric]):
+    """Returns eval_step(images, labels) -> logits; updates metrics only (examples unweighted)."""
 
     @tf.function
     def eval_step(images, labels):
         logits = model(images, training=False)
-        terms = losses.loss_terms(labels, logits)
-        _update_loss_metrics(metrics, terms, losses.total_loss(terms), tf.shape(labels)[0])
-        metrics["accuracy"].update_state(labels, logits)
+        terms = loss.terms(labels, logits, model.trainable_variables)
+        _update_metrics(metrics, loss, labels, logits, terms, loss.total(terms))
         return logits
 
     return eval_step
 
 
 def read_and_reset(metrics: dict[str, keras.metrics.Metric]) -> dict[str, float]:
-    """Current value of every metric as a float; then starts them afresh."""
-    values = {name: float(metric.result()) for name, metric in metrics.items()}
-    for metric in metrics.values():
+    """Every metric's current value as floats keyed by tag (a confusion matrix as its per-class
+    report); then starts them afresh."""
+    values = {}
+    for name, metric in metrics.items():
+        if isinstance(metric, ConfusionMatrix):
+            values.update(metric.report())
+        else:
+            values[name] = float(metric.result())
         metric.reset_state()
     return values

@@ -1,0 +1,83 @@
+"""Confusion matrix metric and the per-class report derived from it.
+
+Accuracy alone hides imbalance: a model that never predicts a rare class loses
+little accuracy. Evaluation therefore reports each class's precision and recall
+and the balanced accuracy (the mean recall over classes present).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class ConfusionMatrix(keras.metrics.Metric):
+    """Counts of (true class, predicted class) pairs, accumulated over batches."""
+
+    def __init__(self, class_names: tuple[str, ...], name: str = "confusion_matrix"):
+        super().__init__(name=name)
+        self.class_names = tuple(class_names)
+        num_classes = len(self.class_names)
+        self.counts = self.add_variable(shape=(num_classes, num_classes), initializer="zeros",
+                                        dtype="int64", name="counts")
+
+    def update_state(self, class_ids, logits):
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        self.counts.assign_add(tf.math.confusion_matrix(
+            class_ids, predictions, num_classes=len(self.class_names), dtype=tf.int64))
+
+    def result(self):
+        return self.counts.value
+
+    def report(self) -> dict[str, float]:
+        """Scalars keyed by TensorBoard tag: balanced_accuracy, recall/<class>, precision/<class>."""
+        return class_report(np.asarray(self.result()), self.class_names)
+
+
+def class_report(confusion: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
+    """Per-class precision and recall and the balanced accuracy of a confusion matrix (rows: truth).
+
+    A class without examples has no recall and is left out of the balanced
+    accuracy; a class never predicted has precision 0.
+    """
+    correct = np.diag(confusion).astype(np.float64)
+    examples, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    recall = np.divide(correct, examples, out=np.full(len(correct), np.nan), where=examples > 0)
+    precision = np.divide(correct, predicted, out=np.zeros(len(correct)), where=predicted > 0)
+    report = {"balanced_accuracy": float(np.nanmean(recall)) if np.any(examples > 0) else 0.0}
+    for name, class_recall, class_precision, count in zip(class_names, recall, precision, examples):
+        if count:
+            report[f"recall/{name}"] = float(class_recall)
+        report[f"precision/{name}"] = float(class_precision)
+    return report
+
+
+class MetricTracker(tf.Module):
+    """The best value of one evaluation metric so far and the evaluations since it was reached.
+
+    `metric` is `accuracy`, `balanced_accuracy` (higher is better) or `loss`
+    (lower is better). Its variables go into the run's checkpoints, so best/,
+    early stopping and the plateau schedule carry on across resumes.
+    """
+
+    def __init__(self, metric: str):
+        super().__init__(name=f"{metric}_tracker")
+        self.metric = metric
+        self.tag = "loss/total" if metric == "loss" else metric
+        self._sign = -1.0 if metric == "loss" else 1.0
+        self._best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
+        self.evaluations_since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_since_best")
+
+    @property
+    def best(self) -> float:
+        """The best value seen (-inf for accuracies, +inf for the loss, before any evaluation)."""
+        return self._sign * float(self._best_score.numpy())
+
+    def update(self, results: dict[str, float]) -> bool:
+        """Reads the metric from an evaluation's results; returns True if it is a new best."""
+        score = self._sign * results[self.tag]
+        if score > self._best_score.numpy():
+            self._best_score.assign(score)
+            self.evaluations_since_best.assign(0)
+            return True
+        self.evaluations_since_best.assign_add(1)
+        return False
