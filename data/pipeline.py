@@ -84,16 +84,27 @@ def prepare_data(config: TrainConfig, spec: DatasetSpec) -> PreparedData:
         train_sample_weights=sample_weights[train] if sample_weights is not None else None)
 
 
-def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool) -> tf.Tensor:
-    """Raw images -> float32 [B, H, W, C]: uint8 scaled to [0, 1], floats kept as they are."""
+def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,
+                   input_range: tuple[float, float] = (0.0, 1.0)) -> tf.Tensor:
+    """Raw images -> float32 [B, H, W, C] in [0, 1] (standardized if asked).
+
+    uint8 pixels are divided by 255; float pixels are mapped from `input_range`.
+    """
     images = tf.convert_to_tensor(images)
-    scale = 255.0 if images.dtype.is_integer else 1.0
-    images = tf.cast(images, tf.float32) / scale
+    low, high = (0.0, 255.0) if images.dtype.is_integer else input_range
+    images = (tf.cast(images, tf.float32) - low) / (high - low)
     if images.shape.rank == 3:
         images = images[..., tf.newaxis]
     if standardize:
         images = (images - spec.mean) / spec.std
     return images
+
+
+def model_input_range(spec: DatasetSpec, standardize: bool) -> tuple[float, float]:
+    """The interval every model input value lies in: [0, 1], standardized if asked."""
+    if standardize:
+        return (0.0 - spec.mean) / spec.std, (1.0 - spec.mean) / spec.std
+    return 0.0, 1.0
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -116,7 +127,7 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     batch_indices = order[: steps * config.batch_size].reshape(steps, config.batch_size)
 
     def gather(indices):
-        return (to_model_input(tf.gather(images, indices), spec, config.standardize),
+        return (to_model_input(tf.gather(images, indices), spec, config.standardize, config.input_range),
                 format_labels(tf.gather(labels, indices), spec.num_classes, config.label_format),
                 tf.gather(weights, indices))
 
@@ -131,7 +142,7 @@ def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig) -> tf.da
     images, labels = split
 
     def preprocess(batch_images, batch_labels):
-        return (to_model_input(batch_images, spec, config.standardize),
+        return (to_model_input(batch_images, spec, config.standardize, config.input_range),
                 format_labels(batch_labels, spec.num_classes, config.label_format))
 
     return (tf.data.Dataset.from_tensor_slices((images, labels))

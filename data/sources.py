@@ -94,11 +94,15 @@ def _check_pair(spec: DatasetSpec, split: str, images: np.ndarray, labels: np.nd
                 where: Path) -> Arrays:
     height, width, _ = spec.image_shape
     if images.ndim not in (3, 4) or images.shape[1:3] != (height, width):
+        if images.ndim == 2 and images.shape[1] == height * width:
+            fix = f"the images are flattened rows: reshape them to [N, {height}, {width}] when writing the files"
+        else:
+            fix = (f"resize every image to {height}x{width} (e.g. tf.image.resize) so train and test "
+                   f"agree, or check that {where} holds {spec.name} and pick the matching --dataset")
         raise TapeloopError(
             stage="data", problem=f"the {split} images in {where} have the wrong shape",
             expected=f"[N, {height}, {width}] or [N, {height}, {width}, C] for {spec.name}",
-            found=f"shape {list(images.shape)}",
-            fix=f"check that {where} holds {spec.name}, or pick the matching --dataset")
+            found=f"shape {list(images.shape)}", fix=fix)
     if labels.ndim != 1 or len(labels) != len(images):
         raise TapeloopError(
             stage="data", problem=f"the {split} labels in {where} do not match the images",

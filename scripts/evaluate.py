@@ -10,7 +10,7 @@ import os
 
 from absl import flags
 
-from data import catalog, pipeline
+from data import catalog
 from data.sources import load_dataset
 from models import registry
 from trainer import losses, loop, steps
@@ -38,8 +38,9 @@ def main(argv):
         source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder))
         loss = losses.from_config(config, spec.num_classes)
         metrics = steps.make_metrics(loss, class_names=spec.class_names)
-        scores = loop.evaluate(steps.make_eval_step(model, loss, metrics), metrics,
-                               pipeline.eval_batches((images, labels), spec, config))
+        eval_step = steps.make_eval_step(model, loss, metrics, loop.make_stage_checks(config, spec))
+        scores = loop.evaluate(eval_step, metrics,
+                               loop.evaluation_batches((images, labels), spec, config))
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
                **loop.summarize_split(scores, spec.class_names)}
     if FLAGS.output == "-":

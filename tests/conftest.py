@@ -12,9 +12,11 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from trainer.checks import StageChecks
 from trainer.flags import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
+UNIT_RANGE_CHECKS = StageChecks("standard", image_shape=(28, 28, 1), value_range=(0.0, 1.0), num_classes=10)
 IDX_TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
 
 
@@ -64,9 +66,20 @@ def mnist_dir() -> str:
     return folder
 
 
-def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
+def _read_tensors(folder) -> dict[str, list]:
     events = EventAccumulator(str(folder), size_guidance={"tensors": 0})  # 0: keep every event.
     events.Reload()
-    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+    return {tag: [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
             for tag in events.Tags()["tensors"]}
+
+
+def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
+    return {tag: [(step, float(value)) for step, value in events]
+            for tag, events in _read_tensors(folder).items() if events[0][1].dtype != object}
+
+
+def read_texts(folder) -> dict[str, list[tuple[int, str]]]:
+    """Every text summary in a TensorBoard log folder: tag -> [(step, text), ...]."""
+    return {tag: [(step, value.item().decode()) for step, value in events]
+            for tag, events in _read_tensors(folder).items() if events[0][1].dtype == object}

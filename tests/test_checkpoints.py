@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data import catalog, pipeline
 from models import registry
-from tests.conftest import make_config
+from tests.conftest import UNIT_RANGE_CHECKS, make_config
 from trainer import checkpoints, losses, steps
 from trainer.errors import TapeloopError
 from trainer.loop import make_optimizer
@@ -19,7 +19,7 @@ CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
 
 def make_train_step(model, optimizer):
     return steps.make_train_step(model, optimizer, CROSS_ENTROPY,
-                                 steps.make_metrics(CROSS_ENTROPY, with_gradients=True))
+                                 steps.make_metrics(CROSS_ENTROPY, with_gradients=True), UNIT_RANGE_CHECKS)
 
 
 def run_checkpoints(folder, model, optimizer, keep=1, *flags):

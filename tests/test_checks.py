@@ -1,9 +1,32 @@
+import dataclasses
 import math
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from trainer.checks import DivergenceGuard
+from tests.conftest import UNIT_RANGE_CHECKS
+from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings
 from trainer.errors import TapeloopError
+
+LABELS = np.array([0, 3, 1, 1, 2, 0], np.int32)
+IMAGES = tf.fill((6, 28, 28, 1), 0.5)
+
+
+def explained(checks, images, labels, stage):
+    """Runs one stage of `checks` compiled, as the steps do; returns the paragraph of its failure."""
+    @tf.function(autograph=False)
+    def run(images, labels):
+        images, labels = checks.inputs(images, labels)
+        if stage == "outputs":
+            checks.outputs(images[:, 0, :10, 0] / tf.reduce_min(images))
+        return images
+
+    try:
+        run(images, labels)
+    except tf.errors.InvalidArgumentError as error:
+        return checks.explain(error, images, labels).paragraph()
+    raise AssertionError("no check failed")
 
 
 def test_a_nan_loss_stops_the_run_reporting_the_step_and_learning_rate():
@@ -34,3 +57,68 @@ def test_healthy_noise_near_the_minimum_and_factor_zero_pass():
         unguarded.check(step, loss, 1e-3)
     with pytest.raises(TapeloopError, match="the loss became inf"):
         unguarded.check(4, math.inf, 1e-3)
+
+
+def test_one_hot_labels_given_to_a_sparse_loss_are_refused_naming_the_fix():
+    with pytest.raises(TapeloopError) as raised:
+        UNIT_RANGE_CHECKS.inputs(IMAGES, tf.one_hot(LABELS, 10))
+    message = str(raised.value)
+    assert "[labels]" in message and "[batch] integer class ids" in message
+    assert "shape (6, 10) and dtype float32" in message and "--label_format=one_hot" in message
+
+
+def test_class_ids_given_to_a_one_hot_loss_are_refused_naming_the_fix():
+    one_hot = dataclasses.replace(UNIT_RANGE_CHECKS, label_format="one_hot")
+    with pytest.raises(TapeloopError, match=r"Expected \[batch, 10\] one-hot rows.*--label_format=sparse"):
+        one_hot.inputs(IMAGES, tf.constant(LABELS))
+    with pytest.raises(TapeloopError, match="shape \\(6, 3\\)"):
+        one_hot.inputs(IMAGES, tf.one_hot(LABELS, 3))
+
+
+def test_one_hot_rows_that_are_not_one_hot_are_explained():
+    one_hot = dataclasses.replace(UNIT_RANGE_CHECKS, label_format="one_hot")
+    smoothed = tf.one_hot(LABELS, 10) * 0.9 + 0.01
+    message = explained(one_hot, IMAGES, smoothed, "inputs")
+    assert "[labels]" in message and "one-hot rows of 10 zeros and ones summing to 1" in message
+
+
+def test_standardized_values_pass_and_values_past_the_range_are_explained():
+    standardized = StageChecks("standard", (28, 28, 1), ((0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081), 10)
+    within = tf.fill((6, 28, 28, 1), (1 - 0.1307) / 0.3081)
+    images, _ = standardized.inputs(within, tf.constant(LABELS))
+    assert images.shape == within.shape
+    message = explained(standardized, within * 255, tf.constant(LABELS), "inputs")
+    assert "[batch]" in message and "values in [-0.424, 2.82]" in message and "pixel values from 719.5 to 719.5" in message
+
+
+def test_non_finite_logits_are_explained():
+    message = explained(UNIT_RANGE_CHECKS, tf.zeros((6, 28, 28, 1)), tf.constant(LABELS), "outputs")
+    assert "[model output] the model's logits are not finite" in message and "lower --learning_rate" in message
+
+
+def test_off_adds_no_checks_and_full_checks_every_gradient_and_variable():
+    off = dataclasses.replace(UNIT_RANGE_CHECKS, level="off")
+    images, labels = off.inputs(tf.fill((6, 28, 28), 300.0), tf.constant(LABELS))
+    assert images.shape == (6, 28, 28)  # Passed through untouched.
+    full = dataclasses.replace(UNIT_RANGE_CHECKS, level="full")
+    variable = tf.Variable([1.0, np.inf])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tapeloop-check:variables"):
+        full.update(tf.constant(1.0), tf.constant(1.0), [tf.constant([1.0, 2.0])], [variable])
+    UNIT_RANGE_CHECKS.update(tf.constant(1.0), tf.constant(1.0), [tf.constant([1.0, 2.0])], [variable])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tapeloop-check:gradients"):
+        full.update(tf.constant(1.0), tf.constant(1.0), [tf.constant([np.nan])], [])
+
+
+def test_training_warnings_are_issued_once_each():
+    warnings = TrainingWarnings(num_classes=10)
+    warnings.first_outputs(np.full((4, 10), 0.1))
+    warnings.first_outputs(np.full((4, 10), 0.1))
+    warnings.first_outputs(np.random.default_rng(0).normal(size=(4, 10)))
+    warnings.end_of_first_epoch(first_loss=2.35, loss=2.30)
+    warnings.after_evaluation(train_accuracy=0.99, eval_accuracy=0.95)
+    warnings.after_evaluation(train_accuracy=0.99, eval_accuracy=0.80)
+    assert [warning.stage for warning in warnings.issued] == ["model output", "training", "eval"]
+    assert "training 0.9900, validation 0.8000" in warnings.issued[2].found
+    quiet = TrainingWarnings(num_classes=10)
+    quiet.end_of_first_epoch(first_loss=2.35, loss=0.5)
+    assert quiet.issued == []

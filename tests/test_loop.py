@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import make_config, read_scalars
+from tests.conftest import make_config, read_scalars, read_texts
 from trainer import loop
 from trainer.errors import TapeloopError
 
@@ -35,6 +35,8 @@ def test_train_writes_the_run_directory_contract(tmp_path):
     assert eval_scalars["accuracy"][-1] == (results["steps"], pytest.approx(results["eval"]["accuracy"]))
     assert "loss/total" in eval_scalars
     assert "--run_dir=" + str(run_dir) in (run_dir / "flags.txt").read_text().splitlines()
+    diagnostics_text = read_texts(run_dir / "train")["diagnostics"][0][1]
+    assert diagnostics_text.startswith("synthetic: train 1843, validation 205, test 512 examples")
 
 
 def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):

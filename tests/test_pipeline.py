@@ -35,6 +35,16 @@ def test_to_model_input_scales_uint8_adds_channels_and_standardizes():
     np.testing.assert_allclose(standardized.numpy(), (scaled.numpy() - 0.1307) / 0.3081, rtol=1e-5)
 
 
+def test_float_images_are_mapped_from_their_input_range():
+    images = tf.fill((2, 28, 28), 127.5)
+    np.testing.assert_allclose(pipeline.to_model_input(images, catalog.MNIST, False, (0.0, 255.0)).numpy(), 0.5)
+    np.testing.assert_allclose(pipeline.to_model_input(images - 128.5, catalog.MNIST, False, (-1.0, 1.0)).numpy(),
+                               0.0, atol=1e-6)
+    low, high = pipeline.model_input_range(catalog.MNIST, standardize=True)
+    assert (low, high) == pytest.approx(((0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081))
+    assert pipeline.model_input_range(catalog.MNIST, standardize=False) == (0.0, 1.0)
+
+
 def test_to_model_input_keeps_float_images_in_their_range():
     images = tf.fill((2, 28, 28, 1), 0.5)
     np.testing.assert_allclose(pipeline.to_model_input(images, catalog.MNIST, False).numpy(), 0.5)

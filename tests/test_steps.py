@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from models import registry
-from tests.conftest import make_config
+from tests.conftest import UNIT_RANGE_CHECKS, make_config
 from trainer import losses, steps
 from trainer.loop import make_optimizer
 
@@ -27,7 +29,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd", "--learning_rate=0.01")
     optimizer = make_optimizer(config)
     metrics = steps.make_metrics(CROSS_ENTROPY, with_gradients=True)
-    train_step = steps.make_train_step(model, optimizer, CROSS_ENTROPY, metrics)
+    train_step = steps.make_train_step(model, optimizer, CROSS_ENTROPY, metrics, UNIT_RANGE_CHECKS)
     before = batch_loss(model, images, labels)
     returned = float(train_step(images, labels, tf.ones(32)))
     assert abs(returned - before) < 1e-5
@@ -50,7 +52,7 @@ def test_train_step_follows_the_gradient_of_the_weighted_total(tmp_path):
     expected = [v - 0.1 * g for v, g in zip(model.trainable_variables,
                                             tape.gradient(total, model.trainable_variables))]
     metrics = steps.make_metrics(loss, with_gradients=True)
-    returned = steps.make_train_step(model, make_optimizer(config), loss, metrics)(images, labels, example_weights)
+    returned = steps.make_train_step(model, make_optimizer(config), loss, metrics, UNIT_RANGE_CHECKS)(images, labels, example_weights)
     np.testing.assert_allclose(float(returned), float(total), rtol=1e-6)
     for variable, value in zip(model.trainable_variables, expected):
         np.testing.assert_allclose(variable.numpy(), value.numpy(), rtol=1e-5, atol=1e-7)
@@ -64,7 +66,7 @@ def test_eval_step_leaves_weights_alone_and_reports_per_class_figures(tmp_path):
     _, model, images, labels = model_and_batch(tmp_path)
     weights_before = [v.numpy().copy() for v in model.trainable_variables]
     metrics = steps.make_metrics(CROSS_ENTROPY, class_names=tuple("abcdefghij"))
-    eval_step = steps.make_eval_step(model, CROSS_ENTROPY, metrics)
+    eval_step = steps.make_eval_step(model, CROSS_ENTROPY, metrics, UNIT_RANGE_CHECKS)
     eval_step(images[:24], labels[:24])
     eval_step(images[24:], labels[24:])
     values = steps.read_and_reset(metrics)
@@ -84,7 +86,8 @@ def test_one_hot_labels_train_and_evaluate_like_class_ids(tmp_path):
     one_hot = tf.one_hot(labels, 10)
     assert batch_loss(model, images, one_hot, one_hot_loss) == batch_loss(model, images, labels)
     metrics = steps.make_metrics(one_hot_loss, class_names=tuple("abcdefghij"))
-    steps.make_eval_step(model, one_hot_loss, metrics)(images, one_hot)
+    one_hot_checks = dataclasses.replace(UNIT_RANGE_CHECKS, label_format="one_hot")
+    steps.make_eval_step(model, one_hot_loss, metrics, one_hot_checks)(images, one_hot)
     assert steps.read_and_reset(metrics)["accuracy"] == np.mean(
         model(images, training=False).numpy().argmax(1) == labels.numpy())
 
@@ -97,7 +100,8 @@ def test_clipping_scales_the_update_to_the_global_norm_and_logs_the_norm_before(
     norm = float(tf.linalg.global_norm(tape.gradient(total, model.trainable_variables)))
     before = [v.numpy().copy() for v in model.trainable_variables]
     metrics = steps.make_metrics(CROSS_ENTROPY, with_gradients=True)
-    train_step = steps.make_train_step(model, make_optimizer(config), CROSS_ENTROPY, metrics, clip_grad_norm=0.01)
+    train_step = steps.make_train_step(model, make_optimizer(config), CROSS_ENTROPY, metrics, UNIT_RANGE_CHECKS,
+                                       clip_grad_norm=0.01)
     train_step(images, labels, tf.ones(32))
     update_norm = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(model.trainable_variables, before)))
     assert norm > 0.1

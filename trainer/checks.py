@@ -1,8 +1,26 @@
-"""Guards on the stages of training; each failure is a TapeloopError that says how to fix it."""
+"""Guards on the stages of training; each failure is a TapeloopError that says how to fix it.
 
+`StageChecks` puts tf.debugging assertions between the stages of a compiled
+step (`--checks=off|standard|full`): shapes and dtypes are checked once, when
+the step is traced; values on every step. A failed assertion comes back as
+TensorFlow's InvalidArgumentError, which `StageChecks.explain` turns into the
+paragraph for that check, with what the batch held. `DivergenceGuard` and
+`TrainingWarnings` watch the logged numbers from the outer loop.
+"""
+
+import dataclasses
 import math
+import re
 
-from trainer.errors import TapeloopError
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from trainer.errors import TapeloopError, TapeloopWarning
+
+CHECK_PREFIX = "tapeloop-check:"
+NAN_FIX = ("lower --learning_rate or add --warmup_steps or --clip_grad_norm=1.0; if it happens at the "
+           "first step, look for NaN in the inputs; --checks=full checks every gradient and variable")
 
 
 class DivergenceGuard:
@@ -40,3 +58,182 @@ class DivergenceGuard:
             fix=f"lower --learning_rate (try {learning_rate / 10:.2g}), add --warmup_steps (e.g. one "
                 "epoch of steps) or --clip_grad_norm=1.0; the run directory keeps its last good "
                 "checkpoint, so use a new --run_dir or rerun with the fixed flags")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageChecks:
+    """The checks between the stages of a step, for one dataset and --checks level."""
+
+    level: str
+    image_shape: tuple[int, int, int]
+    value_range: tuple[float, float]
+    num_classes: int
+    label_format: str = "sparse"
+
+    def inputs(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batch after preprocessing: float [B, H, W, C] within the model's value range; valid labels.
+
+        Returns the batch gated on the checks, so that nothing computed from it runs if one fails.
+        """
+        if self.level == "off":
+            return images, labels
+        if not images.dtype.is_floating:
+            raise self._batch_error(f"images of dtype {images.dtype.name}",
+                                    "convert them with data.pipeline.to_model_input (or tf.cast(images, "
+                                    "tf.float32) / 255): integer pixels make the convolutions see 0-255")
+        if images.shape.rank != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise self._batch_error(f"images of shape {images.shape}",
+                                    "reshape flat rows to [B, H, W] and add the channel axis "
+                                    "(images[..., tf.newaxis]); data.pipeline.to_model_input does both")
+        self._check_label_format(labels)
+        low, high = self.value_range
+        tolerance = 1e-3 * (high - low)
+        assertions = [
+            tf.debugging.assert_greater_equal(tf.reduce_min(images), low - tolerance, message=CHECK_PREFIX + "images"),
+            tf.debugging.assert_less_equal(tf.reduce_max(images), high + tolerance, message=CHECK_PREFIX + "images"),
+        ]
+        if self.label_format == "sparse":
+            assertions += [tf.debugging.assert_non_negative(labels, message=CHECK_PREFIX + "labels"),
+                           tf.debugging.assert_less(labels, self.num_classes, message=CHECK_PREFIX + "labels")]
+        else:
+            is_binary = tf.reduce_all((labels == 0.0) | (labels == 1.0))
+            assertions += [tf.debugging.Assert(is_binary, [CHECK_PREFIX + "labels"]),
+                           tf.debugging.assert_equal(tf.reduce_sum(labels, axis=-1), 1.0,
+                                                     message=CHECK_PREFIX + "labels")]
+        with tf.control_dependencies(assertions):
+            return tf.identity(images), tf.identity(labels)
+
+    def _check_label_format(self, labels: tf.Tensor) -> None:
+        expected = ((1, "[batch] integer class ids") if self.label_format == "sparse"
+                    else (2, f"[batch, {self.num_classes}] one-hot rows"))
+        rank = labels.shape.rank
+        shape_fits = rank == expected[0] and (rank == 1 or labels.shape[-1] in (None, self.num_classes))
+        if not shape_fits or (self.label_format == "sparse") != labels.dtype.is_integer:
+            other = "one_hot" if self.label_format == "sparse" else "sparse"
+            raise TapeloopError(
+                stage="labels", problem=f"the labels do not match --label_format={self.label_format}",
+                expected=expected[1], found=f"labels of shape {labels.shape} and dtype {labels.dtype.name}",
+                fix=f"pass --label_format={other} if that is how the labels are stored, or convert them "
+                    "(tf.argmax for one-hot rows, tf.one_hot for class ids)")
+
+    def outputs(self, logits: tf.Tensor) -> None:
+        """Model output: [B, num_classes] finite logits."""
+        if self.level == "off":
+            return
+        if logits.shape.rank != 2 or logits.shape[-1] != self.num_classes:
+            raise TapeloopError(
+                stage="model output", problem="the model's output does not match the classes",
+                expected=f"logits of shape [batch, {self.num_classes}]", found=f"shape {logits.shape}",
+                fix=f"end the model with keras.layers.Dense({self.num_classes}) and no activation")
+        tf.debugging.assert_all_finite(logits, CHECK_PREFIX + "logits")
+
+    def update(self, total: tf.Tensor, global_norm: tf.Tensor, gradients, variables) -> None:
+        """Loss and gradients finite (standard); every gradient and updated variable finite (full)."""
+        if self.level == "off":
+            return
+        tf.debugging.assert_all_finite(total, CHECK_PREFIX + "loss")
+        tf.debugging.assert_all_finite(global_norm, CHECK_PREFIX + "gradients")
+        if self.level == "full":
+            for gradient in gradients:
+                if gradient is not None:
+                    tf.debugging.assert_all_finite(gradient, CHECK_PREFIX + "gradients")
+            for variable in variables:
+                tf.debugging.assert_all_finite(variable, CHECK_PREFIX + "variables")
+
+    def explain(self, error: tf.errors.InvalidArgumentError, images, labels) -> TapeloopError | None:
+        """The paragraph for a failed check of this class (None if `error` is not one), from the batch."""
+        match = re.search(re.escape(CHECK_PREFIX) + r"(\w+)", error.message)
+        if not match:
+            return None
+        check = match.group(1)
+        if check == "images":
+            images = np.asarray(images)
+            return self._batch_error(
+                f"pixel values from {images.min():.4g} to {images.max():.4g}",
+                "scale the pixels as the pipeline does (data.pipeline.to_model_input): values left at "
+                "0-255, or standardized twice, are the classic cause of a model stuck at low accuracy")
+        if check == "labels":
+            labels = np.asarray(labels)
+            expected = (f"class ids in [0, {self.num_classes})" if self.label_format == "sparse"
+                        else f"one-hot rows of {self.num_classes} zeros and ones summing to 1")
+            return TapeloopError(
+                stage="labels", problem="the batch's labels are not valid for the loss", expected=expected,
+                found=f"labels of shape {list(labels.shape)}, dtype {labels.dtype}, values from "
+                      f"{labels.min()} to {labels.max()}",
+                fix="check the number of classes (1-based labels need 1 subtracting) and --label_format")
+        stage, what = {"logits": ("model output", "the model's logits"), "loss": ("loss", "the loss"),
+                       "gradients": ("gradients", "the gradients"),
+                       "variables": ("update", "the variables after the update")}[check]
+        return TapeloopError(stage=stage, problem=f"{what} are not finite", expected="finite values",
+                             found="NaN or Inf", fix=NAN_FIX)
+
+    def _batch_error(self, found: str, fix: str) -> TapeloopError:
+        low, high = self.value_range
+        return TapeloopError(
+            stage="batch", problem="the batch is not what the model expects",
+            expected=f"float32 images of shape [batch, {', '.join(map(str, self.image_shape))}] with "
+                     f"values in [{low:.3g}, {high:.3g}]",
+            found=found, fix=fix)
+
+
+class TrainingWarnings:
+    """Likely mistakes seen in the logged numbers; each is logged once, as a `tapeloop: warning:`."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.issued: list[TapeloopWarning] = []
+        self._kinds = set()
+
+    def _warn(self, kind: str, warning: TapeloopWarning) -> None:
+        if kind not in self._kinds:
+            self._kinds.add(kind)
+            self.issued.append(warning)
+            logging.warning(warning.paragraph())
+
+    def first_outputs(self, logits: np.ndarray) -> None:
+        """Warns if the model's outputs look like probabilities rather than logits."""
+        logits = np.asarray(logits)
+        if logits.min() >= 0 and logits.max() <= 1 and np.allclose(logits.sum(axis=1), 1, atol=1e-3):
+            self._warn("probabilities", TapeloopWarning(
+                stage="model output", problem="the model's outputs look like probabilities, not logits",
+                expected="unnormalized logits (tapeloop's losses apply the softmax themselves)",
+                found=f"every row in [0, 1] and summing to 1 (first row sums to {logits[0].sum():.4f})",
+                fix="remove the softmax (activation='softmax') from the model's last layer: a softmax "
+                    "before a from-logits loss squashes the gradients and stalls training"))
+
+    def end_of_first_epoch(self, first_loss: float, loss: float) -> None:
+        """Warns if the training loss has hardly fallen from the first step by the end of epoch 1."""
+        if loss > 0.9 * first_loss:
+            self._warn("loss not falling", TapeloopWarning(
+                stage="training", problem="the training loss is not falling after the first epoch",
+                expected=f"well below the first step's loss {first_loss:.4f}",
+                found=f"{loss:.4f} at the end of epoch 1 (chance level for cross-entropy is "
+                      f"log({self.num_classes}) = {math.log(self.num_classes):.4f})",
+                fix="if it sits near chance level, the labels no longer match the images (shuffle "
+                    "images and labels together, as one dataset); otherwise raise --learning_rate or "
+                    "check the loss and model"))
+
+    def after_evaluation(self, train_accuracy: float, eval_accuracy: float) -> None:
+        """Warns when validation accuracy trails training accuracy by over 10 points."""
+        if train_accuracy - eval_accuracy > 0.1:
+            self._warn("overfitting", TapeloopWarning(
+                stage="eval", problem="the model is overfitting",
+                expected="validation accuracy close to training accuracy",
+                found=f"training {train_accuracy:.4f}, validation {eval_accuracy:.4f}",
+                fix="add --dropout, augmentation or --weight_decay (with adamw), or stop earlier with "
+                    "--early_stopping_patience"))
+
+
+def check_unaugmented(batches, stored_images: np.ndarray, preprocess) -> None:
+    """Eval stage: the first evaluation batch must be its stored images, preprocessed and nothing more."""
+    images = next(iter(batches))[0].numpy()
+    expected = np.asarray(preprocess(stored_images[: len(images)]))
+    difference = float(np.max(np.abs(images - expected)))
+    if difference > 1e-4:
+        raise TapeloopError(
+            stage="eval", problem="the evaluation batches are not the stored images",
+            expected="evaluation images that are only normalized, never augmented, so that scores are "
+                     "comparable from run to run",
+            found=f"the first batch differs from its stored images by up to {difference:.4g}",
+            fix="apply augmentation and other random transforms in data.pipeline.train_batches only; "
+                "data.pipeline.eval_batches must stay deterministic")

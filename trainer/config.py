@@ -13,6 +13,7 @@ class TrainConfig:
     download: bool
     validation_split: float
     standardize: bool
+    input_range: tuple[float, ...]
     label_format: str
     class_imbalance: float
     sample_weights: str | None
@@ -55,6 +56,8 @@ class TrainConfig:
     early_stopping_metric: str
     early_stopping_patience: int
     divergence_factor: float
+    # Checks
+    checks: str
     # Run directory, logging, checkpoints
     run_dir: str | None
     log_every_steps: int

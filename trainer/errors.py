@@ -1,11 +1,10 @@
-"""The one error type users see: a paragraph naming stage, expectation, finding and fix."""
+"""What users see when something is wrong: a paragraph naming stage, expectation, finding and fix."""
 
-class TapeloopError(Exception):
-    """A problem the user can fix: bad input, a failed check, a diverged run.
 
-    Entry points print it as one paragraph beginning `tapeloop: error:` and exit
-    non-zero, without a traceback.
-    """
+class _Paragraph:
+    """Stage, problem, expected, found and fix, rendered as one `tapeloop: <label>:` line."""
+
+    label = ""
 
     def __init__(self, stage: str, problem: str, expected: str, found: str, fix: str):
         self.stage = stage
@@ -17,5 +16,21 @@ class TapeloopError(Exception):
 
     def paragraph(self) -> str:
         """One line (the terminal wraps it), so that it greps whole."""
-        return (f"tapeloop: error: [{self.stage}] {self.problem}. "
+        return (f"tapeloop: {self.label}: [{self.stage}] {self.problem}. "
                 f"Expected {self.expected}; found {self.found}. Fix: {self.fix}")
+
+
+class TapeloopError(_Paragraph, Exception):
+    """A problem the user can fix: bad input, a failed check, a diverged run.
+
+    Entry points print it as one paragraph beginning `tapeloop: error:` and exit
+    non-zero, without a traceback.
+    """
+
+    label = "error"
+
+
+class TapeloopWarning(_Paragraph, UserWarning):
+    """A likely mistake that does not stop the run; logged once as `tapeloop: warning:`."""
+
+    label = "warning"

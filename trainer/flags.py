@@ -9,7 +9,7 @@ from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
 DATASETS = ("fashion_mnist", "mnist", "synthetic")
-MODELS = ("cnn", "mlp")
+CHECK_LEVELS = ("off", "standard", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
 LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
@@ -103,6 +103,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "evaluation during training, chosen by --seed.", lower_bound=0.0, upper_bound=0.5, **fv)
     flags.DEFINE_boolean("standardize", True, "Subtract the dataset's mean pixel and divide by its std "
                          "after scaling to [0, 1].", **fv)
+    flags.DEFINE(NumberListParser(float), "input_range", "0,1", "LOW,HIGH: the range of float pixel "
+                 "values as stored (uint8 images are always 0,255); the pipeline maps it to [0, 1].",
+                 serializer=flags.CsvListSerializer(","), **fv)
     flags.DEFINE_enum("label_format", "sparse", ("sparse", "one_hot"), "Labels as the pipeline hands them "
                       "to the loss: integer class ids, or one-hot rows.", **fv)
     flags.DEFINE_float("class_imbalance", 1.0, "Long-tail subsampling of the training split: class c "
@@ -112,7 +115,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("sample_weights", None, "A .npy file of one non-negative weight per example of "
                         "the dataset's training split, in stored order; multiplies the class weights.", **fv)
     # Model
-    flags.DEFINE_enum("model", "cnn", MODELS, "Model from the registry.", **fv)
+    flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn or mlp, or a name you "
+                        "added to models.registry.BUILDERS.", **fv)
     flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn) or hidden units (mlp).",
                          lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
@@ -190,6 +194,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept in RUN/checkpoints.", lower_bound=1, **fv)
     flags.DEFINE_enum("progress", "auto", ("auto", "bar", "log"), "Progress display: a bar on a "
                       "terminal, one log line per --log_every_steps otherwise.", **fv)
+    flags.DEFINE_enum("checks", "standard", CHECK_LEVELS, "In-graph guards between the stages: off; "
+                      "standard (batch dtype, shape and range, labels, finite logits, loss and gradient "
+                      "norm); full (also every gradient and every variable after the update).", **fv)
     _register_validators(flag_values)
 
 
@@ -206,6 +213,9 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
         ["lr_schedule", "lr_boundaries", "lr_values"], step_schedule_is_complete,
         "--lr_schedule=step needs increasing positive --lr_boundaries and one more positive rate in "
         "--lr_values, e.g. --lr_boundaries=2000,4000 --lr_values=1e-3,1e-4,1e-5", flag_values=flag_values)
+    flags.register_validator(
+        "input_range", lambda bounds: len(bounds) == 2 and bounds[0] < bounds[1],
+        "--input_range needs two numbers LOW,HIGH with LOW < HIGH, e.g. 0,255", flag_values=flag_values)
     flags.register_multi_flags_validator(
         ["lr_schedule", "warmup_steps"],
         lambda values: not (values["lr_schedule"] == "onecycle" and values["warmup_steps"]),

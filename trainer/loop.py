@@ -1,29 +1,54 @@
 """The outer loop: epochs, evaluation, checkpoints, summaries, export. Reads top to bottom."""
 
+import dataclasses
 import json
 import os
 
 import keras
+import numpy as np
 from absl import logging
 
-from data import catalog, pipeline
+from data import catalog, diagnostics, pipeline
+from data.sources import Arrays
 from models import registry
 from trainer import losses, steps
 from trainer.checkpoints import RunCheckpoints, export_saved_model, restore_model_weights
-from trainer.checks import DivergenceGuard
+from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings, check_unaugmented
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 from trainer.flags import serialize_config
 from trainer.progress import IntervalTimer, Progress
 from trainer.schedules import LearningRate
-from trainer.summaries import SummaryWriters, write_scalars
+from trainer.summaries import SummaryWriters, write_scalars, write_text
 
 
-def train(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json."""
+@dataclasses.dataclass(frozen=True)
+class RunInputs:
+    """What a run is built from, checked before anything is written: data, loss, model, optimizer."""
+
+    spec: catalog.DatasetSpec
+    data: pipeline.PreparedData
+    report: diagnostics.Report
+    steps_per_epoch: int
+    total_steps: int
+    loss: losses.WeightedLoss
+    class_weights: np.ndarray
+    example_weights: np.ndarray
+    model: keras.Model
+    learning_rate: LearningRate
+    optimizer: keras.optimizers.Optimizer
+
+
+def prepare_run(config: TrainConfig) -> RunInputs:
+    """Loads and checks the data (logging the pre-flight report), builds loss, model and optimizer."""
     keras.utils.set_random_seed(config.seed)
     spec = catalog.get_spec(config.dataset)
     data = pipeline.prepare_data(config, spec)
+    report = diagnostics.preflight(data, config)
+    for line in report.lines:
+        logging.info("Data: %s", line)
+    for warning in report.warnings:
+        logging.warning(warning.paragraph())
     steps_per_epoch = pipeline.steps_per_epoch(len(data.train[1]), config.batch_size)
     if steps_per_epoch == 0:
         raise TapeloopError(
@@ -34,13 +59,24 @@ def train(config: TrainConfig) -> dict:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    loss = losses.from_config(config, spec.num_classes)
     class_weights = losses.class_weights(config.class_weights, data.train[1], spec.num_classes)
-    example_weights = losses.example_weights(data.train[1], class_weights, data.train_sample_weights)
     model = registry.build_model(config.model, spec.image_shape, spec.num_classes, config)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     optimizer = make_optimizer(config, learning_rate)
     optimizer.build(model.trainable_variables)
+    return RunInputs(
+        spec=spec, data=data, report=report, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        loss=losses.from_config(config, spec.num_classes), class_weights=class_weights,
+        example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
+        model=model, learning_rate=learning_rate, optimizer=optimizer)
+
+
+def train(config: TrainConfig) -> dict:
+    """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json."""
+    run = prepare_run(config)
+    spec, data, model, optimizer, learning_rate = run.spec, run.data, run.model, run.optimizer, run.learning_rate
+    loss, steps_per_epoch, total_steps = run.loss, run.steps_per_epoch, run.total_steps
+    validation_batches = evaluation_batches(data.validation, spec, config) if data.validation is not None else None
 
     os.makedirs(config.run_dir, exist_ok=True)
     checkpoints = RunCheckpoints(config.run_dir, model, optimizer, learning_rate, config.keep_checkpoints,
@@ -50,21 +86,23 @@ def train(config: TrainConfig) -> dict:
                      int(optimizer.iterations.numpy()))
     write_flags_file(config)
     writers = SummaryWriters(config.run_dir)
+    write_text(writers.train, "diagnostics", run.report.text(), int(optimizer.iterations.numpy()))
     if config.class_weights != "none":
         logging.info("Class weights (before scaling to a mean example weight of 1): %s",
-                     ", ".join(f"{name}={weight:.3g}" for name, weight in zip(spec.class_names, class_weights)))
+                     ", ".join(f"{name}={weight:.3g}" for name, weight in zip(spec.class_names, run.class_weights)))
 
+    stage_checks = make_stage_checks(config, spec)
     train_metrics = steps.make_metrics(loss, with_gradients=True)
     eval_metrics = steps.make_metrics(loss, class_names=spec.class_names)
-    train_step = steps.make_train_step(model, optimizer, loss, train_metrics, config.clip_grad_norm,
-                                       config.jit_compile)
-    eval_step = steps.make_eval_step(model, loss, eval_metrics)
-    validation_batches = (pipeline.eval_batches(data.validation, spec, config)
-                          if data.validation is not None else None)
+    train_step = steps.make_train_step(model, optimizer, loss, train_metrics, stage_checks,
+                                       config.clip_grad_norm, config.jit_compile)
+    eval_step = steps.make_eval_step(model, loss, eval_metrics, stage_checks)
 
     progress = Progress(config.progress, steps_per_epoch, total_steps)
     timer = IntervalTimer()
     divergence = DivergenceGuard(config.divergence_factor)
+    warnings = TrainingWarnings(spec.num_classes)
+    last_training_scalars = {}
 
     def current_learning_rate():
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
@@ -78,6 +116,9 @@ def train(config: TrainConfig) -> dict:
         write_scalars(writers.train, scalars, step)
         progress.log_interval(epoch, step, scalars)
         divergence.check(step, scalars["loss/total"], scalars["learning_rate"])
+        if step == steps_per_epoch:
+            warnings.end_of_first_epoch(divergence.first_loss, scalars["loss/total"])
+        last_training_scalars.update(scalars)
 
     def stopped_early():
         patience = config.early_stopping_patience
@@ -88,13 +129,14 @@ def train(config: TrainConfig) -> dict:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         progress.start_epoch(epoch, step_in_epoch)
         timer.restart()
-        for images, labels, weights in pipeline.train_batches(data.train, example_weights, spec, config,
+        for images, labels, weights in pipeline.train_batches(data.train, run.example_weights, spec, config,
                                                               epoch, step_in_epoch):
             step_loss = train_step(images, labels, weights)
             timer.tick()
             step += 1
             if divergence.first_loss is None:
                 divergence.check(step, float(step_loss), current_learning_rate())
+                warnings.first_outputs(model(images, training=False))
             if step % config.log_every_steps == 0:
                 log_training(epoch, step)
             at_epoch_end = step % steps_per_epoch == 0
@@ -112,6 +154,7 @@ def train(config: TrainConfig) -> dict:
             write_scalars(writers.eval, results, step)
             improved = checkpoints.save_best_if_improved(results, epochs_done=step // steps_per_epoch)
             progress.log_eval(epoch, step, results, improved)
+            warnings.after_evaluation(last_training_scalars["accuracy"], results["accuracy"])
             if learning_rate.end_of_evaluation(results):
                 logging.info("Validation %s has not improved for %d evaluations: learning rate lowered to %.3g.",
                              config.plateau_metric, config.plateau_patience, current_learning_rate())
@@ -126,7 +169,7 @@ def train(config: TrainConfig) -> dict:
     restore_model_weights(model, os.path.dirname(weights))
     final_eval = (evaluate(eval_step, eval_metrics, validation_batches)
                   if validation_batches is not None else None)
-    final_test = evaluate(eval_step, eval_metrics, pipeline.eval_batches(data.test, spec, config))
+    final_test = evaluate(eval_step, eval_metrics, evaluation_batches(data.test, spec, config))
     export_saved_model(model, spec, config.standardize, os.path.join(config.run_dir, "saved_model"))
     logging.info("Test accuracy %.4f, loss %.4f (weights from %s).",
                  final_test["accuracy"], final_test["loss/total"], weights)
@@ -146,6 +189,26 @@ def train(config: TrainConfig) -> dict:
     return results
 
 
+def diagnose(config: TrainConfig) -> dict:
+    """The pre-flight report, then one training step on one batch under --checks=full; writes nothing.
+
+    Returns the report's lines, every warning raised, and the step's loss and gradient norm.
+    """
+    run = prepare_run(config)
+    checks = dataclasses.replace(make_stage_checks(config, run.spec), level="full")
+    warnings = TrainingWarnings(run.spec.num_classes)
+    images, labels, weights = next(iter(pipeline.train_batches(
+        run.data.train, run.example_weights, run.spec, config, epoch=0)))
+    warnings.first_outputs(run.model(images, training=False))
+    metrics = steps.make_metrics(run.loss, with_gradients=True)
+    steps.make_train_step(run.model, run.optimizer, run.loss, metrics, checks, config.clip_grad_norm,
+                          config.jit_compile)(images, labels, weights)
+    values = steps.read_and_reset(metrics)
+    return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
+            "num_classes": run.spec.num_classes, "loss": values["loss/total"],
+            "gradient_norm": values["gradients/global_norm"]}
+
+
 def summarize_split(values: dict[str, float], class_names: tuple[str, ...]) -> dict:
     """Evaluation metrics (tag -> value) as results.json reports a split, per-class figures nested."""
     return {
@@ -162,6 +225,21 @@ def evaluate(eval_step, eval_metrics, batches) -> dict[str, float]:
     for images, labels in batches:
         eval_step(images, labels)
     return steps.read_and_reset(eval_metrics)
+
+
+def evaluation_batches(split: Arrays, spec: catalog.DatasetSpec, config: TrainConfig):
+    """The split's evaluation batches, checked (unless --checks=off) to be unaugmented."""
+    batches = pipeline.eval_batches(split, spec, config)
+    if config.checks != "off":
+        check_unaugmented(batches, split[0], lambda images: pipeline.to_model_input(
+            images, spec, config.standardize, config.input_range))
+    return batches
+
+
+def make_stage_checks(config: TrainConfig, spec: catalog.DatasetSpec) -> StageChecks:
+    """The --checks guards for batches of `spec` as the pipeline prepares them."""
+    return StageChecks(config.checks, spec.image_shape, pipeline.model_input_range(spec, config.standardize),
+                       spec.num_classes, config.label_format)
 
 
 def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.Optimizer:

@@ -53,7 +53,6 @@ class WeightedLoss:
 
     def targets(self, labels: tf.Tensor) -> tf.Tensor:
         """Labels in the declared --label_format -> float one-hot rows [B, num_classes]."""
-        self._check_format(labels)
         if self.label_format == "sparse":
             return tf.one_hot(labels, self.num_classes, dtype=tf.float32)
         return tf.cast(labels, tf.float32)
@@ -64,19 +63,6 @@ class WeightedLoss:
 
     def _smoothed(self, targets):
         return targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-
-    def _check_format(self, labels):
-        expected = ((1, "[batch] integer class ids") if self.label_format == "sparse"
-                    else (2, f"[batch, {self.num_classes}] one-hot rows"))
-        rank = labels.shape.rank
-        shape_fits = rank == expected[0] and (rank == 1 or labels.shape[-1] in (None, self.num_classes))
-        if not shape_fits or (self.label_format == "sparse") != labels.dtype.is_integer:
-            other = "one_hot" if self.label_format == "sparse" else "sparse"
-            raise TapeloopError(
-                stage="labels", problem=f"the labels do not match --label_format={self.label_format}",
-                expected=expected[1], found=f"labels of shape {labels.shape} and dtype {labels.dtype.name}",
-                fix=f"pass --label_format={other} if that is how the labels are stored, or convert them "
-                    "(tf.argmax for one-hot rows, tf.one_hot for class ids)")
 
 
 def _weighted_mean(values: tf.Tensor, example_weights: tf.Tensor | None) -> tf.Tensor:

@@ -7,6 +7,7 @@ reads them only when it logs and the device never waits on the host per step.
 import keras
 import tensorflow as tf
 
+from trainer.checks import StageChecks
 from trainer.losses import WeightedLoss
 from trainer.metrics import ConfusionMatrix
 
@@ -36,16 +37,16 @@ def _update_metrics(metrics, loss, labels, logits, terms, total):
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
-                    metrics: dict[str, keras.metrics.Metric], clip_grad_norm: float = 0.0,
-                    jit_compile: bool = False):
+                    metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
+                    clip_grad_norm: float = 0.0, jit_compile: bool = False):
     """Returns train_step(images, labels, example_weights) -> total loss; updates weights and metrics.
 
     With `clip_grad_norm` > 0 the gradients are scaled down to that global norm;
-    the metric records the norm before clipping.
+    the metric records the norm before clipping. The stage checks run outside
+    the XLA-compiled part (XLA drops assertions) and fail as TapeloopError.
     """
 
-    @tf.function(jit_compile=jit_compile)
-    def train_step(images, labels, example_weights):
+    def update(images, labels, example_weights):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             terms = loss.terms(labels, logits, model.trainable_variables, example_weights)
@@ -58,22 +59,51 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, l
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         _update_metrics(metrics, loss, labels, logits, terms, total)
         metrics["gradients/global_norm"].update_state(global_norm)
+        return logits, total, global_norm, gradients
+
+    if jit_compile:
+        update = tf.function(update, jit_compile=True, autograph=False)
+
+    @tf.function(autograph=False)  # Plain Python at trace time: a failed static check raises as itself.
+    def checked_step(images, labels, example_weights):
+        images, labels = checks.inputs(images, labels)
+        logits, total, global_norm, gradients = update(images, labels, example_weights)
+        checks.outputs(logits)
+        checks.update(total, global_norm, gradients, model.trainable_variables)
         return total
 
-    return train_step
+    return _explaining_failures(checked_step, checks)
 
 
-def make_eval_step(model: keras.Model, loss: WeightedLoss, metrics: dict[str, keras.metrics.Metric]):
+def make_eval_step(model: keras.Model, loss: WeightedLoss, metrics: dict[str, keras.metrics.Metric],
+                   checks: StageChecks):
     """Returns eval_step(images, labels) -> logits; updates metrics only (examples unweighted)."""
 
-    @tf.function
+    @tf.function(autograph=False)  # Plain Python at trace time: a failed static check raises as itself.
     def eval_step(images, labels):
+        images, labels = checks.inputs(images, labels)
         logits = model(images, training=False)
+        checks.outputs(logits)
         terms = loss.terms(labels, logits, model.trainable_variables)
         _update_metrics(metrics, loss, labels, logits, terms, loss.total(terms))
         return logits
 
-    return eval_step
+    return _explaining_failures(eval_step, checks)
+
+
+def _explaining_failures(step, checks: StageChecks):
+    """Wraps a compiled step so that its failed checks surface as their TapeloopError paragraphs."""
+
+    def run(images, labels, *args):
+        try:
+            return step(images, labels, *args)
+        except tf.errors.InvalidArgumentError as error:
+            explained = checks.explain(error, images, labels)
+            if explained is None:
+                raise
+            raise explained from None
+
+    return run
 
 
 def read_and_reset(metrics: dict[str, keras.metrics.Metric]) -> dict[str, float]:

@@ -23,3 +23,10 @@ def write_scalars(writer: tf.summary.SummaryWriter, scalars: dict[str, float], s
         for tag, value in scalars.items():
             tf.summary.scalar(tag, value)
     writer.flush()
+
+
+def write_text(writer: tf.summary.SummaryWriter, tag: str, text: str, step: int) -> None:
+    """Writes `text` (markdown; lines kept apart) under `tag` for TensorBoard's Text tab."""
+    with writer.as_default(step=step):
+        tf.summary.text(tag, "\n\n".join(text.splitlines()))
+    writer.flush()

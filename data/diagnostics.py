@@ -1,0 +1,132 @@
+"""Pre-flight report on a run's data, on the host, before the first step.
+
+Problems that would make every step wrong (NaN pixels, pixels outside the
+stated range, labels outside the classes, images that do not fit the model)
+raise a TapeloopError; likely mistakes that still train (class imbalance left
+unweighted, evaluation images that are also training images) become
+TapeloopWarnings in the report.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from data.catalog import DatasetSpec
+from data.pipeline import PreparedData
+from trainer.config import TrainConfig
+from trainer.errors import TapeloopError, TapeloopWarning
+
+IMBALANCE_WARNING_RATIO = 10.0
+RANGE_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass
+class Report:
+    """What the pre-flight check found: report lines, and the warnings among them."""
+
+    lines: list[str]
+    warnings: list[TapeloopWarning]
+
+    def text(self) -> str:
+        return "\n".join(self.lines + [warning.paragraph() for warning in self.warnings])
+
+
+def preflight(data: PreparedData, config: TrainConfig) -> Report:
+    """Checks every split of `data`; raises TapeloopError on data no model could learn from."""
+    spec = data.spec
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    splits = {name: arrays for name, arrays in splits.items() if arrays is not None}
+    for name, (images, labels) in splits.items():
+        _check_images(name, images, spec, config.input_range)
+        _check_labels(name, labels, spec)
+    sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
+    images = data.train[0]
+    lines = [f"{spec.name}: {sizes} examples; images {images.dtype} {list(images.shape[1:])}, "
+             f"values {images.min()} to {images.max()}; model input {list(spec.image_shape)}"]
+    counts = np.bincount(data.train[1], minlength=spec.num_classes)
+    lines.append("training examples per class: " + ", ".join(
+        f"{name} {count}" for name, count in zip(spec.class_names, counts)))
+    warnings = [warning for warning in (_imbalance(counts, spec, config),
+                                        *_duplicates(data.train[0], splits)) if warning]
+    return Report(lines=lines, warnings=warnings)
+
+
+def _check_images(split: str, images: np.ndarray, spec: DatasetSpec, input_range) -> None:
+    if images.shape[1:] not in (spec.stored_shape, spec.image_shape):
+        raise TapeloopError(
+            stage="raw data", problem=f"the {split} images do not fit the model",
+            expected=f"images of shape {list(spec.stored_shape)} or {list(spec.image_shape)}",
+            found=f"an array of shape {list(images.shape)}",
+            fix=f"resize every image to {spec.image_shape[0]}x{spec.image_shape[1]} (tf.image.resize) and "
+                "reshape flattened rows to [N, H, W] before training")
+    if np.issubdtype(images.dtype, np.floating):
+        bad = np.count_nonzero(~np.isfinite(images))
+        if bad:
+            raise TapeloopError(
+                stage="raw data", problem=f"the {split} images contain NaN or Inf",
+                expected="finite pixel values", found=f"{bad} NaN or Inf values",
+                fix="repair or drop those images (np.isfinite finds them) before training")
+        low, high = input_range
+        tolerance = RANGE_TOLERANCE * (high - low)
+        if images.min() < low - tolerance or images.max() > high + tolerance:
+            stated = "0,255" if images.max() > 1.5 else f"{images.min():g},{images.max():g}"
+            raise TapeloopError(
+                stage="raw data", problem=f"the {split} images are outside --input_range={low:g},{high:g}",
+                expected=f"float pixel values in [{low:g}, {high:g}], which the pipeline maps to [0, 1]",
+                found=f"values from {images.min():g} to {images.max():g}",
+                fix=f"pass --input_range={stated} to state how the pixels are stored (0-255 floats are "
+                    "the classic unnormalized-input mistake), or store them as uint8")
+    elif not np.issubdtype(images.dtype, np.integer) or images.min() < 0 or images.max() > 255:
+        raise TapeloopError(
+            stage="raw data", problem=f"the {split} images are not 8-bit pixels",
+            expected="uint8 pixels (or integers in [0, 255]), or floats with --input_range",
+            found=f"dtype {images.dtype}, values from {images.min()} to {images.max()}",
+            fix="store the images as uint8, or as float32 with --input_range=LOW,HIGH")
+
+
+def _check_labels(split: str, labels: np.ndarray, spec: DatasetSpec) -> None:
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise TapeloopError(
+            stage="raw data", problem=f"the {split} labels are not class ids",
+            expected="a 1-D array of integer class ids, as datasets store them",
+            found=f"dtype {labels.dtype}, shape {list(labels.shape)}",
+            fix="store class ids (np.argmax turns one-hot rows into ids); --label_format=one_hot makes "
+                "the pipeline hand the loss one-hot rows")
+    outside = (labels < 0) | (labels >= spec.num_classes)
+    if np.any(outside):
+        raise TapeloopError(
+            stage="raw data", problem=f"{np.count_nonzero(outside)} {split} labels are outside the classes",
+            expected=f"class ids in [0, {spec.num_classes}) for the {spec.num_classes} classes of {spec.name}",
+            found=f"labels from {labels.min()} to {labels.max()}",
+            fix="check the dataset's number of classes; 1-based labels need 1 subtracting, and a "
+                "dataset with more classes needs its own catalog entry")
+
+
+def _imbalance(counts: np.ndarray, spec: DatasetSpec, config: TrainConfig) -> TapeloopWarning | None:
+    present = counts[counts > 0]
+    ratio = present.max() / present.min()
+    if ratio < IMBALANCE_WARNING_RATIO or config.class_weights != "none":
+        return None
+    rarest = spec.class_names[int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))]
+    return TapeloopWarning(
+        stage="raw data", problem=f"the training classes are imbalanced {ratio:.0f}:1 and the loss is unweighted",
+        expected=f"at most {IMBALANCE_WARNING_RATIO:.0f}:1 between the largest and smallest class, or class weights",
+        found=f"{present.max()} examples of the largest class, {present.min()} of the smallest ({rarest})",
+        fix="pass --class_weights=balanced (or a focal loss) so the rare classes count; judge the "
+            "model by eval balanced_accuracy and per-class recall, not accuracy")
+
+
+def _duplicates(train_images: np.ndarray, splits: dict) -> list[TapeloopWarning]:
+    seen = {image.tobytes() for image in train_images}
+    warnings = []
+    for name in ("validation", "test"):
+        if name not in splits:
+            continue
+        count = sum(image.tobytes() in seen for image in splits[name][0])
+        if count:
+            warnings.append(TapeloopWarning(
+                stage="raw data", problem=f"{count} {name} images also appear in the training split",
+                expected="evaluation images the model has not trained on",
+                found=f"{count} of {len(splits[name][0])} exact duplicates",
+                fix=f"drop them from one of the splits; until then the {name} accuracy is optimistic"))
+    return warnings
