@@ -12,7 +12,6 @@ from absl import flags
 
 from data import catalog
 from data.sources import load_dataset
-from models import registry
 from trainer import losses, loop, steps
 from trainer.checkpoints import evaluate_saved_model, restore_model_weights
 from trainer.flags import load_run_config
@@ -33,7 +32,7 @@ def main(argv):
         source = os.path.join(FLAGS.run_dir, "saved_model")
         scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size)
     else:
-        model = registry.build_model(config.model, spec.image_shape, spec.num_classes, config)
+        model = loop.build_model(config, spec)
         folder = "best" if FLAGS.weights == "best" else "checkpoints"
         source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder))
         loss = losses.from_config(config, spec.num_classes)

@@ -25,7 +25,7 @@ def explained(checks, images, labels, stage):
     try:
         run(images, labels)
     except tf.errors.InvalidArgumentError as error:
-        return checks.explain(error, images, labels).paragraph()
+        return checks.explain(error).paragraph()
     raise AssertionError("no check failed")
 
 

@@ -136,13 +136,12 @@ def test_a_resumed_run_logs_the_same_learning_rate_curve_as_an_uninterrupted_one
 
     train_batches = loop.pipeline.train_batches
 
-    def killed_after_20_batches(*args):
-        yield from train_batches(*args).take(20)
-        raise KeyboardInterrupt
+    def killed_after_20_batches(*args):  # The 21st step finds no batch: the process dies there.
+        return train_batches(*args).take(20)
 
     with monkeypatch.context() as patch:
         patch.setattr(loop.pipeline, "train_batches", killed_after_20_batches)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(tf.errors.OutOfRangeError):
             loop.train(make_config(tmp_path / "resumed", *flags))
     loop.train(make_config(tmp_path / "resumed", *flags))  # Resumes from the checkpoint at step 20.
     whole = dict(read_scalars(tmp_path / "whole" / "train")["learning_rate"])
@@ -171,3 +170,27 @@ def test_early_stopping_and_best_follow_the_chosen_metric(tmp_path):
     eval_losses = dict(read_scalars(tmp_path / "eval")["loss/total"])
     best_step = min(eval_losses, key=eval_losses.get)
     assert results["weights"].endswith(f"ckpt-{best_step}")
+
+
+def test_steps_per_loop_trains_the_same_weights_and_logs_at_loop_boundaries(tmp_path):
+    flags = ("--model=mlp", "--dropout=0", "--epochs=1", "--log_every_steps=5")
+    loop.train(make_config(tmp_path / "one", *flags))
+    loop.train(make_config(tmp_path / "four", *flags, "--steps_per_loop=4"))
+    one, four = checkpoint_values(tmp_path / "one" / "checkpoints"), checkpoint_values(tmp_path / "four" / "checkpoints")
+    for name, value in one.items():
+        np.testing.assert_allclose(four[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    logged = [step for step, _ in read_scalars(tmp_path / "four" / "train")["loss/total"]]
+    assert logged == [5, 13, 17, 21, 25, 28]  # Loops end at 1, 5, 9, ..., 25, 28; logs where one passed a 5.
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_variables_and_exports(tmp_path, precision):
+    results = loop.train(make_config(tmp_path, f"--mixed_precision={precision}", "--epochs=2"))
+    assert results["test"]["accuracy"] > 0.9
+    reader = tf.train.load_checkpoint(results["weights"])
+    kernels = [name for name, _ in tf.train.list_variables(results["weights"]) if name.startswith("model/")
+               and "kernel" in name and "OPTIMIZER_SLOT" not in name]
+    assert kernels and all(reader.get_tensor(name).dtype == np.float32 for name in kernels)
+    probabilities = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
+        images=tf.zeros((2, 28, 28), tf.uint8))["probabilities"]
+    assert probabilities.dtype == tf.float32

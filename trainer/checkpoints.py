@@ -136,7 +136,7 @@ class ServingModule(tf.Module):
 
     def _probabilities(self, images):
         logits = self.model(to_model_input(images, self._spec, self._standardize), training=False)
-        return {"probabilities": tf.nn.softmax(logits)}
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32))}
 
 
 def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool, target: str) -> None:

@@ -38,6 +38,8 @@ class TrainConfig:
     max_steps: int
     seed: int
     jit_compile: bool
+    mixed_precision: str
+    steps_per_loop: int
     # Learning-rate schedule
     lr_schedule: str
     warmup_steps: int

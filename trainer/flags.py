@@ -184,7 +184,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("max_steps", 0, "Step budget; stops earlier than --epochs if reached "
                          "(0: no budget).", lower_bound=0, **fv)
     flags.DEFINE_integer("seed", 0, "Seed for the validation split, shuffling and initialization.", **fv)
-    flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower for small convs on CPU).", **fv)
+    flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (2.3x slower for the cnn on the "
+                         "2-core CPU tapeloop is developed on; try it on GPUs).", **fv)
+    flags.DEFINE_enum("mixed_precision", "none", ("none", "bfloat16", "float16"), "Compute in 16-bit floats "
+                      "with float32 variables, logits and loss; float16 adds dynamic loss scaling. bfloat16 "
+                      "needs hardware support (recent GPUs, CPUs with AMX or AVX512-BF16).", **fv)
+    flags.DEFINE_integer("steps_per_loop", 1, "Train steps per tf.function call (a tf.while_loop over the "
+                         "batches); logs and checkpoints fall on loop boundaries.", lower_bound=1, **fv)
     # Run directory, logging, checkpoints
     flags.DEFINE_string("run_dir", None, "Run directory: logs, checkpoints, exported model, results. "
                         "Rerunning on a directory with checkpoints resumes.", **fv)

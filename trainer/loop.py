@@ -60,7 +60,7 @@ def prepare_run(config: TrainConfig) -> RunInputs:
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     class_weights = losses.class_weights(config.class_weights, data.train[1], spec.num_classes)
-    model = registry.build_model(config.model, spec.image_shape, spec.num_classes, config)
+    model = build_model(config, spec)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     optimizer = make_optimizer(config, learning_rate)
     optimizer.build(model.trainable_variables)
@@ -69,6 +69,9 @@ def prepare_run(config: TrainConfig) -> RunInputs:
         loss=losses.from_config(config, spec.num_classes), class_weights=class_weights,
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
         model=model, learning_rate=learning_rate, optimizer=optimizer)
+
+
+MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def train(config: TrainConfig) -> dict:
@@ -94,8 +97,8 @@ def train(config: TrainConfig) -> dict:
     stage_checks = make_stage_checks(config, spec)
     train_metrics = steps.make_metrics(loss, with_gradients=True)
     eval_metrics = steps.make_metrics(loss, class_names=spec.class_names)
-    train_step = steps.make_train_step(model, optimizer, loss, train_metrics, stage_checks,
-                                       config.clip_grad_norm, config.jit_compile)
+    train_steps = steps.make_train_loop(model, optimizer, loss, train_metrics, stage_checks,
+                                        config.clip_grad_norm, config.jit_compile)
     eval_step = steps.make_eval_step(model, loss, eval_metrics, stage_checks)
 
     progress = Progress(config.progress, steps_per_epoch, total_steps)
@@ -124,28 +127,31 @@ def train(config: TrainConfig) -> dict:
         patience = config.early_stopping_patience
         return bool(patience and checkpoints.best_metric.evaluations_since_best.numpy() >= patience)
 
+    sample_images = next(iter(validation_batches if validation_batches is not None
+                              else evaluation_batches(data.test, spec, config)))[0]
+    warnings.first_outputs(model(sample_images, training=False))
+
     step = int(optimizer.iterations.numpy())
     while step < total_steps and not stopped_early():
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
         progress.start_epoch(epoch, step_in_epoch)
         timer.restart()
-        for images, labels, weights in pipeline.train_batches(data.train, run.example_weights, spec, config,
-                                                              epoch, step_in_epoch):
-            step_loss = train_step(images, labels, weights)
-            timer.tick()
-            step += 1
-            if divergence.first_loss is None:
+        batches = iter(pipeline.train_batches(data.train, run.example_weights, spec, config, epoch, step_in_epoch))
+        while step < epoch_end:
+            first_step = divergence.first_loss is None
+            count = 1 if first_step else min(config.steps_per_loop, epoch_end - step)
+            step_loss = train_steps(batches, count)
+            timer.tick(count)
+            step += count
+            if first_step:
                 divergence.check(step, float(step_loss), current_learning_rate())
-                warnings.first_outputs(model(images, training=False))
-            if step % config.log_every_steps == 0:
+            if passed_multiple(config.log_every_steps, step, count):
                 log_training(epoch, step)
-            at_epoch_end = step % steps_per_epoch == 0
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and not at_epoch_end:
+            if passed_multiple(config.checkpoint_every_steps, step, count) and step < epoch_end:
                 if timer.steps:
                     log_training(epoch, step)  # Checks the loss before it is saved.
                 checkpoints.save_latest(epochs_done=step // steps_per_epoch)
-            if step >= total_steps:
-                break
         if timer.steps:
             log_training(epoch, step)
 
@@ -183,6 +189,7 @@ def train(config: TrainConfig) -> dict:
         "epochs": step / steps_per_epoch,
         "stopped_early": stopped_early(),
         "wall_seconds": checkpoints.elapsed_seconds(),
+        "training_seconds": float(checkpoints.training_seconds.numpy()),
         "examples_per_sec": step * config.batch_size / float(checkpoints.training_seconds.numpy()),
     }
     write_text_atomic(os.path.join(config.run_dir, "results.json"), json.dumps(results, indent=2) + "\n")
@@ -207,6 +214,11 @@ def diagnose(config: TrainConfig) -> dict:
     return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
             "num_classes": run.spec.num_classes, "loss": values["loss/total"],
             "gradient_norm": values["gradients/global_norm"]}
+
+
+def passed_multiple(every: int, step: int, count: int) -> bool:
+    """Whether the `count` steps that ended at `step` passed a multiple of `every` (0: never)."""
+    return bool(every) and step // every > (step - count) // every
 
 
 def summarize_split(values: dict[str, float], class_names: tuple[str, ...]) -> dict:
@@ -236,10 +248,20 @@ def evaluation_batches(split: Arrays, spec: catalog.DatasetSpec, config: TrainCo
     return batches
 
 
+def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
+    """The registry's model for `spec`, computing in the --mixed_precision dtype (variables float32)."""
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[config.mixed_precision])
+    try:  # Layers take the policy when they are created; restoring it keeps other models float32.
+        return registry.build_model(config.model, spec.image_shape, spec.num_classes, config)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
 def make_stage_checks(config: TrainConfig, spec: catalog.DatasetSpec) -> StageChecks:
     """The --checks guards for batches of `spec` as the pipeline prepares them."""
     return StageChecks(config.checks, spec.image_shape, pipeline.model_input_range(spec, config.standardize),
-                       spec.num_classes, config.label_format)
+                       spec.num_classes, config.label_format, loss_scaling=config.mixed_precision == "float16")
 
 
 def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.Optimizer:
@@ -249,12 +271,15 @@ def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.
     """
     rate = config.learning_rate if learning_rate is None else learning_rate
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
-    if config.optimizer == "adamw":
+        optimizer = keras.optimizers.Adam(rate)
+    elif config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     else:
         optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=config.weight_decay or None)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if config.optimizer != "adam":
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if config.mixed_precision == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 

@@ -55,8 +55,8 @@ class IntervalTimer:
         self.start = time.perf_counter()
         self.steps = 0
 
-    def tick(self) -> None:
-        self.steps += 1
+    def tick(self, steps: int = 1) -> None:
+        self.steps += steps
 
     def close(self) -> tuple[int, float]:
         """Returns the interval's (steps, seconds) and starts the next one."""

@@ -1,0 +1,246 @@
+"""Measures tapeloop against keras.Model.fit: `python scripts/benchmark.py --dataset=mnist --data_dir=DIR`.
+
+On one model, data, batch size, optimizer and precision it alternates trials of
+tapeloop's training loop (at --checks=off, standard and full) and of
+`model.fit`, each timed over --measure_steps steps after --warmup_steps, and
+reports medians over --repeats rounds: throughput, tapeloop / fit, the cost of
+the checks, the input pipeline alone against what the model consumes, and peak
+memory. `--time_to_accuracy` also trains configs/mnist_fast.flags and the
+keras-io "simple MNIST convnet" with fit, each until 99.0% test accuracy, and
+compares their training seconds. Prints a table; `--output=FILE` writes JSON.
+"""
+
+from trainer import cli  # First: quiets TensorFlow's start-up logging.
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from data import catalog, pipeline
+from data.sources import load_dataset
+from trainer import loop, steps
+from trainer.flags import config_from_flags, define_flags, parse_config
+
+define_flags()
+flags.DEFINE_integer("repeats", 3, "Rounds of alternating trials; medians are reported.", lower_bound=1)
+flags.DEFINE_integer("measure_steps", 40, "Timed steps per trial.", lower_bound=1)
+flags.DEFINE_integer("warmup_steps_per_trial", 5, "Untimed steps at the start of each trial.", lower_bound=1)
+flags.DEFINE_boolean("time_to_accuracy", False, "Also race configs/mnist_fast.flags against the keras-io "
+                     "MNIST convnet trained by fit to 99.0% test accuracy (needs MNIST; minutes).")
+flags.DEFINE_string("fast_flagfile", "configs/mnist_fast.flags", "The tapeloop recipe for --time_to_accuracy.")
+flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy both sides of --time_to_accuracy must reach.")
+flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
+flags.DEFINE_string("output", None, "Also write the results as JSON to this file.")
+FLAGS = flags.FLAGS
+
+
+def timed_steps(run_step, warmup: int, measured: int) -> float:
+    """Examples per second over `measured` calls of run_step() (which returns steps done, a tensor)."""
+    for _ in range(warmup):
+        run_step()
+    start = time.perf_counter()
+    done = 0
+    for _ in range(measured):
+        done += run_step()
+    return done, time.perf_counter() - start
+
+
+class TapeloopTrial:
+    """tapeloop's own training loop (steps, pipeline, checks) on a fresh model, ready for timed trials."""
+
+    def __init__(self, config):
+        run = loop.prepare_run(config)
+        checks = loop.make_stage_checks(config, run.spec)
+        metrics = steps.make_metrics(run.loss, with_gradients=True)
+        self.train_steps = steps.make_train_loop(run.model, run.optimizer, run.loss, metrics, checks,
+                                                 config.clip_grad_norm, config.jit_compile)
+        self.batches = iter(pipeline.train_batches(run.data.train, run.example_weights, run.spec, config,
+                                                   epoch=0).repeat())
+        self.steps_per_call = config.steps_per_loop
+        self.batch_size = config.batch_size
+
+    def examples_per_sec(self, warmup: int, measured: int) -> float:
+        calls = max(1, measured // self.steps_per_call)
+
+        def call():
+            loss = self.train_steps(self.batches, self.steps_per_call)
+            return self.steps_per_call if float(loss) == float(loss) else 0  # float(): waits for the step.
+
+        done, seconds = timed_steps(call, max(1, warmup // self.steps_per_call), calls)
+        return done * self.batch_size / seconds
+
+
+class KerasFitTrial:
+    """The same model, optimizer and data trained by keras.Model.fit, as a Keras user would."""
+
+    def __init__(self, config, jit_compile):
+        run = loop.prepare_run(config)
+        self.model = run.model
+        self.model.compile(optimizer=loop.make_optimizer(config),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"], jit_compile=jit_compile)
+        images, self.labels = run.data.train
+        self.images = pipeline.to_model_input(images, run.spec, config.standardize, config.input_range).numpy()
+        self.batch_size = config.batch_size
+
+    def examples_per_sec(self, warmup: int, measured: int) -> float:
+        timer = StepTimer(warmup, warmup + measured)
+        count = (warmup + measured + 1) * self.batch_size
+        self.model.fit(self.images[:count], self.labels[:count], batch_size=self.batch_size, epochs=1,
+                       shuffle=True, verbose=0, callbacks=[timer])
+        return measured * self.batch_size / timer.seconds
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Seconds between the end of batch `start` and the end of batch `stop` of a fit."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.start:
+            self.started = time.perf_counter()
+        if batch + 1 == self.stop:
+            self.seconds = time.perf_counter() - self.started
+
+
+def pipeline_examples_per_sec(config, batches: int = 300) -> float:
+    """The training input pipeline alone: batches gathered, normalized and prefetched, nothing trained."""
+    spec = catalog.get_spec(config.dataset)
+    data = pipeline.prepare_data(config, spec)
+    dataset = pipeline.train_batches(data.train, np.ones(len(data.train[1]), np.float32), spec, config,
+                                     epoch=0).repeat()
+    iterator = iter(dataset)
+    done, seconds = timed_steps(lambda: next(iterator) and 1, 20, batches)
+    return done * config.batch_size / seconds
+
+
+def keras_example_to_accuracy(data_dir, target: float, max_epochs: int) -> dict:
+    """keras-io "Simple MNIST convnet", as published (fit's default jit_compile="auto"), trained
+    epoch by epoch until its test accuracy reaches `target`; seconds exclude the test evaluations."""
+    keras.utils.set_random_seed(0)
+    splits = load_dataset(catalog.MNIST, data_dir)
+    (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    x_train = (x_train.astype("float32") / 255)[..., None]
+    x_test = (x_test.astype("float32") / 255)[..., None]
+    y_train, y_test = keras.utils.to_categorical(y_train, 10), keras.utils.to_categorical(y_test, 10)
+    model = keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+        keras.layers.MaxPooling2D(pool_size=(2, 2)),
+        keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        keras.layers.MaxPooling2D(pool_size=(2, 2)),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    held_out = int(len(x_train) * 0.1)  # The example's validation_split=0.1 (not evaluated here).
+    seconds, accuracy, epochs = 0.0, 0.0, 0
+    while accuracy < target and epochs < max_epochs:
+        start = time.perf_counter()
+        model.fit(x_train[:-held_out], y_train[:-held_out], batch_size=128, epochs=1, verbose=0)
+        seconds += time.perf_counter() - start
+        epochs += 1
+        accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    return {"training_seconds": seconds, "epochs": epochs, "test_accuracy": accuracy,
+            "parameters": model.count_params()}
+
+
+def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
+    """Trains the recipe in a temporary run directory; its training seconds exclude evaluation."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
+                               *([f"--data_dir={data_dir}"] if data_dir else [])])
+        results = loop.train(config)
+    return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
+            "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile}
+
+
+def main(argv):
+    config = config_from_flags()
+    configs = {level: dataclasses.replace(config, checks=level) for level in ("off", "standard", "full")}
+    trials = {f"tapeloop --checks={level}": TapeloopTrial(level_config) for level, level_config in configs.items()}
+    trials["keras fit (jit_compile=False)"] = KerasFitTrial(config, jit_compile=False)
+    trials["keras fit (jit_compile='auto')"] = KerasFitTrial(config, jit_compile="auto")
+    measured = {name: [] for name in trials}
+    for _ in range(FLAGS.repeats):
+        for name, trial in trials.items():
+            measured[name].append(trial.examples_per_sec(FLAGS.warmup_steps_per_trial, FLAGS.measure_steps))
+
+    def median_ratio(numerator, denominator):
+        return statistics.median(a / b for a, b in zip(measured[numerator], measured[denominator]))
+
+    standard = "tapeloop --checks=standard"
+    throughput = {name: statistics.median(values) for name, values in measured.items()}
+    pipeline_speed = pipeline_examples_per_sec(config)
+    results = {
+        "device": platform.processor() or platform.machine(),
+        "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "setup": {"dataset": config.dataset, "model": config.model, "model_width": config.model_width,
+                  "batch_size": config.batch_size, "optimizer": config.optimizer,
+                  "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
+                  "steps_per_loop": config.steps_per_loop, "repeats": FLAGS.repeats,
+                  "measure_steps": FLAGS.measure_steps},
+        "examples_per_sec": throughput,
+        "speedup_vs_keras_fit": median_ratio(standard, "keras fit (jit_compile=False)"),
+        "speedup_vs_keras_fit_default_jit": median_ratio(standard, "keras fit (jit_compile='auto')"),
+        "checks_standard_cost": 1 - median_ratio(standard, "tapeloop --checks=off"),
+        "checks_full_cost": 1 - median_ratio("tapeloop --checks=full", "tapeloop --checks=off"),
+        "pipeline_examples_per_sec": pipeline_speed,
+        "pipeline_headroom": pipeline_speed / throughput[standard],
+    }
+    if FLAGS.time_to_accuracy:
+        results["time_to_accuracy"] = {
+            "target": FLAGS.target_accuracy,
+            "tapeloop": tapeloop_recipe_to_accuracy(FLAGS.fast_flagfile, config.data_dir),
+            "keras_example": keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy,
+                                                       FLAGS.keras_max_epochs),
+        }
+        race = results["time_to_accuracy"]
+        results["time_to_99_ratio"] = race["tapeloop"]["training_seconds"] / race["keras_example"]["training_seconds"]
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print_table(results)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as stream:
+            json.dump(results, stream, indent=2)
+
+
+def print_table(results: dict) -> None:
+    setup = results["setup"]
+    print(f"\n{setup['dataset']}, {setup['model']} width {setup['model_width']}, batch {setup['batch_size']}, "
+          f"{setup['optimizer']}, precision {setup['mixed_precision']}, jit {setup['jit_compile']}, "
+          f"steps_per_loop {setup['steps_per_loop']}; TensorFlow {results['tensorflow']}, "
+          f"{results['cpu_count']} CPUs, {results['gpus']} GPUs; median of {setup['repeats']} rounds")
+    print(f"{'':40s} {'examples/s':>12s}")
+    for name, value in results["examples_per_sec"].items():
+        print(f"{name:40s} {value:12.0f}")
+    print(f"{'input pipeline alone':40s} {results['pipeline_examples_per_sec']:12.0f}")
+    print(f"speedup_vs_keras_fit              {results['speedup_vs_keras_fit']:.3f}  "
+          f"(default jit: {results['speedup_vs_keras_fit_default_jit']:.3f})")
+    print(f"checks_standard_cost              {results['checks_standard_cost']:+.3f}")
+    print(f"checks_full_cost                  {results['checks_full_cost']:+.3f}")
+    print(f"pipeline_headroom                 {results['pipeline_headroom']:.1f}x")
+    if "time_to_99_ratio" in results:
+        race = results["time_to_accuracy"]
+        for side in ("tapeloop", "keras_example"):
+            print(f"time to {race['target']:.1%} {side:14s} {race[side]['training_seconds']:7.1f} s, "
+                  f"{race[side]['epochs']:.0f} epochs, test accuracy {race[side]['test_accuracy']:.4f}")
+        print(f"time_to_99_ratio                  {results['time_to_99_ratio']:.3f}")
+    print(f"peak_rss_mb                       {results['peak_rss_mb']:.0f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
