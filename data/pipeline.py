@@ -100,6 +100,12 @@ def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,
     return images
 
 
+def to_display(images, spec: DatasetSpec, standardize: bool) -> np.ndarray:
+    """Model inputs back to [0, 1] pixels for looking at (undoes the standardization)."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(images * spec.std + spec.mean if standardize else images, 0.0, 1.0)
+
+
 def model_input_range(spec: DatasetSpec, standardize: bool) -> tuple[float, float]:
     """The interval every model input value lies in: [0, 1], standardized if asked."""
     if standardize:

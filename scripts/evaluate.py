@@ -39,7 +39,7 @@ def main(argv):
         metrics = steps.make_metrics(loss, class_names=spec.class_names)
         eval_step = steps.make_eval_step(model, loss, metrics, loop.make_stage_checks(config, spec))
         scores = loop.evaluate(eval_step, metrics,
-                               loop.evaluation_batches((images, labels), spec, config))
+                               loop.evaluation_batches((images, labels), spec, config)).scores
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
                **loop.summarize_split(scores, spec.class_names)}
     if FLAGS.output == "-":

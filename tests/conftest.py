@@ -76,10 +76,12 @@ def _read_tensors(folder) -> dict[str, list]:
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
     return {tag: [(step, float(value)) for step, value in events]
-            for tag, events in _read_tensors(folder).items() if events[0][1].dtype != object}
+            for tag, events in _read_tensors(folder).items()
+            if events[0][1].ndim == 0 and events[0][1].dtype != object}
 
 
 def read_texts(folder) -> dict[str, list[tuple[int, str]]]:
     """Every text summary in a TensorBoard log folder: tag -> [(step, text), ...]."""
     return {tag: [(step, value.item().decode()) for step, value in events]
-            for tag, events in _read_tensors(folder).items() if events[0][1].dtype == object}
+            for tag, events in _read_tensors(folder).items()
+            if events[0][1].ndim == 0 and events[0][1].dtype == object}

@@ -194,3 +194,17 @@ def test_mixed_precision_trains_with_float32_variables_and_exports(tmp_path, pre
     probabilities = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
         images=tf.zeros((2, 28, 28), tf.uint8))["probabilities"]
     assert probabilities.dtype == tf.float32
+
+
+def test_image_histogram_and_profile_schedules(tmp_path):
+    from tests.conftest import _read_tensors
+
+    loop.train(make_config(tmp_path, "--epochs=2", "--image_summary_every_steps=20", "--histogram_every_steps=25",
+                           "--profile_steps=3,6", "--steps_per_loop=4"))
+    train = _read_tensors(tmp_path / "train")
+    assert [step for step, _ in train["inputs"]] == [0, 21, 40]  # Loops end at 1, 5, ..., 21, 25, 28, 32, ..., 40.
+    gradient_tags = [tag for tag in train if tag.startswith("gradients/") and "global_norm" not in tag]
+    assert gradient_tags and [step for step, _ in train[gradient_tags[0]]] == [25, 52]
+    assert list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
+    evaluation = _read_tensors(tmp_path / "eval")
+    assert [step for step, _ in evaluation["confusion_matrix"]] == [28, 56]

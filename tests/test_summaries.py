@@ -1,7 +1,10 @@
 import numpy as np
 
+import tensorflow as tf
+
 from tests.conftest import read_scalars, read_texts
-from trainer.summaries import SummaryWriters, write_scalars, write_text
+from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, write_figure, write_hparams,
+                               write_histograms, write_scalars, write_text)
 
 
 def test_scalars_land_in_the_phase_folder_under_their_tags(tmp_path):
@@ -22,3 +25,34 @@ def test_text_keeps_its_lines_apart_for_the_text_dashboard(tmp_path):
     writers.close()
     assert read_texts(tmp_path / "train") == {"diagnostics": [(0, "mnist: 60000 examples\n\nclasses: 10")]}
     assert read_scalars(tmp_path / "train") == {}
+
+
+def image_events(folder, tag):
+    from tests.conftest import _read_tensors
+
+    return [(step, tf.io.decode_png(value[2])) for step, value in _read_tensors(folder)[tag]]
+
+
+def test_labelled_grid_and_confusion_matrix_become_png_images(tmp_path):
+    writers = SummaryWriters(str(tmp_path))
+    images = np.random.default_rng(0).uniform(size=(10, 28, 28, 1))
+    write_figure(writers.train, "inputs", labelled_grid(images, [f"digit {i}" for i in range(10)]), step=3)
+    confusion = np.array([[5, 1], [0, 4]])
+    write_figure(writers.eval, "confusion_matrix", confusion_figure(confusion, ("cat", "dog")), step=3)
+    writers.close()
+    [(step, grid)] = image_events(tmp_path / "train", "inputs")
+    assert step == 3 and grid.shape[2] == 4 and grid.shape[1] > grid.shape[0]  # Two rows of eight: wide.
+    [(_, matrix)] = image_events(tmp_path / "eval", "confusion_matrix")
+    assert matrix.shape[0] >= 300 and matrix.shape[1] >= 300
+
+
+def test_histograms_and_hparams_are_written(tmp_path):
+    from tests.conftest import _read_tensors
+
+    writers = SummaryWriters(str(tmp_path))
+    write_histograms(writers.train, {"weights/dense/kernel": tf.range(100.0)}, step=5)
+    write_hparams(writers.run, {"learning_rate": 0.001, "model": "cnn"}, trial_id="run")
+    writers.close()
+    [(step, buckets)] = _read_tensors(tmp_path / "train")["weights/dense/kernel"]
+    assert step == 5 and buckets[:, 2].sum() == 100  # (left, right, count) rows.
+    assert "_hparams_/session_start_info" in _read_tensors(tmp_path)

@@ -64,5 +64,8 @@ class TrainConfig:
     run_dir: str | None
     log_every_steps: int
     checkpoint_every_steps: int
+    image_summary_every_steps: int
+    histogram_every_steps: int
+    profile_steps: tuple[int, ...]
     keep_checkpoints: int
     progress: str

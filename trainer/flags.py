@@ -197,6 +197,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("log_every_steps", 100, "Steps between logged training scalars.", lower_bound=1, **fv)
     flags.DEFINE_integer("checkpoint_every_steps", 0, "Steps between extra checkpoints within an "
                          "epoch (0: only at the end of each epoch).", lower_bound=0, **fv)
+    flags.DEFINE_integer("image_summary_every_steps", 0, "Steps between grids of the training batch "
+                         "about to be trained on, with labels (0: the first batch only).", lower_bound=0, **fv)
+    flags.DEFINE_integer("histogram_every_steps", 0, "Steps between histograms of every weight and of its "
+                         "gradient at that step (0: none).", lower_bound=0, **fv)
+    flags.DEFINE(NumberListParser(int), "profile_steps", "", "START,STOP: capture a TensorFlow profiler "
+                 "trace of those steps into the run directory (TensorBoard's Profile tab).",
+                 serializer=flags.CsvListSerializer(","), **fv)
     flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept in RUN/checkpoints.", lower_bound=1, **fv)
     flags.DEFINE_enum("progress", "auto", ("auto", "bar", "log"), "Progress display: a bar on a "
                       "terminal, one log line per --log_every_steps otherwise.", **fv)
@@ -222,6 +229,9 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
     flags.register_validator(
         "input_range", lambda bounds: len(bounds) == 2 and bounds[0] < bounds[1],
         "--input_range needs two numbers LOW,HIGH with LOW < HIGH, e.g. 0,255", flag_values=flag_values)
+    flags.register_validator(
+        "profile_steps", lambda steps: not steps or (len(steps) == 2 and 0 <= steps[0] < steps[1]),
+        "--profile_steps needs START,STOP with 0 <= START < STOP, e.g. 100,110", flag_values=flag_values)
     flags.register_multi_flags_validator(
         ["lr_schedule", "warmup_steps"],
         lambda values: not (values["lr_schedule"] == "onecycle" and values["warmup_steps"]),

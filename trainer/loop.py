@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from data import catalog, diagnostics, pipeline
@@ -19,7 +20,8 @@ from trainer.errors import TapeloopError
 from trainer.flags import serialize_config
 from trainer.progress import IntervalTimer, Progress
 from trainer.schedules import LearningRate
-from trainer.summaries import SummaryWriters, write_scalars, write_text
+from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, write_figure, write_hparams,
+                                write_histograms, write_scalars, write_text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +91,10 @@ def train(config: TrainConfig) -> dict:
                      int(optimizer.iterations.numpy()))
     write_flags_file(config)
     writers = SummaryWriters(config.run_dir)
-    write_text(writers.train, "diagnostics", run.report.text(), int(optimizer.iterations.numpy()))
+    start_step = int(optimizer.iterations.numpy())
+    write_text(writers.train, "diagnostics", run.report.text(), start_step)
+    write_text(writers.train, "flags", serialize_config(config), start_step)
+    write_hparams(writers.run, hparams_of(config), trial_id=os.path.basename(os.path.normpath(config.run_dir)))
     if config.class_weights != "none":
         logging.info("Class weights (before scaling to a mean example weight of 1): %s",
                      ", ".join(f"{name}={weight:.3g}" for name, weight in zip(spec.class_names, run.class_weights)))
@@ -97,8 +102,10 @@ def train(config: TrainConfig) -> dict:
     stage_checks = make_stage_checks(config, spec)
     train_metrics = steps.make_metrics(loss, with_gradients=True)
     eval_metrics = steps.make_metrics(loss, class_names=spec.class_names)
+    gradient_snapshot = ([tf.Variable(tf.zeros_like(variable), trainable=False) for variable in
+                          model.trainable_variables] if config.histogram_every_steps else None)
     train_steps = steps.make_train_loop(model, optimizer, loss, train_metrics, stage_checks,
-                                        config.clip_grad_norm, config.jit_compile)
+                                        config.clip_grad_norm, config.jit_compile, gradient_snapshot)
     eval_step = steps.make_eval_step(model, loss, eval_metrics, stage_checks)
 
     progress = Progress(config.progress, steps_per_epoch, total_steps)
@@ -123,6 +130,27 @@ def train(config: TrainConfig) -> dict:
             warnings.end_of_first_epoch(divergence.first_loss, scalars["loss/total"])
         last_training_scalars.update(scalars)
 
+    def log_input_images(epoch, step_in_epoch, step):
+        images, labels, _ = next(iter(pipeline.train_batches(
+            data.train, run.example_weights, spec, config, epoch, step_in_epoch)))
+        captions = [spec.class_names[class_id] for class_id in loss.class_ids(labels).numpy()[:32]]
+        grid = labelled_grid(pipeline.to_display(images[:32], spec, config.standardize), captions)
+        write_figure(writers.train, "inputs", grid, step)
+
+    def log_evaluation_images(evaluation, step):
+        write_figure(writers.eval, "confusion_matrix", confusion_figure(evaluation.confusion, spec.class_names), step)
+        if evaluation.misclassified is not None:
+            images, true, predicted = evaluation.misclassified
+            captions = [f"{spec.class_names[t]} as {spec.class_names[p]}" for t, p in zip(true, predicted)]
+            grid = labelled_grid(pipeline.to_display(images, spec, config.standardize), captions)
+            write_figure(writers.eval, "misclassified", grid, step)
+
+    def log_histograms(step):
+        write_histograms(writers.train, {
+            **{f"weights/{variable.path}": variable for variable in model.trainable_variables},
+            **{f"gradients/{variable.path}": gradient
+               for variable, gradient in zip(model.trainable_variables, gradient_snapshot)}}, step)
+
     def stopped_early():
         patience = config.early_stopping_patience
         return bool(patience and checkpoints.best_metric.evaluations_since_best.numpy() >= patience)
@@ -131,14 +159,20 @@ def train(config: TrainConfig) -> dict:
                               else evaluation_batches(data.test, spec, config)))[0]
     warnings.first_outputs(model(sample_images, training=False))
 
-    step = int(optimizer.iterations.numpy())
+    step = start_step
+    profiling = False
     while step < total_steps and not stopped_early():
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
         progress.start_epoch(epoch, step_in_epoch)
         timer.restart()
         batches = iter(pipeline.train_batches(data.train, run.example_weights, spec, config, epoch, step_in_epoch))
+        if step == 0:
+            log_input_images(epoch, 0, step)
         while step < epoch_end:
+            if config.profile_steps and not profiling and config.profile_steps[0] <= step < config.profile_steps[1]:
+                tf.profiler.experimental.start(config.run_dir)
+                profiling = True
             first_step = divergence.first_loss is None
             count = 1 if first_step else min(config.steps_per_loop, epoch_end - step)
             step_loss = train_steps(batches, count)
@@ -148,6 +182,13 @@ def train(config: TrainConfig) -> dict:
                 divergence.check(step, float(step_loss), current_learning_rate())
             if passed_multiple(config.log_every_steps, step, count):
                 log_training(epoch, step)
+            if passed_multiple(config.histogram_every_steps, step, count):
+                log_histograms(step)
+            if passed_multiple(config.image_summary_every_steps, step, count) and step < epoch_end:
+                log_input_images(epoch, step - epoch * steps_per_epoch, step)  # The batch trained next.
+            if profiling and step >= config.profile_steps[1]:
+                tf.profiler.experimental.stop()
+                profiling = False
             if passed_multiple(config.checkpoint_every_steps, step, count) and step < epoch_end:
                 if timer.steps:
                     log_training(epoch, step)  # Checks the loss before it is saved.
@@ -156,8 +197,10 @@ def train(config: TrainConfig) -> dict:
             log_training(epoch, step)
 
         if validation_batches is not None:
-            results = evaluate(eval_step, eval_metrics, validation_batches)
+            evaluation = evaluate(eval_step, eval_metrics, validation_batches)
+            results = evaluation.scores
             write_scalars(writers.eval, results, step)
+            log_evaluation_images(evaluation, step)
             improved = checkpoints.save_best_if_improved(results, epochs_done=step // steps_per_epoch)
             progress.log_eval(epoch, step, results, improved)
             warnings.after_evaluation(last_training_scalars["accuracy"], results["accuracy"])
@@ -165,7 +208,8 @@ def train(config: TrainConfig) -> dict:
                 logging.info("Validation %s has not improved for %d evaluations: learning rate lowered to %.3g.",
                              config.plateau_metric, config.plateau_patience, current_learning_rate())
         checkpoints.save_latest(epochs_done=step // steps_per_epoch)
-    writers.close()
+    if profiling:
+        tf.profiler.experimental.stop()
     if stopped_early():
         logging.info("Stopped early at step %d: validation %s has not improved for %d evaluations.",
                      step, config.early_stopping_metric, config.early_stopping_patience)
@@ -173,9 +217,9 @@ def train(config: TrainConfig) -> dict:
     # The outcome: the best weights (by validation metric), scored once more and on test, exported.
     weights = checkpoints.best.latest_checkpoint or checkpoints.latest.latest_checkpoint
     restore_model_weights(model, os.path.dirname(weights))
-    final_eval = (evaluate(eval_step, eval_metrics, validation_batches)
+    final_eval = (evaluate(eval_step, eval_metrics, validation_batches).scores
                   if validation_batches is not None else None)
-    final_test = evaluate(eval_step, eval_metrics, evaluation_batches(data.test, spec, config))
+    final_test = evaluate(eval_step, eval_metrics, evaluation_batches(data.test, spec, config)).scores
     export_saved_model(model, spec, config.standardize, os.path.join(config.run_dir, "saved_model"))
     logging.info("Test accuracy %.4f, loss %.4f (weights from %s).",
                  final_test["accuracy"], final_test["loss/total"], weights)
@@ -192,6 +236,10 @@ def train(config: TrainConfig) -> dict:
         "training_seconds": float(checkpoints.training_seconds.numpy()),
         "examples_per_sec": step * config.batch_size / float(checkpoints.training_seconds.numpy()),
     }
+    write_scalars(writers.run, {
+        f"results/{split}_{metric}": results[split][metric]
+        for split in ("eval", "test") if results[split] for metric in ("accuracy", "balanced_accuracy", "loss")}, step)
+    writers.close()
     write_text_atomic(os.path.join(config.run_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 
@@ -216,6 +264,12 @@ def diagnose(config: TrainConfig) -> dict:
             "gradient_norm": values["gradients/global_norm"]}
 
 
+def hparams_of(config: TrainConfig) -> dict:
+    """The run's flags as hparams values (bool, number or string), the run directory left out."""
+    return {name: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for name, value in dataclasses.asdict(config).items() if value is not None and name != "run_dir"}
+
+
 def passed_multiple(every: int, step: int, count: int) -> bool:
     """Whether the `count` steps that ended at `step` passed a multiple of `every` (0: never)."""
     return bool(every) and step // every > (step - count) // every
@@ -232,11 +286,29 @@ def summarize_split(values: dict[str, float], class_names: tuple[str, ...]) -> d
     }
 
 
-def evaluate(eval_step, eval_metrics, batches) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One pass over a split: its metrics by tag, confusion matrix, and the first misclassified examples."""
+
+    scores: dict[str, float]
+    confusion: np.ndarray
+    misclassified: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (images, true ids, predicted ids)
+
+
+def evaluate(eval_step, eval_metrics, batches, keep_misclassified: int = 24) -> Evaluation:
     """Runs `eval_step` over every batch; returns the metrics over the whole split."""
+    kept = ([], [], [])
     for images, labels in batches:
-        eval_step(images, labels)
-    return steps.read_and_reset(eval_metrics)
+        logits = eval_step(images, labels)
+        if sum(map(len, kept[0])) < keep_misclassified:
+            true = labels.numpy() if labels.shape.rank == 1 else np.argmax(labels, axis=-1)
+            predicted = np.argmax(logits, axis=-1)
+            wrong = predicted != true
+            for store, values in zip(kept, (images.numpy()[wrong], true[wrong], predicted[wrong])):
+                store.append(values)
+    confusion = eval_metrics["confusion_matrix"].result().numpy()
+    misclassified = tuple(np.concatenate(store)[:keep_misclassified] for store in kept) if kept[0] else None
+    return Evaluation(steps.read_and_reset(eval_metrics), confusion, misclassified)
 
 
 def evaluation_batches(split: Arrays, spec: catalog.DatasetSpec, config: TrainConfig):

@@ -36,8 +36,12 @@ def _update_metrics(metrics, loss, labels, logits, terms, total):
         metrics["confusion_matrix"].update_state(class_ids, logits)
 
 
-def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile):
-    """The tf.function for one checked training step on one batch."""
+def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
+                         gradient_snapshot=None):
+    """The tf.function for one checked training step on one batch.
+
+    `gradient_snapshot` (variables shaped like the trainable ones) receives each step's gradients.
+    """
 
     def update(images, labels, example_weights):
         with tf.GradientTape() as tape:
@@ -53,6 +57,8 @@ def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm
         if clip_grad_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, clip_grad_norm * scale, use_norm=global_norm * scale)
         optimizer.apply_gradients(list(zip(gradients, model.trainable_variables)))
+        for snapshot, gradient in zip(gradient_snapshot or (), gradients):
+            snapshot.assign(gradient / scale)
         _update_metrics(metrics, loss, labels, logits, terms, total)
         metrics["gradients/global_norm"].update_state(global_norm)
         return logits, total, global_norm, gradients
@@ -86,11 +92,12 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, l
 
 def make_train_loop(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
                     metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
-                    clip_grad_norm: float = 0.0, jit_compile: bool = False):
+                    clip_grad_norm: float = 0.0, jit_compile: bool = False, gradient_snapshot=None):
     """Returns train_steps(iterator, count) -> the last total loss, which runs `count` train steps
     on batches from `iterator` inside one tf.function call (--steps_per_loop), saving the host
-    round trip per step."""
-    step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile)
+    round trip per step. `gradient_snapshot` variables, if given, keep the last step's gradients."""
+    step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
+                                gradient_snapshot)
 
     @tf.function(autograph=False)
     def train_steps(iterator, count):
