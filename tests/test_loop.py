@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import make_config, read_scalars, read_texts
+from tests.conftest import make_config, read_scalars, read_texts, run_script
 from trainer import loop
 from trainer.errors import TapeloopError
 
@@ -208,3 +208,23 @@ def test_image_histogram_and_profile_schedules(tmp_path):
     assert list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
     evaluation = _read_tensors(tmp_path / "eval")
     assert [step for step, _ in evaluation["confusion_matrix"]] == [28, 56]
+
+
+def test_a_truncated_latest_checkpoint_is_reported_and_the_one_before_resumed(tmp_path, caplog):
+    loop.train(make_config(tmp_path, "--model=mlp", "--epochs=2"))
+    data_file = tmp_path / "checkpoints" / "ckpt-56.data-00000-of-00001"
+    data_file.write_bytes(data_file.read_bytes()[:100])
+    caplog.set_level("INFO", logger="absl")
+    results = loop.train(make_config(tmp_path, "--model=mlp", "--epochs=3"))
+    assert "the checkpoint" in caplog.text and "ckpt-56 is damaged; trying the one before" in caplog.text
+    assert "Resuming from" in caplog.text and "at step 28" in caplog.text
+    assert results["steps"] == 84
+
+
+def test_deterministic_runs_log_identical_losses(tmp_path):
+    for name in ("first", "second"):
+        result = run_script("train", "--dataset=synthetic", "--model_width=8", "--epochs=1", "--log_every_steps=4",
+                            "--deterministic", f"--run_dir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr
+    first, second = read_scalars(tmp_path / "first" / "train"), read_scalars(tmp_path / "second" / "train")
+    assert len(first["loss/total"]) == 4 and first["loss/total"] == second["loss/total"]

@@ -8,10 +8,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
-from trainer.errors import TapeloopError
+from trainer.errors import TapeloopError, TapeloopWarning
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
 
@@ -45,12 +46,29 @@ class RunCheckpoints:
         self._seconds_before = 0.0
 
     def restore_latest(self) -> bool:
-        """Restores the latest checkpoint if there is one; returns whether it did."""
-        path = self.latest.latest_checkpoint
-        if path:
-            _restore(self.checkpoint, path, partial=False)
+        """Restores the newest intact checkpoint, if any; returns whether it did.
+
+        A damaged one (truncated or missing files) is reported and the one before it used.
+        """
+        damaged = []
+        for path in reversed(self.latest.checkpoints):
+            try:
+                _restore(self.checkpoint, path, partial=False)
+            except DAMAGE_ERRORS as error:
+                damaged.append(path)
+                logging.warning(TapeloopWarning(
+                    stage="checkpoint", problem=f"the checkpoint {path} is damaged; trying the one before",
+                    expected="complete checkpoint files", found=f"{type(error).__name__}: {_first_line(error)}",
+                    fix="nothing: training resumes from the newest intact checkpoint").paragraph())
+                continue
             self._seconds_before = float(self.wall_seconds.numpy())
-        return path is not None
+            return True
+        if damaged:
+            raise TapeloopError(
+                stage="checkpoint", problem="every checkpoint of the run is damaged",
+                expected="at least one intact checkpoint to resume from", found=", ".join(damaged),
+                fix="start afresh in a new --run_dir (best/ may still hold usable weights for evaluate.py)")
+        return False
 
     def elapsed_seconds(self) -> float:
         """Wall seconds of the whole run, including processes before a resume."""
@@ -92,18 +110,29 @@ def assert_checkpoint_covers(model: keras.Model) -> None:
             "(Keras 3 does not track those for tf.train.Checkpoint)")
 
 
+# What reading a truncated or half-deleted checkpoint raises (a truncated data file: IndexError).
+DAMAGE_ERRORS = (IndexError, tf.errors.NotFoundError, tf.errors.DataLossError)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0][:300] if str(error) else ""
+
+
 def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
+    """Restores `path`; DAMAGE_ERRORS pass through, a checkpoint of another model is a TapeloopError."""
     try:
         status = checkpoint.restore(path)
         if partial:
             status.expect_partial()
         else:
             status.assert_existing_objects_matched()
+    except DAMAGE_ERRORS:
+        raise
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise TapeloopError(
             stage="checkpoint", problem=f"the checkpoint {path} does not fit the model built from these flags",
             expected="the same dataset, model and model flags as the run that wrote it",
-            found=f"{type(error).__name__}: {str(error).splitlines()[0][:300]}",
+            found=f"{type(error).__name__}: {_first_line(error)}",
             fix="rerun with the run's own flags (--flagfile=RUN/flags.txt), or use a new --run_dir") from None
 
 
@@ -116,7 +145,13 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str) -> str:
             expected="a run directory written by scripts/train.py", found="no checkpoint index file",
             fix="check --run_dir, or train first")
     assert_checkpoint_covers(model)
-    _restore(tf.train.Checkpoint(model=model), path, partial=True)
+    try:
+        _restore(tf.train.Checkpoint(model=model), path, partial=True)
+    except DAMAGE_ERRORS as error:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"the checkpoint {path} is damaged", expected="complete checkpoint files",
+            found=f"{type(error).__name__}: {_first_line(error)}",
+            fix="evaluate another one (--weights=latest or --weights=saved_model)") from None
     return path
 
 

@@ -37,6 +37,7 @@ class TrainConfig:
     epochs: int
     max_steps: int
     seed: int
+    deterministic: bool
     jit_compile: bool
     mixed_precision: str
     steps_per_loop: int

@@ -184,6 +184,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("max_steps", 0, "Step budget; stops earlier than --epochs if reached "
                          "(0: no budget).", lower_bound=0, **fv)
     flags.DEFINE_integer("seed", 0, "Seed for the validation split, shuffling and initialization.", **fv)
+    flags.DEFINE_boolean("deterministic", False, "Deterministic kernels (tf.config.experimental."
+                         "enable_op_determinism), so that reruns with the same flags log identical losses; "
+                         "slower on GPUs.", **fv)
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (2.4x slower for the cnn on the "
                          "2-core CPU tapeloop is developed on; try it on GPUs).", **fv)
     flags.DEFINE_enum("mixed_precision", "none", ("none", "bfloat16", "float16"), "Compute in 16-bit floats "

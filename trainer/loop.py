@@ -12,7 +12,7 @@ from absl import logging
 from data import catalog, diagnostics, pipeline
 from data.sources import Arrays
 from models import registry
-from trainer import losses, steps
+from trainer import losses, run_directory, steps
 from trainer.checkpoints import RunCheckpoints, export_saved_model, restore_model_weights
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings, check_unaugmented
 from trainer.config import TrainConfig
@@ -43,7 +43,9 @@ class RunInputs:
 
 def prepare_run(config: TrainConfig) -> RunInputs:
     """Loads and checks the data (logging the pre-flight report), builds loss, model and optimizer."""
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow.
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     spec = catalog.get_spec(config.dataset)
     data = pipeline.prepare_data(config, spec)
     report = diagnostics.preflight(data, config)
@@ -79,11 +81,15 @@ MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "fl
 def train(config: TrainConfig) -> dict:
     """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json."""
     run = prepare_run(config)
+    validation = evaluation_batches(run.data.validation, run.spec, config) if run.data.validation is not None else None
+    with run_directory.claim(config.run_dir):  # Everything above checked the inputs; nothing was written.
+        return _train_claimed(config, run, validation)
+
+
+def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> dict:
     spec, data, model, optimizer, learning_rate = run.spec, run.data, run.model, run.optimizer, run.learning_rate
     loss, steps_per_epoch, total_steps = run.loss, run.steps_per_epoch, run.total_steps
-    validation_batches = evaluation_batches(data.validation, spec, config) if data.validation is not None else None
 
-    os.makedirs(config.run_dir, exist_ok=True)
     checkpoints = RunCheckpoints(config.run_dir, model, optimizer, learning_rate, config.keep_checkpoints,
                                  config.early_stopping_metric)
     if checkpoints.restore_latest():

@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run_script
+from trainer import run_directory
+from trainer.errors import TapeloopError
+
+
+def test_a_claimed_directory_is_refused_to_a_second_claim_until_released(tmp_path):
+    with run_directory.claim(str(tmp_path / "run")):
+        with pytest.raises(TapeloopError) as raised:
+            with run_directory.claim(str(tmp_path / "run")):
+                pass
+        message = str(raised.value)
+        assert "[run directory]" in message and "is in use by another training process" in message
+        assert f"pid {os.getpid()}" in message and "pass another --run_dir" in message
+    with run_directory.claim(str(tmp_path / "run")):  # Released: free again.
+        pass
+
+
+def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
+    killer = ("import os, sys; from trainer import run_directory\n"
+              f"with run_directory.claim({str(tmp_path / 'run')!r}):\n    os.kill(os.getpid(), 9)\n")
+    result = subprocess.run([sys.executable, "-c", killer], cwd=REPO, capture_output=True)
+    assert result.returncode == -9 and (tmp_path / "run" / ".lock").exists()
+    with run_directory.claim(str(tmp_path / "run")):
+        pass
+
+
+def test_a_second_training_process_on_a_run_directory_in_use_is_refused(tmp_path):
+    with run_directory.claim(str(tmp_path / "run")):
+        result = run_script("train", "--dataset=synthetic", f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "is in use by another training process" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unwritable_run_directory_fails_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(TapeloopError, match=r"cannot write to --run_dir=.*NotADirectoryError"):
+        with run_directory.claim(str(tmp_path / "a_file" / "run")):
+            pass

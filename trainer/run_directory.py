@@ -1,0 +1,59 @@
+"""Claiming a run directory: writable, and used by one process at a time.
+
+The claim is an exclusive `flock` on RUN/.lock. The operating system drops it
+when the process ends, however it ends (kill -9 included), so a crashed run
+never leaves the directory locked; a second process finds it taken and is
+refused with the first one's pid. (flock is local to one machine: on network
+filesystems, two machines are not kept apart.)
+"""
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+
+from trainer.errors import TapeloopError
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def claim(run_dir: str):
+    """Creates `run_dir` if needed and holds its lock for the duration of the `with` block."""
+    _make_writable(run_dir)
+    path = os.path.join(run_dir, LOCK_FILE)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise TapeloopError(
+                stage="run directory", problem=f"{run_dir} is in use by another training process",
+                expected="one process per run directory", found=f"its lock held by {holder}",
+                fix="wait for that run to finish (or stop it), or pass another --run_dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _make_writable(run_dir: str) -> None:
+    """Creates the directory and proves it writable, so that a bad --run_dir fails before training."""
+    probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(probe, "w") as stream:
+            stream.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise TapeloopError(
+            stage="run directory", problem=f"cannot write to --run_dir={run_dir}",
+            expected="a directory this user can create files in",
+            found=f"{type(error).__name__}: {error.strerror or error}",
+            fix="pick a writable --run_dir, or fix the directory's permissions") from None
