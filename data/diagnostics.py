@@ -68,12 +68,13 @@ def _check_images(split: str, images: np.ndarray, spec: DatasetSpec, input_range
                 fix="repair or drop those images (np.isfinite finds them) before training")
         low, high = input_range
         tolerance = RANGE_TOLERANCE * (high - low)
-        if images.min() < low - tolerance or images.max() > high + tolerance:
-            stated = "0,255" if images.max() > 1.5 else f"{images.min():g},{images.max():g}"
+        smallest, largest = images.min(), images.max()
+        if smallest < low - tolerance or largest > high + tolerance:
+            stated = "0,255" if largest > 1.5 else f"{smallest:g},{largest:g}"
             raise TapeloopError(
                 stage="raw data", problem=f"the {split} images are outside --input_range={low:g},{high:g}",
                 expected=f"float pixel values in [{low:g}, {high:g}], which the pipeline maps to [0, 1]",
-                found=f"values from {images.min():g} to {images.max():g}",
+                found=f"values from {smallest:g} to {largest:g}",
                 fix=f"pass --input_range={stated} to state how the pixels are stored (0-255 floats are "
                     "the classic unnormalized-input mistake), or store them as uint8")
     elif not np.issubdtype(images.dtype, np.integer) or images.min() < 0 or images.max() > 255:

@@ -44,8 +44,8 @@ flags.DEFINE_string("output", None, "Also write the results as JSON to this file
 FLAGS = flags.FLAGS
 
 
-def timed_steps(run_step, warmup: int, measured: int) -> float:
-    """Examples per second over `measured` calls of run_step() (which returns steps done, a tensor)."""
+def timed_steps(run_step, warmup: int, measured: int) -> tuple[int, float]:
+    """(batches done, seconds) over `measured` timed calls of run_step(), which returns its batch count."""
     for _ in range(warmup):
         run_step()
     start = time.perf_counter()
@@ -73,8 +73,8 @@ class TapeloopTrial:
         calls = max(1, measured // self.steps_per_call)
 
         def call():
-            loss = self.train_steps(self.batches, self.steps_per_call)
-            return self.steps_per_call if float(loss) == float(loss) else 0  # float(): waits for the step.
+            float(self.train_steps(self.batches, self.steps_per_call))  # float(): waits for the steps to end.
+            return self.steps_per_call
 
         done, seconds = timed_steps(call, max(1, warmup // self.steps_per_call), calls)
         return done * self.batch_size / seconds
@@ -122,7 +122,12 @@ def pipeline_examples_per_sec(config, batches: int = 300) -> float:
     dataset = pipeline.train_batches(data.train, np.ones(len(data.train[1]), np.float32), spec, config,
                                      epoch=0).repeat()
     iterator = iter(dataset)
-    done, seconds = timed_steps(lambda: next(iterator) and 1, 20, batches)
+
+    def next_batch():
+        next(iterator)
+        return 1
+
+    done, seconds = timed_steps(next_batch, 20, batches)
     return done * config.batch_size / seconds
 
 

@@ -161,8 +161,8 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
         patience = config.early_stopping_patience
         return bool(patience and checkpoints.best_metric.evaluations_since_best.numpy() >= patience)
 
-    sample_images = next(iter(validation_batches if validation_batches is not None
-                              else evaluation_batches(data.test, spec, config)))[0]
+    test_batches = evaluation_batches(data.test, spec, config)
+    sample_images = next(iter(validation_batches if validation_batches is not None else test_batches))[0]
     warnings.first_outputs(model(sample_images, training=False))
 
     step = start_step
@@ -225,7 +225,7 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
     restore_model_weights(model, os.path.dirname(weights))
     final_eval = (evaluate(eval_step, eval_metrics, validation_batches).scores
                   if validation_batches is not None else None)
-    final_test = evaluate(eval_step, eval_metrics, evaluation_batches(data.test, spec, config)).scores
+    final_test = evaluate(eval_step, eval_metrics, test_batches).scores
     export_saved_model(model, spec, config.standardize, os.path.join(config.run_dir, "saved_model"))
     logging.info("Test accuracy %.4f, loss %.4f (weights from %s).",
                  final_test["accuracy"], final_test["loss/total"], weights)
