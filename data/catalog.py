@@ -30,6 +30,7 @@ class DatasetSpec:
     keras_cache_entry: str | None = None
     system_folder: str | None = None
     debian_package: str | None = None
+    flip_invariant: bool = False  # Whether a mirrored image keeps its class (clothes yes, digits no).
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +85,7 @@ FASHION_MNIST = DatasetSpec(
     keras_cache_entry="fashion-mnist",
     system_folder="fashion-mnist",
     debian_package="dataset-fashion-mnist",
+    flip_invariant=True,
 )
 
 # Generated in memory by data.sources.synthetic_splits: no files, for tests and benchmarks.

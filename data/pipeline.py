@@ -1,12 +1,14 @@
-"""From stored arrays to model-ready batches: split, normalize, shuffle, batch, prefetch.
+"""From stored arrays to model-ready batches: split, normalize, augment, shuffle, batch, prefetch.
 
 The (small) datasets stay in memory as uint8 tensors and batches are gathered
 by index, which is faster here than per-example `map` pipelines. The training
-order of each epoch is a pure function of (seed, epoch), so a resumed run
-continues mid-epoch with exactly the batches it would have seen.
+batches of each epoch, augmentation included, are a pure function of (seed,
+epoch), so a resumed run continues mid-epoch with exactly the batches it would
+have seen. Evaluation batches are never augmented.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -14,10 +16,14 @@ import tensorflow as tf
 from data.catalog import DatasetSpec
 from data.sources import Arrays, load_dataset, load_sample_weights
 from trainer.config import TrainConfig
+from trainer.errors import TapeloopError
 
 
 PREFETCH_BATCHES = 2
 LONG_TAIL_SEED = 0  # Fixed, so every run of a long-tail recipe sees the same subset.
+ERASED_AREA = (0.02, 0.25)  # Random erasing: the rectangle's share of the image (Zhong et al., 2017)...
+ERASED_ASPECT = (0.3, 3.3)  # ... and its height / width.
+TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # --tta=shift: one pixel each way.
 
 
 def without_autotuning() -> tf.data.Options:
@@ -69,6 +75,12 @@ def long_tail_subset(labels: np.ndarray, num_classes: int, ratio: float) -> np.n
 
 def prepare_data(config: TrainConfig, spec: DatasetSpec) -> PreparedData:
     """Loads the dataset (and --sample_weights), applies --class_imbalance, splits off validation."""
+    if config.augment_flip and not spec.flip_invariant:
+        raise TapeloopError(
+            stage="data", problem=f"--augment_flip would mirror {spec.name} images, and a mirror changes "
+            "their class", expected="flips only for datasets whose classes survive a mirror (the catalog's "
+            "flip_invariant, e.g. fashion_mnist)", found=f"--dataset={spec.name} --augment_flip",
+            fix="drop --augment_flip; use --augment_shift, --augment_rotation or --augment_scale instead")
     splits = load_dataset(spec, config.data_dir, config.download)
     images, labels = splits["train"]
     sample_weights = (load_sample_weights(config.sample_weights, len(labels))
@@ -124,20 +136,129 @@ def format_labels(labels: tf.Tensor, num_classes: int, label_format: str) -> tf.
     return labels if label_format == "sparse" else tf.one_hot(labels, num_classes, dtype=tf.float32)
 
 
+def augments(config: TrainConfig) -> bool:
+    """Whether any --augment_* flag is on."""
+    return bool(config.augment_shift or config.augment_rotation or config.augment_scale
+                or config.augment_flip or config.augment_erase)
+
+
+def augment(images: tf.Tensor, config: TrainConfig, seed: tf.Tensor, background: float,
+            mean_pixel: float) -> tf.Tensor:
+    """Randomly transforms a batch of model inputs [B, H, W, C], each image its own way.
+
+    One affine resampling (rotation and zoom about the centre, then translation;
+    uncovered pixels become `background`), then mirroring, then random erasing
+    with `mean_pixel`. Draws come from stateless ops keyed by `seed` ([2]
+    integers), so the same seed gives the same batch.
+    """
+    size = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if config.augment_shift or config.augment_rotation or config.augment_scale:
+        images = _affine(images, seeds[0], config, background)
+    if config.augment_flip:
+        mirrored = tf.random.stateless_uniform([size, 1, 1, 1], seeds[1]) < 0.5
+        images = tf.where(mirrored, tf.reverse(images, axis=[2]), images)
+    if config.augment_erase:
+        erased = _erasing_mask(size, height, width, config.augment_erase, seeds[2])
+        images = tf.where(erased, tf.cast(mean_pixel, images.dtype), images)
+    return images
+
+
+def _affine(images: tf.Tensor, seed: tf.Tensor, config: TrainConfig, background: float) -> tf.Tensor:
+    """Random rotation, zoom and shift within the --augment_* bounds, one draw per image."""
+    size = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    draws = tf.random.stateless_uniform([4, size], seed, minval=-1.0, maxval=1.0)
+    return transform_images(images, angle=draws[0] * config.augment_rotation * math.pi / 180.0,
+                            scale=1.0 + draws[1] * config.augment_scale,
+                            shift_x=draws[2] * config.augment_shift * width,
+                            shift_y=draws[3] * config.augment_shift * height, background=background)
+
+
+def transform_images(images: tf.Tensor, angle, scale, shift_x, shift_y, background: float) -> tf.Tensor:
+    """Rotates each image by `angle` (radians, counter-clockwise on screen) and zooms it by `scale`
+    about its centre, then shifts it by (`shift_x`, `shift_y`) pixels (right, down): one bilinear
+    resampling. Each parameter is a scalar or one value per image; uncovered pixels get `background`."""
+    size = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    angle, scale, shift_x, shift_y = (tf.broadcast_to(tf.cast(value, tf.float32), [size])
+                                      for value in (angle, scale, shift_x, shift_y))
+    centre_x, centre_y = (width - 1) / 2.0, (height - 1) / 2.0
+    # The op reads output pixel (x, y) from input point (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    a0, a1 = tf.cos(angle) / scale, -tf.sin(angle) / scale
+    b0, b1 = -a1, a0
+    a2 = centre_x - a0 * (centre_x + shift_x) - a1 * (centre_y + shift_y)
+    b2 = centre_y - b0 * (centre_x + shift_x) - b1 * (centre_y + shift_y)
+    zeros = tf.zeros_like(a0)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
+        output_shape=[height, width], fill_value=background, interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def _erasing_mask(size: tf.Tensor, height: int, width: int, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, 1] booleans: with `probability`, a random rectangle of ERASED_AREA and ERASED_ASPECT."""
+    draws = tf.random.stateless_uniform([5, size], seed)
+    area = (ERASED_AREA[0] + draws[0] * (ERASED_AREA[1] - ERASED_AREA[0])) * height * width
+    log_low, log_high = math.log(ERASED_ASPECT[0]), math.log(ERASED_ASPECT[1])
+    aspect = tf.exp(log_low + draws[1] * (log_high - log_low))
+    box_height = tf.minimum(tf.round(tf.sqrt(area * aspect)), height)
+    box_width = tf.minimum(tf.round(tf.sqrt(area / aspect)), width)
+    top = tf.floor(draws[2] * (height - box_height + 1))
+    left = tf.floor(draws[3] * (width - box_width + 1))
+    rows = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis]
+    columns = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + box_height)[:, None, None])
+              & (columns >= left[:, None, None]) & (columns < (left + box_width)[:, None, None]))
+    return (inside & (draws[4] < probability)[:, None, None])[..., tf.newaxis]
+
+
+def test_time_views(images: tf.Tensor, spec: DatasetSpec, standardize: bool, kind: str) -> list[tf.Tensor]:
+    """The views of a batch of model inputs that test-time augmentation averages over: the images
+    and their mirror images (`flip`), or the images and their one-pixel shifts (`shift`)."""
+    if kind == "flip":
+        if not spec.flip_invariant:
+            raise TapeloopError(
+                stage="eval", problem=f"--tta=flip would mirror {spec.name} images, and a mirror changes "
+                "their class", expected="flips only for datasets whose classes survive a mirror",
+                found=f"dataset {spec.name}, --tta=flip", fix="use --tta=shift")
+        return [images, tf.reverse(images, axis=[2])]
+    background = model_input_range(spec, standardize)[0]
+    return [images] + [transform_images(images, 0.0, 1.0, shift_x, shift_y, background)
+                       for shift_x, shift_y in TTA_SHIFTS]
+
+
 def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec, config: TrainConfig,
-                  epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
-    """The epoch's shuffled full batches of (images, labels, example weights), after `skip_batches`."""
+                  epoch: int, skip_batches: int = 0, replica_shard: tuple[int, int, int] = (0, 1, 1)
+                  ) -> tf.data.Dataset:
+    """The epoch's shuffled full batches of (images, labels, example weights), after `skip_batches`,
+    augmented per the --augment_* flags.
+
+    Under tf.distribute, `replica_shard` is (first replica, replicas fed, replicas in all): every
+    global batch is cut into one equal slice per replica, and this pipeline yields its replicas'
+    slices, batch after batch, so that the replicas together train on exactly the global batch.
+    """
+    first_replica, replicas_fed, replicas = replica_shard
     images, labels, weights = tf.constant(train[0]), tf.constant(train[1]), tf.constant(example_weights)
     steps = steps_per_epoch(len(train[1]), config.batch_size)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(train[1]))
-    batch_indices = order[: steps * config.batch_size].reshape(steps, config.batch_size)
+    slices = order[: steps * config.batch_size].reshape(steps, replicas, config.batch_size // replicas)
+    slices = slices[skip_batches:, first_replica:first_replica + replicas_fed]
+    # Each slice's augmentation seed: its global step and replica, so reruns draw the same.
+    global_steps = np.arange(epoch * steps + skip_batches, (epoch + 1) * steps)
+    slice_seeds = global_steps[:, None] * replicas + np.arange(first_replica, first_replica + replicas_fed)
+    background = model_input_range(spec, config.standardize)[0]  # A black pixel.
+    mean_pixel = 0.0 if config.standardize else spec.mean
 
-    def gather(indices):
-        return (to_model_input(tf.gather(images, indices), spec, config.standardize, config.input_range),
-                format_labels(tf.gather(labels, indices), spec.num_classes, config.label_format),
+    def gather(slice_seed, indices):
+        batch = to_model_input(tf.gather(images, indices), spec, config.standardize, config.input_range)
+        if augments(config):
+            batch = augment(batch, config, tf.stack([tf.constant(config.seed, tf.int64), slice_seed]),
+                            background, mean_pixel)
+        return (batch, format_labels(tf.gather(labels, indices), spec.num_classes, config.label_format),
                 tf.gather(weights, indices))
 
-    return (tf.data.Dataset.from_tensor_slices(batch_indices[skip_batches:])
+    return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
             .map(gather)
             .prefetch(PREFETCH_BATCHES)
             .with_options(without_autotuning()))

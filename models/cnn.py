@@ -1,4 +1,4 @@
-"""A VGG-style CNN: two stages of (conv-BN-ReLU) x 2 + max-pool, dropout, linear head."""
+"""A VGG-style CNN: stages of (conv-BN-ReLU) x 2 + max-pool, dropout, linear head."""
 
 import keras
 
@@ -27,22 +27,21 @@ def conv_stage(filters: int) -> keras.Sequential:
 
 
 class CNN(keras.Model):
-    """Returns logits; `width` filters in the first stage, twice that in the second."""
+    """Returns logits; `depth` stages with `width` filters in the first, doubling at each stage."""
 
-    def __init__(self, num_classes: int, width: int, dropout: float, **kwargs):
+    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
-        self.stage1 = conv_stage(width)
-        self.stage2 = conv_stage(2 * width)
+        self.stages = keras.Sequential([conv_stage(width * 2**stage) for stage in range(depth)])
         self.flatten = keras.layers.Flatten()
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(num_classes)
 
     def call(self, images, training=False):
-        x = self.stage2(self.stage1(images, training=training), training=training)
-        x = self.dropout(self.flatten(x), training=training)
+        x = self.dropout(self.flatten(self.stages(images, training=training)), training=training)
         return self.head(x)
 
 
 def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
     del input_shape  # Convolutions adapt to any image size.
-    return CNN(num_classes, width=config.model_width, dropout=config.dropout, name="cnn")
+    return CNN(num_classes, width=config.model_width, depth=config.model_depth, dropout=config.dropout,
+               name="cnn")

@@ -1,4 +1,4 @@
-"""A multilayer perceptron: flatten, two hidden ReLU layers, dropout, linear head."""
+"""A multilayer perceptron: flatten, hidden ReLU layers, dropout, linear head."""
 
 import keras
 
@@ -6,12 +6,12 @@ from trainer.config import TrainConfig
 
 
 class MLP(keras.Model):
-    """Returns logits; `width` units in each hidden layer (256-1024 suits MNIST)."""
+    """Returns logits; `depth` hidden layers of `width` units (256-1024 suits MNIST)."""
 
-    def __init__(self, num_classes: int, width: int, dropout: float, **kwargs):
+    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.flatten = keras.layers.Flatten()
-        self.hidden = keras.Sequential([keras.layers.Dense(width, activation="relu") for _ in range(2)])
+        self.hidden = keras.Sequential([keras.layers.Dense(width, activation="relu") for _ in range(depth)])
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(num_classes)
 
@@ -22,4 +22,5 @@ class MLP(keras.Model):
 
 def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
     del input_shape  # Dense layers infer their input size on the first call.
-    return MLP(num_classes, width=config.model_width, dropout=config.dropout, name="mlp")
+    return MLP(num_classes, width=config.model_width, depth=config.model_depth, dropout=config.dropout,
+               name="mlp")

@@ -1,6 +1,7 @@
 """Scores a run on the test split: `python scripts/evaluate.py --run_dir=RUN [--weights=best]`.
 
 Prints accuracy, balanced accuracy, loss and per-class precision and recall as text; `--output=FILE` also writes them as JSON (`-` for stdout).
+`--tta=flip|shift` adds the accuracy with test-time augmentation, reported beside (never instead of) the plain one.
 """
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
@@ -8,11 +9,14 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 import json
 import os
 
+import keras
+import tensorflow as tf
 from absl import flags
 
-from data import catalog
+from data import catalog, pipeline
 from data.sources import load_dataset
 from trainer import losses, loop, steps
+from trainer.averaging import WeightAverage
 from trainer.checkpoints import evaluate_saved_model, restore_model_weights
 from trainer.flags import load_run_config
 
@@ -21,7 +25,24 @@ flags.DEFINE_enum("weights", "best", ("best", "latest", "saved_model"),
                   "What to score: the best or latest checkpoint, or the exported SavedModel.")
 flags.DEFINE_string("data_dir", None, "Overrides the run's --data_dir (the same files, elsewhere).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file ('-': stdout only).")
+flags.DEFINE_enum("tta", "none", ("none", "flip", "shift"), "Also score with test-time augmentation: class "
+                  "probabilities averaged over each image and its mirror (flip; not for digits) or its "
+                  "one-pixel shifts (shift). Needs checkpoint weights, not --weights=saved_model.")
+flags.register_multi_flags_validator(
+    ["tta", "weights"], lambda values: values["tta"] == "none" or values["weights"] != "saved_model",
+    "--tta scores checkpoint weights: use --weights=best or latest")
 FLAGS = flags.FLAGS
+
+
+def tta_accuracy(model, batches, spec, config) -> float:
+    """Test accuracy of the probabilities averaged over the --tta views of each batch."""
+    tta_step = steps.make_tta_step(model, lambda images: pipeline.test_time_views(
+        images, spec, config.standardize, FLAGS.tta))
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    for images, labels in batches:
+        class_ids = labels if labels.shape.rank == 1 else tf.argmax(labels, axis=-1)
+        accuracy.update_state(class_ids, tta_step(images))
+    return float(accuracy.result())
 
 
 def main(argv):
@@ -34,14 +55,17 @@ def main(argv):
     else:
         model = loop.build_model(config, spec)
         folder = "best" if FLAGS.weights == "best" else "checkpoints"
-        source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder))
+        weight_average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+        source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder), weight_average)
         loss = losses.from_config(config, spec.num_classes)
         metrics = steps.make_metrics(loss, class_names=spec.class_names)
         eval_step = steps.make_eval_step(model, loss, metrics, loop.make_stage_checks(config, spec))
-        scores = loop.evaluate(eval_step, metrics,
-                               loop.evaluation_batches((images, labels), spec, config)).scores
+        batches = loop.evaluation_batches((images, labels), spec, config)
+        scores = loop.evaluate(eval_step, metrics, batches).scores
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
                **loop.summarize_split(scores, spec.class_names)}
+    if FLAGS.tta != "none":
+        results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":
         print(json.dumps(results, indent=2))
         return
@@ -50,6 +74,9 @@ def main(argv):
     for name, scores in results["per_class"].items():
         recall = "n/a (no examples)" if scores["recall"] is None else f"{scores['recall']:.4f}"
         print(f"  {name:>12}  precision {scores['precision']:.4f}  recall {recall}")
+    if "tta" in results:
+        print(f"test accuracy with test-time augmentation ({FLAGS.tta}): {results['tta']['accuracy']:.4f} "
+              "(not the headline number)")
     if FLAGS.output:
         with open(FLAGS.output, "w") as stream:
             json.dump(results, stream, indent=2)

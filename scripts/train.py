@@ -16,6 +16,9 @@ flags.mark_flag_as_required("run_dir")
 
 def main(argv):
     results = loop.train(config_from_flags())
+    if "test" not in results:  # A multi_worker worker: the chief writes the run directory.
+        print(f"worker finished at step {results['steps']}; the chief wrote {flags.FLAGS.run_dir}")
+        return
     test = results["test"]
     print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
           f"({results['steps']} steps, {results['wall_seconds']:.0f} s); "

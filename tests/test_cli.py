@@ -1,6 +1,7 @@
 """The user-facing failures, through the real entry points: one paragraph, non-zero exit, no traceback."""
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,16 @@ def test_verbosity_one_adds_the_traceback(tmp_path):
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_paragraph_error(run_script("evaluate", f"--run_dir={tmp_path}"), 1,
                                "[run directory]", "is not a tapeloop run directory")
+
+
+def test_evaluate_reports_test_time_augmentation_beside_the_plain_accuracy(tmp_path):
+    assert run_script("train", "--dataset=synthetic", "--model_width=8", "--epochs=1",
+                      f"--run_dir={tmp_path}").returncode == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    evaluated = json.loads(run_script("evaluate", f"--run_dir={tmp_path}", "--tta=shift", "--output=-").stdout)
+    assert evaluated["accuracy"] == pytest.approx(results["test"]["accuracy"])  # The headline is untouched.
+    assert evaluated["tta"]["views"] == "shift" and 0.5 < evaluated["tta"]["accuracy"] <= 1.0
+    assert_one_paragraph_error(run_script("evaluate", f"--run_dir={tmp_path}", "--tta=flip"), 1,
+                               "[eval]", "mirror", "--tta=shift")
+    refused = run_script("evaluate", f"--run_dir={tmp_path}", "--tta=flip", "--weights=saved_model")
+    assert refused.returncode == 2 and "--tta scores checkpoint weights" in refused.stderr

@@ -12,11 +12,13 @@ def test_cnn_maps_images_to_one_logit_per_class(tmp_path):
     assert not np.allclose(tf.reduce_sum(tf.nn.softmax(logits), -1) - tf.reduce_sum(logits, -1), 0)
 
 
-def test_cnn_width_sets_the_filters_of_both_stages(tmp_path):
-    model = cnn.build((28, 28, 1), 10, make_config(tmp_path, "--model_width=5"))
-    model(tf.zeros((1, 28, 28, 1)))
-    kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
-    assert [shape[-1] for shape in kernels] == [5, 5, 10, 10]
+def test_cnn_width_and_depth_set_the_stages_and_their_filters(tmp_path):
+    for depth, filters, flattened in ((2, [5, 5, 10, 10], 7 * 7 * 10), (3, [5, 5, 10, 10, 20, 20], 3 * 3 * 20)):
+        model = cnn.build((28, 28, 1), 10, make_config(tmp_path, "--model_width=5", f"--model_depth={depth}"))
+        model(tf.zeros((1, 28, 28, 1)))
+        kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
+        assert [shape[-1] for shape in kernels] == filters
+        assert model.head.kernel.shape == (flattened, 10)
 
 
 def test_cnn_dropout_and_batch_norm_act_only_in_training(tmp_path):

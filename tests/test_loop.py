@@ -17,7 +17,7 @@ def checkpoint_values(folder):
     path = tf.train.latest_checkpoint(str(folder))
     reader = tf.train.load_checkpoint(path)
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if name.startswith(("model/", "optimizer/"))}
+            if name.startswith(("model/", "optimizer/", "weight_average/"))}
 
 
 def test_train_writes_the_run_directory_contract(tmp_path):
@@ -39,8 +39,9 @@ def test_train_writes_the_run_directory_contract(tmp_path):
     assert diagnostics_text.startswith("synthetic: train 1843, validation 205, test 512 examples")
 
 
-def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
-    flags = ("--model=mlp", "--dropout=0", "--epochs=2")
+@pytest.mark.parametrize("extra_flags", [(), ("--augment_shift=0.1", "--augment_erase=0.5", "--ema_decay=0.9")])
+def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path, extra_flags):
+    flags = ("--model=mlp", "--dropout=0", "--epochs=2", *extra_flags)
     loop.train(make_config(tmp_path / "whole", *flags, "--max_steps=40"))
     stopped = loop.train(make_config(tmp_path / "resumed", *flags, "--max_steps=19"))
     assert stopped["steps"] == 19  # Mid-epoch: an epoch is 28 steps.
@@ -49,6 +50,7 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
     whole = checkpoint_values(tmp_path / "whole" / "checkpoints")
     continued = checkpoint_values(tmp_path / "resumed" / "checkpoints")
     assert whole.keys() == continued.keys()
+    assert any(name.startswith("weight_average/") for name in whole) == bool(extra_flags)
     for name, value in whole.items():
         np.testing.assert_allclose(continued[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -228,3 +230,21 @@ def test_deterministic_runs_log_identical_losses(tmp_path):
         assert result.returncode == 0, result.stderr
     first, second = read_scalars(tmp_path / "first" / "train"), read_scalars(tmp_path / "second" / "train")
     assert len(first["loss/total"]) == 4 and first["loss/total"] == second["loss/total"]
+
+
+def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp_path):
+    results = loop.train(make_config(tmp_path, "--epochs=2", "--ema_decay=0.99"))
+    spec, config = loop.catalog.SYNTHETIC, make_config(tmp_path, "--ema_decay=0.99")
+    images, labels = loop.pipeline.load_dataset(spec)["test"]
+    averaged, raw = loop.build_model(config, spec), loop.build_model(config, spec)
+    loop.restore_model_weights(averaged, str(tmp_path / "best"), loop.WeightAverage(averaged, 0.99))
+    loop.restore_model_weights(raw, str(tmp_path / "best"))
+    inputs = loop.pipeline.to_model_input(images[:64], spec, config.standardize)
+    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
+        images=tf.constant(images[:64]))["probabilities"]
+    np.testing.assert_allclose(served, tf.nn.softmax(averaged(inputs)), atol=1e-5)
+    assert not np.allclose(served, tf.nn.softmax(raw(inputs)), atol=1e-3)
+    evaluated = run_script("evaluate", f"--run_dir={tmp_path}", "--output=-")
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["test"]["accuracy"])
+    # Validation scores were taken with the average: the last one is the final weights' score.
+    assert read_scalars(tmp_path / "eval")["accuracy"][-1][1] == pytest.approx(results["eval"]["accuracy"])

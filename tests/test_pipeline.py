@@ -143,3 +143,117 @@ def test_one_hot_label_format_gives_float_rows_in_training_and_evaluation(tmp_pa
         assert batch_labels.shape == (8, 10) and batch_labels.dtype == tf.float32
         np.testing.assert_array_equal(batch_labels.numpy().sum(axis=1), 1.0)
     np.testing.assert_array_equal(eval_labels.numpy().argmax(axis=1), labels[:8])
+
+
+def dot_image(row: int, column: int, size: int = 9) -> np.ndarray:
+    image = np.zeros((1, size, size, 1), np.float32)
+    image[0, row, column, 0] = 1.0
+    return image
+
+
+def bright_pixels(images: tf.Tensor) -> list[list[int]]:
+    return np.argwhere(images.numpy()[0, :, :, 0] > 0.5).tolist()
+
+
+def test_transform_images_shifts_rotates_and_zooms_about_the_centre():
+    right_of_centre = dot_image(4, 6)
+    assert bright_pixels(pipeline.transform_images(right_of_centre, 0.0, 1.0, 2.0, 0.0, 0.0)) == [[4, 8]]
+    assert bright_pixels(pipeline.transform_images(right_of_centre, 0.0, 1.0, -1.0, 3.0, 0.0)) == [[7, 5]]
+    # Counter-clockwise on screen (rows grow downwards): right of centre goes up.
+    assert bright_pixels(pipeline.transform_images(right_of_centre, np.pi / 2, 1.0, 0.0, 0.0, 0.0)) == [[2, 4]]
+    assert bright_pixels(pipeline.transform_images(right_of_centre, 0.0, 2.0, 0.0, 0.0, 0.0)) == [[4, 8]]
+    shifted_out = pipeline.transform_images(right_of_centre, 0.0, 1.0, 5.0, 0.0, background=-0.5).numpy()
+    np.testing.assert_array_equal(shifted_out[:, :, :5], -0.5)  # Uncovered pixels get the background,
+    np.testing.assert_array_equal(shifted_out[:, :, 5:], 0.0)  # the dot left the image.
+
+
+def augmented_batches(tmp_path, *flags: str, epoch: int = 0, skip: int = 0, count: int = 64):
+    config = make_config(tmp_path, "--batch_size=16", *flags)
+    images, labels = labelled_images(count)
+    images = np.random.default_rng(0).integers(0, 256, images.shape, dtype=np.uint8)
+    batches = pipeline.train_batches((images, labels), np.ones(count, np.float32), catalog.MNIST, config,
+                                     epoch, skip)
+    return config, [batch for batch in batches]
+
+
+def test_augmentation_changes_images_only_within_the_model_input_range_and_keeps_labels(tmp_path):
+    _, plain = augmented_batches(tmp_path)
+    config, augmented = augmented_batches(tmp_path, "--augment_shift=0.1", "--augment_rotation=15",
+                                          "--augment_scale=0.1", "--augment_erase=0.5")
+    low, high = pipeline.model_input_range(catalog.MNIST, config.standardize)
+    for (plain_images, plain_labels, _), (images, labels, _) in zip(plain, augmented):
+        np.testing.assert_array_equal(labels, plain_labels)
+        differs = np.any(images.numpy() != plain_images.numpy(), axis=(1, 2, 3))
+        assert differs.all()
+        assert images.numpy().min() >= low - 1e-5 and images.numpy().max() <= high + 1e-5
+
+
+def test_augmentation_is_a_function_of_seed_and_step_so_resumes_see_the_same_batches(tmp_path):
+    flags = ("--augment_shift=0.2", "--augment_erase=1.0")
+    _, whole_epoch = augmented_batches(tmp_path, *flags, epoch=1)
+    _, resumed = augmented_batches(tmp_path, *flags, epoch=1, skip=2)
+    for (images, _, _), (resumed_images, _, _) in zip(whole_epoch[2:], resumed):
+        np.testing.assert_array_equal(images.numpy(), resumed_images.numpy())
+    _, other_seed = augmented_batches(tmp_path, *flags, "--seed=1", epoch=1)
+    assert not np.array_equal(whole_epoch[0][0].numpy(), other_seed[0][0].numpy())
+    # Every step draws afresh, so the same images differ between epochs.
+    assert not np.array_equal(whole_epoch[0][0].numpy(), augmented_batches(tmp_path, *flags, epoch=2)[1][0][0])
+
+
+def test_flip_mirrors_about_half_the_images_and_nothing_else(tmp_path):
+    config = make_config(tmp_path, "--dataset=fashion_mnist", "--augment_flip")
+    images = tf.random.stateless_uniform([400, 28, 28, 1], [0, 0])
+    flipped = pipeline.augment(images, config, tf.constant([0, 0], tf.int64), background=0.0, mean_pixel=0.5)
+    same = np.all(flipped.numpy() == images.numpy(), axis=(1, 2, 3))
+    mirrored = np.all(flipped.numpy() == images.numpy()[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same ^ mirrored) and 160 < mirrored.sum() < 240
+
+
+def test_random_erasing_fills_one_rectangle_of_2_to_25_percent_with_the_mean_pixel(tmp_path):
+    config = make_config(tmp_path, "--augment_erase=1.0")
+    images = tf.fill([200, 28, 28, 1], 3.0)
+    erased = pipeline.augment(images, config, tf.constant([0, 1], tf.int64), background=0.0,
+                              mean_pixel=0.5).numpy()[..., 0] == 0.5
+    for mask in erased:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(columns)  # One solid rectangle.
+        assert 0.01 * 784 <= mask.sum() <= 0.27 * 784  # Rounding the sides moves the area a little.
+    none_erased = pipeline.augment(images, make_config(tmp_path, "--augment_shift=0"), tf.constant([0, 1], tf.int64),
+                                   0.0, 0.5)
+    np.testing.assert_array_equal(none_erased.numpy(), images.numpy())
+
+
+def test_flipping_digits_is_refused_because_a_mirror_changes_their_class(tmp_path):
+    with pytest.raises(pipeline.TapeloopError) as error:
+        pipeline.prepare_data(make_config(tmp_path, "--augment_flip"), catalog.MNIST)
+    message = error.value.paragraph()
+    assert "[data]" in message and "mirror" in message and "drop --augment_flip" in message
+    with pytest.raises(pipeline.TapeloopError, match="--tta=shift"):
+        pipeline.test_time_views(tf.zeros([1, 28, 28, 1]), catalog.MNIST, True, "flip")
+
+
+def test_test_time_views_are_the_images_and_their_mirror_or_one_pixel_shifts():
+    images = tf.random.stateless_uniform([3, 28, 28, 1], [1, 2])
+    original, mirror = pipeline.test_time_views(images, catalog.FASHION_MNIST, True, "flip")
+    np.testing.assert_array_equal(mirror.numpy(), images.numpy()[:, :, ::-1])
+    views = pipeline.test_time_views(images, catalog.MNIST, False, "shift")
+    assert len(views) == 5
+    np.testing.assert_allclose(views[1].numpy()[:, :, 1:], images.numpy()[:, :, :-1], atol=1e-6)
+    np.testing.assert_array_equal(views[1].numpy()[:, :, 0], 0.0)
+
+
+def test_replica_slices_of_a_global_batch_put_together_are_the_global_batch(tmp_path):
+    config = make_config(tmp_path, "--batch_size=16", "--nostandardize")
+    images, labels = labelled_images(64)
+    weights = np.ones(64, np.float32)
+    whole = [batch[1].numpy() for batch in pipeline.train_batches((images, labels), weights, catalog.MNIST,
+                                                                   config, epoch=0, skip_batches=1)]
+    replica_slices = [
+        [batch[1].numpy() for batch in pipeline.train_batches((images, labels), weights, catalog.MNIST, config,
+                                                              epoch=0, skip_batches=1, replica_shard=shard)]
+        for shard in ((0, 2, 4), (2, 2, 4))]  # Two input pipelines (workers) of two replicas each.
+    assert len(replica_slices[0]) == 2 * len(whole) and all(len(labels) == 4 for labels in replica_slices[0])
+    for step, batch_labels in enumerate(whole):
+        together = np.concatenate([replica_slices[0][2 * step], replica_slices[0][2 * step + 1],
+                                   replica_slices[1][2 * step], replica_slices[1][2 * step + 1]])
+        np.testing.assert_array_equal(together, batch_labels)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from models import registry
 from tests.conftest import UNIT_RANGE_CHECKS, make_config
 from trainer import losses, steps
+from trainer.averaging import WeightAverage
 from trainer.loop import make_optimizer
 
 CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
@@ -107,3 +108,25 @@ def test_clipping_scales_the_update_to_the_global_norm_and_logs_the_norm_before(
     assert norm > 0.1
     np.testing.assert_allclose(update_norm, 0.01, rtol=1e-4)
     np.testing.assert_allclose(steps.read_and_reset(metrics)["gradients/global_norm"], norm, rtol=1e-5)
+
+
+def test_tta_step_averages_the_class_probabilities_over_the_views(tmp_path):
+    _, model, images, _ = model_and_batch(tmp_path)
+    tta_step = steps.make_tta_step(model, lambda batch: [batch, batch * 0.5, tf.reverse(batch, axis=[2])])
+    expected = np.mean([tf.nn.softmax(model(view, training=False)).numpy()
+                        for view in (images, images * 0.5, tf.reverse(images, axis=[2]))], axis=0)
+    np.testing.assert_allclose(tta_step(images).numpy(), expected, rtol=1e-5)
+
+
+def test_weight_average_moves_once_per_train_step(tmp_path):
+    config, model, images, labels = model_and_batch(tmp_path, "--learning_rate=0.01")
+    optimizer = make_optimizer(config)
+    average = WeightAverage(model, decay=0.5)
+    train_step = steps.make_train_step(model, optimizer, CROSS_ENTROPY, steps.make_metrics(CROSS_ENTROPY, True),
+                                       UNIT_RANGE_CHECKS, weight_average=average)
+    before = average.averages[0].numpy().copy()
+    for _ in range(3):
+        train_step(images, labels, tf.ones(32))
+    assert int(average.updates.numpy()) == 3
+    assert not np.allclose(average.averages[0].numpy(), before)
+    assert not np.allclose(average.averages[0].numpy(), model.trainable_variables[0].numpy())

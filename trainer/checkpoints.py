@@ -19,14 +19,19 @@ from trainer.metrics import ConfusionMatrix, MetricTracker
 class RunCheckpoints:
     """`RUN/checkpoints` (the latest few) and `RUN/best` (best evaluation so far).
 
+    A multi_worker worker other than the chief saves into its scratch `run_dir`
+    and resumes from the run's own checkpoints in `resume_dir`.
+
     Both hold the whole training state: model, optimizer (its step counter is
-    the global step), the learning-rate schedule's state, epoch, the best value
-    of the metric that defines "best" and the evaluations since, and the wall
-    and training seconds spent, so a resumed run continues as if never stopped.
+    the global step), the learning-rate schedule's state, the weight average
+    (--ema_decay), epoch, the best value of the metric that defines "best" and
+    the evaluations since, and the wall and training seconds spent, so a resumed
+    run continues as if never stopped.
     """
 
     def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 schedule: tf.Module, keep: int, best_metric: str = "accuracy"):
+                 schedule: tf.Module, keep: int, best_metric: str = "accuracy",
+                 weight_average: tf.Module | None = None, resume_dir: str | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_metric = MetricTracker(best_metric)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -34,7 +39,8 @@ class RunCheckpoints:
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, schedule=schedule, epoch=self.epoch,
             best_metric=self.best_metric, wall_seconds=self.wall_seconds,
-            training_seconds=self.training_seconds)
+            training_seconds=self.training_seconds,
+            **({"weight_average": weight_average} if weight_average is not None else {}))
         assert_checkpoint_covers(model)
         self.latest = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=keep,
@@ -42,16 +48,18 @@ class RunCheckpoints:
         self.best = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(run_dir, "best"), max_to_keep=1,
             step_counter=optimizer.iterations)
+        self._resume_dir = os.path.join(resume_dir or run_dir, "checkpoints")
         self._clock_start = time.perf_counter()
         self._seconds_before = 0.0
 
-    def restore_latest(self) -> bool:
-        """Restores the newest intact checkpoint, if any; returns whether it did.
+    def restore_latest(self) -> str | None:
+        """Restores the newest intact checkpoint of the run, if any, and returns its path.
 
         A damaged one (truncated or missing files) is reported and the one before it used.
         """
+        state = tf.train.get_checkpoint_state(self._resume_dir)
         damaged = []
-        for path in reversed(self.latest.checkpoints):
+        for path in reversed(state.all_model_checkpoint_paths if state else []):
             try:
                 _restore(self.checkpoint, path, partial=False)
             except DAMAGE_ERRORS as error:
@@ -62,13 +70,13 @@ class RunCheckpoints:
                     fix="nothing: training resumes from the newest intact checkpoint").paragraph())
                 continue
             self._seconds_before = float(self.wall_seconds.numpy())
-            return True
+            return path
         if damaged:
             raise TapeloopError(
                 stage="checkpoint", problem="every checkpoint of the run is damaged",
                 expected="at least one intact checkpoint to resume from", found=", ".join(damaged),
                 fix="start afresh in a new --run_dir (best/ may still hold usable weights for evaluate.py)")
-        return False
+        return None
 
     def elapsed_seconds(self) -> float:
         """Wall seconds of the whole run, including processes before a resume."""
@@ -122,10 +130,9 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
     """Restores `path`; DAMAGE_ERRORS pass through, a checkpoint of another model is a TapeloopError."""
     try:
         status = checkpoint.restore(path)
-        if partial:
+        if partial:  # Values of objects left out (e.g. the optimizer when only the model is wanted).
             status.expect_partial()
-        else:
-            status.assert_existing_objects_matched()
+        status.assert_existing_objects_matched()
     except DAMAGE_ERRORS:
         raise
     except (AssertionError, ValueError, tf.errors.OpError) as error:
@@ -136,8 +143,11 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
             fix="rerun with the run's own flags (--flagfile=RUN/flags.txt), or use a new --run_dir") from None
 
 
-def restore_model_weights(model: keras.Model, checkpoint_dir: str) -> str:
-    """Loads only the model's weights from the newest checkpoint in `checkpoint_dir`."""
+def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_average=None) -> str:
+    """Loads only the model's weights from the newest checkpoint in `checkpoint_dir`.
+
+    Given the run's `weight_average` (a WeightAverage), restores it too and puts the averages in the model.
+    """
     path = tf.train.latest_checkpoint(checkpoint_dir)
     if path is None:
         raise TapeloopError(
@@ -146,12 +156,15 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str) -> str:
             fix="check --run_dir, or train first")
     assert_checkpoint_covers(model)
     try:
-        _restore(tf.train.Checkpoint(model=model), path, partial=True)
+        averaged = {"weight_average": weight_average} if weight_average is not None else {}
+        _restore(tf.train.Checkpoint(model=model, **averaged), path, partial=True)
     except DAMAGE_ERRORS as error:
         raise TapeloopError(
             stage="checkpoint", problem=f"the checkpoint {path} is damaged", expected="complete checkpoint files",
             found=f"{type(error).__name__}: {_first_line(error)}",
             fix="evaluate another one (--weights=latest or --weights=saved_model)") from None
+    if weight_average is not None:
+        weight_average.copy_to_model()
     return path
 
 

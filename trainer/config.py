@@ -17,9 +17,16 @@ class TrainConfig:
     label_format: str
     class_imbalance: float
     sample_weights: str | None
+    # Augmentation (training split only)
+    augment_shift: float
+    augment_rotation: float
+    augment_scale: float
+    augment_flip: bool
+    augment_erase: float
     # Model
     model: str
     model_width: int
+    model_depth: int
     dropout: float
     # Loss
     loss_weights: dict[str, float]
@@ -41,6 +48,11 @@ class TrainConfig:
     jit_compile: bool
     mixed_precision: str
     steps_per_loop: int
+    # Distribution
+    strategy: str
+    cpu_devices: int
+    tpu: str
+    ema_decay: float
     # Learning-rate schedule
     lr_schedule: str
     warmup_steps: int

@@ -14,6 +14,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
 LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 EVAL_METRICS = ("accuracy", "balanced_accuracy", "loss")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 class LossWeightsParser(flags.ArgumentParser):
@@ -114,11 +115,24 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        lower_bound=1.0, **fv)
     flags.DEFINE_string("sample_weights", None, "A .npy file of one non-negative weight per example of "
                         "the dataset's training split, in stored order; multiplies the class weights.", **fv)
+    # Augmentation (training split only; evaluation never sees it)
+    flags.DEFINE_float("augment_shift", 0.0, "Random translation of each training image by up to this "
+                       "fraction of its height and width.", lower_bound=0.0, upper_bound=0.5, **fv)
+    flags.DEFINE_float("augment_rotation", 0.0, "Random rotation of each training image by up to this "
+                       "many degrees either way.", lower_bound=0.0, upper_bound=180.0, **fv)
+    flags.DEFINE_float("augment_scale", 0.0, "Random zoom of each training image by a factor in "
+                       "[1 - s, 1 + s].", lower_bound=0.0, upper_bound=0.5, **fv)
+    flags.DEFINE_boolean("augment_flip", False, "Mirror half the training images left to right; refused "
+                         "for datasets whose classes a mirror can change (digits).", **fv)
+    flags.DEFINE_float("augment_erase", 0.0, "Probability of random erasing (cutout): a random rectangle "
+                       "of 2-25% of the image set to the mean pixel.", lower_bound=0.0, upper_bound=1.0, **fv)
     # Model
     flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn or mlp, or a name you "
                         "added to models.registry.BUILDERS.", **fv)
     flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn) or hidden units (mlp).",
                          lower_bound=1, **fv)
+    flags.DEFINE_integer("model_depth", 2, "Conv stages (cnn: each halves the resolution and doubles the "
+                         "filters) or hidden layers (mlp).", lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
                        lower_bound=0.0, upper_bound=0.95, **fv)
     # Loss
@@ -192,8 +206,20 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("mixed_precision", "none", ("none", "bfloat16", "float16"), "Compute in 16-bit floats "
                       "with float32 variables, logits and loss; float16 adds dynamic loss scaling. bfloat16 "
                       "needs hardware support (recent GPUs, CPUs with AMX or AVX512-BF16).", **fv)
+    flags.DEFINE_float("ema_decay", 0.0, "Keep an exponential moving average of the weights with this "
+                       "decay (e.g. 0.999) and use it for evaluation, best/ and the export (0: off).",
+                       lower_bound=0.0, upper_bound=0.99999, **fv)
     flags.DEFINE_integer("steps_per_loop", 1, "Train steps per tf.function call (a tf.while_loop over the "
                          "batches); logs and checkpoints fall on loop boundaries.", lower_bound=1, **fv)
+    # Distribution
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy: default (one device, "
+                      "no distribution); one_device; mirrored (every local GPU, else every --cpu_devices "
+                      "CPU); multi_worker (the machines in TF_CONFIG); tpu (--tpu). --batch_size is the "
+                      "global batch, split evenly over the replicas.", **fv)
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices, so that "
+                         "--strategy=mirrored can be tried and tested without GPUs.", lower_bound=1, **fv)
+    flags.DEFINE_string("tpu", "", "--strategy=tpu: the TPU's name or grpc:// address (empty: the "
+                        "TPU VM this runs on).", **fv)
     # Run directory, logging, checkpoints
     flags.DEFINE_string("run_dir", None, "Run directory: logs, checkpoints, exported model, results. "
                         "Rerunning on a directory with checkpoints resumes.", **fv)

@@ -1,5 +1,6 @@
 """The outer loop: epochs, evaluation, checkpoints, summaries, export. Reads top to bottom."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,7 +13,8 @@ from absl import logging
 from data import catalog, diagnostics, pipeline
 from data.sources import Arrays
 from models import registry
-from trainer import losses, run_directory, steps
+from trainer import distribute, losses, run_directory, steps
+from trainer.averaging import WeightAverage
 from trainer.checkpoints import RunCheckpoints, export_saved_model, restore_model_weights
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings, check_unaugmented
 from trainer.config import TrainConfig
@@ -39,10 +41,14 @@ class RunInputs:
     model: keras.Model
     learning_rate: LearningRate
     optimizer: keras.optimizers.Optimizer
+    weight_average: WeightAverage | None  # --ema_decay
+    strategy: tf.distribute.Strategy
 
 
-def prepare_run(config: TrainConfig) -> RunInputs:
-    """Loads and checks the data (logging the pre-flight report), builds loss, model and optimizer."""
+def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> RunInputs:
+    """Loads and checks the data (logging the pre-flight report), builds loss, model and optimizer
+    (in the `strategy`'s scope, the default strategy if None)."""
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow.
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -60,43 +66,63 @@ def prepare_run(config: TrainConfig) -> RunInputs:
             expected=f"at least --batch_size={config.batch_size} training examples",
             found=f"{len(data.train[1])} after holding out --validation_split={config.validation_split}",
             fix="lower --batch_size or --validation_split, or use more data")
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise TapeloopError(
+            stage="distribute", problem="the global batch does not split evenly over the replicas",
+            expected=f"--batch_size a multiple of the {strategy.num_replicas_in_sync} replicas",
+            found=f"--batch_size={config.batch_size}",
+            fix=f"use --batch_size={config.batch_size // strategy.num_replicas_in_sync * strategy.num_replicas_in_sync or strategy.num_replicas_in_sync}")
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     class_weights = losses.class_weights(config.class_weights, data.train[1], spec.num_classes)
-    model = build_model(config, spec)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
-    optimizer = make_optimizer(config, learning_rate)
-    optimizer.build(model.trainable_variables)
+    with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
+        model = build_model(config, spec)
+        optimizer = make_optimizer(config, learning_rate)
+        optimizer.build(model.trainable_variables)
+        weight_average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     return RunInputs(
         spec=spec, data=data, report=report, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         loss=losses.from_config(config, spec.num_classes), class_weights=class_weights,
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
-        model=model, learning_rate=learning_rate, optimizer=optimizer)
+        model=model, learning_rate=learning_rate, optimizer=optimizer, weight_average=weight_average,
+        strategy=strategy)
 
 
 MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def train(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json."""
-    run = prepare_run(config)
+    """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json.
+
+    A multi_worker worker other than the chief trains in step with it, writes to a scratch
+    directory, and returns only its step count.
+    """
+    strategy = distribute.make_strategy(config)  # First: it must precede every TensorFlow op.
+    run = prepare_run(config, strategy)
     validation = evaluation_batches(run.data.validation, run.spec, config) if run.data.validation is not None else None
-    with run_directory.claim(config.run_dir):  # Everything above checked the inputs; nothing was written.
-        return _train_claimed(config, run, validation)
+    if distribute.is_chief(strategy):
+        with run_directory.claim(config.run_dir):  # Everything above checked the inputs; nothing was written.
+            return _train_claimed(config, run, validation, config.run_dir)
+    with distribute.worker_scratch(strategy) as scratch:
+        return _train_claimed(config, run, validation, scratch)
 
 
-def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> dict:
+def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, write_dir: str) -> dict:
+    """The run itself, resuming from `config.run_dir` and writing to `write_dir` (the run directory,
+    or a worker's scratch)."""
     spec, data, model, optimizer, learning_rate = run.spec, run.data, run.model, run.optimizer, run.learning_rate
-    loss, steps_per_epoch, total_steps = run.loss, run.steps_per_epoch, run.total_steps
+    loss, steps_per_epoch, total_steps, strategy = run.loss, run.steps_per_epoch, run.total_steps, run.strategy
 
-    checkpoints = RunCheckpoints(config.run_dir, model, optimizer, learning_rate, config.keep_checkpoints,
-                                 config.early_stopping_metric)
-    if checkpoints.restore_latest():
-        logging.info("Resuming from %s at step %d.", checkpoints.latest.latest_checkpoint,
-                     int(optimizer.iterations.numpy()))
-    write_flags_file(config)
-    writers = SummaryWriters(config.run_dir)
+    weight_average = run.weight_average
+    checkpoints = RunCheckpoints(write_dir, model, optimizer, learning_rate, config.keep_checkpoints,
+                                 config.early_stopping_metric, weight_average, resume_dir=config.run_dir)
+    restored = checkpoints.restore_latest()
+    if restored:
+        logging.info("Resuming from %s at step %d.", restored, int(optimizer.iterations.numpy()))
+    write_flags_file(config, write_dir)
+    writers = SummaryWriters(write_dir)
     start_step = int(optimizer.iterations.numpy())
     write_text(writers.train, "diagnostics", run.report.text(), start_step)
     write_text(writers.train, "flags", serialize_config(config), start_step)
@@ -106,12 +132,15 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
                      ", ".join(f"{name}={weight:.3g}" for name, weight in zip(spec.class_names, run.class_weights)))
 
     stage_checks = make_stage_checks(config, spec)
-    train_metrics = steps.make_metrics(loss, with_gradients=True)
-    eval_metrics = steps.make_metrics(loss, class_names=spec.class_names)
-    gradient_snapshot = ([tf.Variable(tf.zeros_like(variable), trainable=False) for variable in
-                          model.trainable_variables] if config.histogram_every_steps else None)
+    with strategy.scope():  # Summed over replicas when read.
+        train_metrics = steps.make_metrics(loss, with_gradients=True)
+        gradient_snapshot = ([tf.Variable(tf.zeros_like(variable), trainable=False,
+                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                              for variable in model.trainable_variables] if config.histogram_every_steps else None)
+    eval_metrics = steps.make_metrics(loss, class_names=spec.class_names)  # Evaluation runs on one device.
     train_steps = steps.make_train_loop(model, optimizer, loss, train_metrics, stage_checks,
-                                        config.clip_grad_norm, config.jit_compile, gradient_snapshot)
+                                        config.clip_grad_norm, config.jit_compile, gradient_snapshot,
+                                        weight_average, strategy)
     eval_step = steps.make_eval_step(model, loss, eval_metrics, stage_checks)
 
     progress = Progress(config.progress, steps_per_epoch, total_steps)
@@ -172,12 +201,13 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
         epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
         progress.start_epoch(epoch, step_in_epoch)
         timer.restart()
-        batches = iter(pipeline.train_batches(data.train, run.example_weights, spec, config, epoch, step_in_epoch))
+        batches = iter(strategy.distribute_datasets_from_function(lambda context: pipeline.train_batches(
+            data.train, run.example_weights, spec, config, epoch, step_in_epoch, replica_shard(context))))
         if step == 0:
             log_input_images(epoch, 0, step)
         while step < epoch_end:
             if config.profile_steps and not profiling and config.profile_steps[0] <= step < config.profile_steps[1]:
-                tf.profiler.experimental.start(config.run_dir)
+                tf.profiler.experimental.start(write_dir)
                 profiling = True
             first_step = divergence.first_loss is None
             count = 1 if first_step else min(config.steps_per_loop, epoch_end - step)
@@ -203,7 +233,8 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
             log_training(epoch, step)
 
         if validation_batches is not None:
-            evaluation = evaluate(eval_step, eval_metrics, validation_batches)
+            with weight_average.swapped_in() if weight_average else contextlib.nullcontext():
+                evaluation = evaluate(eval_step, eval_metrics, validation_batches)
             results = evaluation.scores
             write_scalars(writers.eval, results, step)
             log_evaluation_images(evaluation, step)
@@ -219,14 +250,18 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
     if stopped_early():
         logging.info("Stopped early at step %d: validation %s has not improved for %d evaluations.",
                      step, config.early_stopping_metric, config.early_stopping_patience)
+    if write_dir != config.run_dir:  # A worker's scratch: the chief scores, exports and reports.
+        writers.close()
+        return {"steps": step, "epochs": step / steps_per_epoch}
 
-    # The outcome: the best weights (by validation metric), scored once more and on test, exported.
+    # The outcome: the best weights (by validation metric; averaged with --ema_decay), scored once
+    # more and on test, exported.
     weights = checkpoints.best.latest_checkpoint or checkpoints.latest.latest_checkpoint
-    restore_model_weights(model, os.path.dirname(weights))
+    restore_model_weights(model, os.path.dirname(weights), weight_average)
     final_eval = (evaluate(eval_step, eval_metrics, validation_batches).scores
                   if validation_batches is not None else None)
     final_test = evaluate(eval_step, eval_metrics, test_batches).scores
-    export_saved_model(model, spec, config.standardize, os.path.join(config.run_dir, "saved_model"))
+    export_saved_model(model, spec, config.standardize, os.path.join(write_dir, "saved_model"))
     logging.info("Test accuracy %.4f, loss %.4f (weights from %s).",
                  final_test["accuracy"], final_test["loss/total"], weights)
     results = {
@@ -246,7 +281,7 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches) -> d
         f"results/{split}_{metric}": results[split][metric]
         for split in ("eval", "test") if results[split] for metric in ("accuracy", "balanced_accuracy", "loss")}, step)
     writers.close()
-    write_text_atomic(os.path.join(config.run_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+    write_text_atomic(os.path.join(write_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -326,6 +361,12 @@ def evaluation_batches(split: Arrays, spec: catalog.DatasetSpec, config: TrainCo
     return batches
 
 
+def replica_shard(context: tf.distribute.InputContext) -> tuple[int, int, int]:
+    """(first replica, replicas fed, replicas in all) for the input pipeline `context` describes."""
+    replicas_fed = context.num_replicas_in_sync // context.num_input_pipelines
+    return context.input_pipeline_id * replicas_fed, replicas_fed, context.num_replicas_in_sync
+
+
 def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
     """The registry's model for `spec`, computing in the --mixed_precision dtype (variables float32)."""
     previous_policy = keras.config.dtype_policy()
@@ -361,9 +402,9 @@ def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.
     return optimizer
 
 
-def write_flags_file(config: TrainConfig) -> None:
-    """Writes RUN/flags.txt; on a resume with other flags, says which ones changed."""
-    path = os.path.join(config.run_dir, "flags.txt")
+def write_flags_file(config: TrainConfig, folder: str) -> None:
+    """Writes `folder`/flags.txt; on a resume with other flags, says which ones changed."""
+    path = os.path.join(folder, "flags.txt")
     text = serialize_config(config)
     if os.path.exists(path):
         with open(path) as stream:

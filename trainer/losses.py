@@ -5,6 +5,12 @@ The training objective is `sum(weight[term] * term)` over the terms named in
 where the example weights `w_i` (class weights times sample weights) are
 normalized on the host to mean 1 over the training split, so weighting changes
 which examples matter, not the scale of the loss.
+
+Under tf.distribute each replica computes its share of the global batch's
+loss: per-example terms through `tf.nn.compute_average_loss` (divided by the
+global batch) and `l2` through `tf.nn.scale_regularization_loss`, so that the
+gradients summed over replicas are those of the whole batch. Outside
+distribution both are the plain values.
 """
 
 import dataclasses
@@ -30,7 +36,8 @@ class WeightedLoss:
 
     def terms(self, labels: tf.Tensor, logits: tf.Tensor, variables=(),
               example_weights: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Each named term as a scalar (unweighted by its term weight); `variables` feed `l2`."""
+        """Each named term as a scalar (unweighted by its term weight; this replica's share under
+        tf.distribute); `variables` feed `l2`."""
         targets = self.targets(labels)
         per_example = {
             "cross_entropy": lambda: tf.nn.softmax_cross_entropy_with_logits(
@@ -42,9 +49,9 @@ class WeightedLoss:
         terms = {}
         for term in self.weights:
             if term == "l2":
-                terms[term] = l2_penalty(variables)
+                terms[term] = tf.nn.scale_regularization_loss(l2_penalty(variables))
             else:
-                terms[term] = _weighted_mean(per_example[term](), example_weights)
+                terms[term] = tf.nn.compute_average_loss(per_example[term](), sample_weight=example_weights)
         return terms
 
     def total(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -63,12 +70,6 @@ class WeightedLoss:
 
     def _smoothed(self, targets):
         return targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-
-
-def _weighted_mean(values: tf.Tensor, example_weights: tf.Tensor | None) -> tf.Tensor:
-    if example_weights is None:
-        return tf.reduce_mean(values)
-    return tf.reduce_sum(values * example_weights) / tf.cast(tf.size(values), values.dtype)
 
 
 def _softmax_focal(targets: tf.Tensor, logits: tf.Tensor, gamma: float) -> tf.Tensor:

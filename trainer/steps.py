@@ -2,12 +2,17 @@
 
 Metrics are Keras metric objects updated inside the compiled step, so the loop
 reads them only when it logs and the device never waits on the host per step.
+The train step is written for one replica: under tf.distribute its loss is the
+replica's share, its gradients are summed over replicas before the norm and
+clipping, and its metrics (variables created in the strategy's scope) are
+summed over replicas when read.
 """
 
 import keras
 import tensorflow as tf
 
 from trainer.checks import StageChecks
+from trainer.distribute import num_replicas, sum_over_replicas
 from trainer.losses import WeightedLoss
 from trainer.metrics import ConfusionMatrix
 
@@ -37,28 +42,38 @@ def _update_metrics(metrics, loss, labels, logits, terms, total):
 
 
 def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
-                         gradient_snapshot=None):
+                         gradient_snapshot=None, weight_average=None):
     """The tf.function for one checked training step on one batch.
 
-    `gradient_snapshot` (variables shaped like the trainable ones) receives each step's gradients.
+    `gradient_snapshot` (variables shaped like the trainable ones) receives each step's gradients;
+    `weight_average` (a WeightAverage) is moved after each update.
     """
 
     def update(images, labels, example_weights):
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)  # float32 even under mixed precision
-            terms = loss.terms(labels, logits, model.trainable_variables, example_weights)
-            total = loss.total(terms)
+            shares = loss.terms(labels, logits, model.trainable_variables, example_weights)
             # The loss scale (1 unless float16 loss scaling) keeps small float16 gradients from
             # underflowing; the optimizer divides it out, and the norm and clipping use unscaled values.
-            scaled_total = optimizer.scale_loss(total)
+            scaled_share = optimizer.scale_loss(loss.total(shares))
         scale = optimizer.scale_loss(1.0)
-        gradients = tape.gradient(scaled_total, model.trainable_variables)
+        # Summed here, not only inside the optimizer (which sums after its own clipping), so that
+        # the norm and the clipping see the whole batch's gradient.
+        gradients = sum_over_replicas(tape.gradient(scaled_share, model.trainable_variables))
         global_norm = tf.linalg.global_norm(gradients) / scale
         if clip_grad_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, clip_grad_norm * scale, use_norm=global_norm * scale)
-        optimizer.apply_gradients(list(zip(gradients, model.trainable_variables)))
+        if num_replicas() > 1:  # Keras optimizers sum over replicas once more: hand each its share.
+            gradients_to_apply = [gradient / num_replicas() for gradient in gradients]
+        else:
+            gradients_to_apply = gradients
+        optimizer.apply_gradients(list(zip(gradients_to_apply, model.trainable_variables)))
+        if weight_average is not None:
+            weight_average.update()
         for snapshot, gradient in zip(gradient_snapshot or (), gradients):
             snapshot.assign(gradient / scale)
+        terms = {term: share * num_replicas() for term, share in shares.items()}  # This replica's batch.
+        total = loss.total(terms)
         _update_metrics(metrics, loss, labels, logits, terms, total)
         metrics["gradients/global_norm"].update_state(global_norm)
         return logits, total, global_norm, gradients
@@ -79,30 +94,39 @@ def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
                     metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
-                    clip_grad_norm: float = 0.0, jit_compile: bool = False):
-    """Returns train_step(images, labels, example_weights) -> total loss; updates weights and metrics.
+                    clip_grad_norm: float = 0.0, jit_compile: bool = False, weight_average=None):
+    """Returns train_step(images, labels, example_weights) -> total loss; updates weights and metrics
+    (and `weight_average`, if given).
 
     With `clip_grad_norm` > 0 the gradients are scaled down to that global norm;
     the metric records the norm before clipping. The stage checks run outside
     the XLA-compiled part (XLA drops assertions) and fail as TapeloopError.
     """
-    step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile)
+    step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
+                                weight_average=weight_average)
     return _explaining_failures(step, checks)
 
 
 def make_train_loop(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
                     metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
-                    clip_grad_norm: float = 0.0, jit_compile: bool = False, gradient_snapshot=None):
+                    clip_grad_norm: float = 0.0, jit_compile: bool = False, gradient_snapshot=None,
+                    weight_average=None, strategy: tf.distribute.Strategy | None = None):
     """Returns train_steps(iterator, count) -> the last total loss, which runs `count` train steps
     on batches from `iterator` inside one tf.function call (--steps_per_loop), saving the host
-    round trip per step. `gradient_snapshot` variables, if given, keep the last step's gradients."""
+    round trip per step. `gradient_snapshot` variables, if given, keep the last step's gradients;
+    `weight_average`, if given, is moved after every step. Under a `strategy` each step runs on
+    every replica (`iterator` distributed) and the loss is the mean over replicas."""
     step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
-                                gradient_snapshot)
+                                gradient_snapshot, weight_average)
+    strategy = strategy or tf.distribute.get_strategy()
+
+    def replicated_step(batch):
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(step, args=batch), axis=None)
 
     @tf.function(autograph=False)
     def train_steps(iterator, count):
         def one_step(index, _):
-            return index + 1, step(*iterator.get_next())
+            return index + 1, replicated_step(iterator.get_next())
 
         return tf.while_loop(lambda index, _: index < count, one_step, [tf.constant(0), tf.constant(0.0)])[1]
 
@@ -123,6 +147,18 @@ def make_eval_step(model: keras.Model, loss: WeightedLoss, metrics: dict[str, ke
         return logits
 
     return _explaining_failures(eval_step, checks)
+
+
+def make_tta_step(model: keras.Model, views):
+    """Returns tta_step(images) -> class probabilities averaged over `views(images)`, a list of
+    transformed copies of the batch (test-time augmentation)."""
+
+    @tf.function(autograph=False)
+    def tta_step(images):
+        probabilities = [tf.nn.softmax(tf.cast(model(view, training=False), tf.float32)) for view in views(images)]
+        return tf.add_n(probabilities) / len(probabilities)
+
+    return tta_step
 
 
 def _explaining_failures(step, checks: StageChecks):

@@ -1,0 +1,143 @@
+"""Strategies through the real entry points (a process can split its CPU or join a cluster only
+at start-up), plus the pieces that can be checked in this process."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO, make_config, read_scalars, run_script
+from trainer import distribute
+from trainer.errors import TapeloopError
+
+SMALL_MLP = ("--dataset=synthetic", "--model=mlp", "--model_width=32", "--dropout=0", "--batch_size=64",
+             "--log_every_steps=4", "--progress=log")
+
+
+def fake_strategy(task_type, task_id, cluster):
+    resolver = types.SimpleNamespace(task_type=task_type, task_id=task_id,
+                                     cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_the_chief_or_else_worker_0_writes_and_a_single_process_always_does():
+    workers = {"worker": ["a:1", "b:2"]}
+    assert distribute.is_chief(tf.distribute.get_strategy())
+    assert distribute.is_chief(fake_strategy("worker", 0, workers))
+    assert not distribute.is_chief(fake_strategy("worker", 1, workers))
+    with_chief = {"chief": ["c:3"], **workers}
+    assert distribute.is_chief(fake_strategy("chief", 0, with_chief))
+    assert not distribute.is_chief(fake_strategy("worker", 0, with_chief))
+
+
+def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TapeloopError) as error:
+        distribute.make_strategy(make_config(tmp_path, "--strategy=multi_worker"))
+    message = error.value.paragraph()
+    assert "[distribute]" in message and "TF_CONFIG" in message and '"worker"' in message
+
+
+def test_splitting_the_cpu_after_tensorflow_started_is_explained():
+    tf.constant(1.0) + 1.0  # The runtime is up.
+    with pytest.raises(TapeloopError, match="before anything else runs"):
+        distribute.split_cpu(len(tf.config.list_logical_devices("CPU")) + 1)
+
+
+def test_a_global_batch_that_does_not_split_over_the_replicas_is_refused(tmp_path):
+    result = run_script("train", *SMALL_MLP, "--strategy=mirrored", "--cpu_devices=2", "--batch_size=63",
+                        f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "[distribute]" in result.stderr and "--batch_size=62" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_mirrored_on_two_cpu_devices_trains_like_one_device_on_the_same_global_batch(tmp_path):
+    for strategy in ("default", "mirrored"):
+        result = run_script("train", *SMALL_MLP, "--epochs=2", "--cpu_devices=2", f"--strategy={strategy}",
+                            f"--run_dir={tmp_path / strategy}")
+        assert result.returncode == 0, result.stderr
+    single = read_scalars(tmp_path / "default" / "train")
+    mirrored = read_scalars(tmp_path / "mirrored" / "train")
+    for tag in ("loss/total", "accuracy", "gradients/global_norm"):
+        assert [step for step, _ in mirrored[tag]] == [step for step, _ in single[tag]]
+        np.testing.assert_allclose([value for _, value in mirrored[tag]], [value for _, value in single[tag]],
+                                   rtol=1e-4, err_msg=tag)
+    reader = tf.train.load_checkpoint(str(tmp_path / "mirrored" / "checkpoints"))
+    single_reader = tf.train.load_checkpoint(str(tmp_path / "default" / "checkpoints"))
+    for name, _ in tf.train.list_variables(str(tmp_path / "default" / "checkpoints")):
+        if name.startswith("model/"):
+            np.testing.assert_allclose(reader.get_tensor(name), single_reader.get_tensor(name), rtol=1e-4,
+                                       atol=1e-6, err_msg=name)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_workers(run_dir, scratch, *flags: str) -> list[subprocess.Popen]:
+    """Two multi_worker processes on 127.0.0.1, worker 0 the chief."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_MLP, "--strategy=multi_worker",
+             f"--run_dir={run_dir}", *flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    return workers
+
+
+def finish(workers, timeout=300) -> list[tuple[int, str, str]]:
+    return [(worker.wait(timeout), *worker.communicate()) for worker in workers]
+
+
+def test_two_workers_train_checkpoint_and_evaluate_with_only_the_chief_writing(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    outcomes = finish(start_workers(tmp_path / "run", scratch, "--epochs=2"))
+    for code, _, stderr in outcomes:
+        assert code == 0, stderr
+    assert "worker finished at step 56" in outcomes[1][1]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 56 and results["test"]["accuracy"] > 0.9
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-56")
+    assert not list(scratch.iterdir())  # The other worker's scratch directory is gone.
+    evaluated = run_script("evaluate", f"--run_dir={tmp_path / 'run'}", "--output=-")
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["test"]["accuracy"])
+
+
+def test_killing_a_worker_then_restarting_both_resumes_from_the_last_checkpoint(tmp_path):
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    flags = ("--epochs=4", "--checkpoint_every_steps=5")
+    workers = start_workers(run_dir, scratch, *flags)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoints" / "ckpt-30.index").exists():
+        assert time.monotonic() < deadline and all(worker.poll() is None for worker in workers)
+        time.sleep(0.2)
+    workers[1].send_signal(signal.SIGKILL)
+    workers[0].send_signal(signal.SIGKILL)  # Its peer is gone: a real cluster restarts both.
+    finish(workers)
+    killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
+    assert 30 <= killed_at < 112
+
+    outcomes = finish(start_workers(run_dir, scratch, *flags))
+    for code, _, stderr in outcomes:
+        assert code == 0, stderr
+        assert f"at step {killed_at}" in stderr and "Resuming from" in stderr
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == 112

@@ -1,0 +1,106 @@
+"""The tf.distribute strategy of a run (--strategy, --cpu_devices) and which process writes.
+
+Every process of a run executes the same loop. The chief (the only process of
+a single-machine run) writes the run directory; other workers of a
+multi_worker run write into a private scratch directory, removed when they
+finish, because saving can involve collective ops that every worker must join.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from trainer.config import TrainConfig
+from trainer.errors import TapeloopError
+
+
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    """Builds the --strategy; call it first, before TensorFlow runs any op.
+
+    default: no distribution (TensorFlow's default strategy, one device);
+    one_device: the first GPU, else the CPU; mirrored: every local GPU, else
+    every logical CPU (--cpu_devices); multi_worker: every worker in TF_CONFIG;
+    tpu: the TPU named by --tpu (empty: the local or Cloud TPU VM's).
+    """
+    if config.cpu_devices > 1:
+        split_cpu(config.cpu_devices)
+    if config.strategy == "default":
+        return tf.distribute.get_strategy()
+    if config.strategy == "multi_worker":  # Before anything (listing devices too) starts the runtime.
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if config.strategy == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
+    if config.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(gpus or [device.name for device in tf.config.list_logical_devices("CPU")])
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def split_cpu(count: int) -> None:
+    """Splits the CPU into `count` logical devices, so mirrored training runs without GPUs."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or ()) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        raise TapeloopError(
+            stage="distribute", problem=f"cannot split the CPU into --cpu_devices={count} logical devices",
+            expected="the split before TensorFlow starts its runtime",
+            found="TensorFlow had already run ops in this process",
+            fix="build the strategy (trainer.distribute.make_strategy) before anything else runs") from None
+
+
+def _check_tf_config() -> None:
+    try:
+        cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    except (KeyError, ValueError, TypeError):
+        raise TapeloopError(
+            stage="distribute", problem="--strategy=multi_worker needs the cluster in TF_CONFIG",
+            expected='TF_CONFIG=\'{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}\' on each machine, index set per machine',
+            found=f"TF_CONFIG={os.environ.get('TF_CONFIG')!r}",
+            fix="export TF_CONFIG as above (BUILD.md, Distributed training)") from None
+    if not cluster.get("worker"):
+        raise TapeloopError(
+            stage="distribute", problem="TF_CONFIG lists no workers", expected='a "worker" list in "cluster"',
+            found=json.dumps(cluster), fix="list every worker's host:port under cluster.worker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory: the chief, else worker 0; any single process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type or resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+@contextlib.contextmanager
+def worker_scratch(strategy: tf.distribute.Strategy):
+    """A private directory for a non-chief worker's writes, removed afterwards."""
+    scratch = tempfile.mkdtemp(prefix=f"tapeloop-worker{strategy.cluster_resolver.task_id}-")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def num_replicas() -> int:
+    """Replicas training in step with this one (1 outside distribution)."""
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def sum_over_replicas(tensors):
+    """The sum of `tensors` over all replicas, in every replica (identity outside distribution)."""
+    if num_replicas() == 1:
+        return tensors
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
