@@ -2,21 +2,27 @@
 
 import dataclasses
 
+import numpy as np
+
 from trainer.errors import TapeloopError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+# Datasets read from the user's own files (--data_dir), their shape and classes found there.
+USER_DATASETS = ("image_folder", "npz")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """Everything tapeloop knows about one dataset before reading it.
 
-    `sha256` holds the digests of the canonical downloads; they are checked on
-    files tapeloop downloads, never on files a user points it at (re-compressed
-    copies, such as Debian's, are equally valid).
+    `files` names each split's files: (images, labels) for the IDX format, the
+    pickled batches for `cifar_pickle`. `sha256` holds the digests of the
+    canonical downloads (of `archive` when the files come packed in one); they
+    are checked on files tapeloop downloads, never on files a user points it at
+    (re-compressed copies, such as Debian's, are equally valid).
     """
 
     name: str
@@ -31,6 +37,8 @@ class DatasetSpec:
     system_folder: str | None = None
     debian_package: str | None = None
     flip_invariant: bool = False  # Whether a mirrored image keeps its class (clothes yes, digits no).
+    format: str = "idx"  # idx, cifar_pickle, synthetic, or user (image folders and npz files)
+    archive: str | None = None  # The download that unpacks into `files`.
 
     @property
     def num_classes(self) -> int:
@@ -96,9 +104,38 @@ SYNTHETIC = DatasetSpec(
     mean=0.5,
     std=0.25,
     files={},
+    format="synthetic",
 )
 
-CATALOG = {spec.name: spec for spec in (MNIST, FASHION_MNIST, SYNTHETIC)}
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    image_shape=(32, 32, 3),
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    mean=0.4734,
+    std=0.2516,
+    files={"train": tuple(f"data_batch_{index}" for index in range(1, 6)), "test": ("test_batch",)},
+    sha256={"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+    mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    keras_cache_entry="cifar-10-batches-py",
+    flip_invariant=True,
+    format="cifar_pickle",
+    archive="cifar-10-python.tar.gz",
+)
+
+CATALOG = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, SYNTHETIC)}
+
+
+def user_spec(name: str, unit_images: np.ndarray, class_names: tuple[str, ...]) -> DatasetSpec:
+    """The spec of a user's dataset, from its training images scaled to [0, 1] ([N, H, W(, C)]).
+
+    Its mean and std standardize the inputs; mirrors are allowed (--augment_flip),
+    since tapeloop cannot know whether they change the user's classes.
+    """
+    height, width = unit_images.shape[1:3]
+    channels = unit_images.shape[3] if unit_images.ndim == 4 else 1
+    return DatasetSpec(name=name, image_shape=(height, width, channels), class_names=tuple(class_names),
+                       mean=float(unit_images.mean()), std=float(unit_images.std()) or 1.0, files={},
+                       flip_invariant=True, format="user")
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -13,8 +13,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from data.catalog import DatasetSpec
-from data.sources import Arrays, load_dataset, load_sample_weights
+from data.catalog import CATALOG, DatasetSpec
+from data import sources
+from data.sources import Arrays, load_sample_weights
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
@@ -73,15 +74,10 @@ def long_tail_subset(labels: np.ndarray, num_classes: int, ratio: float) -> np.n
     return np.sort(np.concatenate(kept))
 
 
-def prepare_data(config: TrainConfig, spec: DatasetSpec) -> PreparedData:
+def prepare_data(config: TrainConfig) -> PreparedData:
     """Loads the dataset (and --sample_weights), applies --class_imbalance, splits off validation."""
-    if config.augment_flip and not spec.flip_invariant:
-        raise TapeloopError(
-            stage="data", problem=f"--augment_flip would mirror {spec.name} images, and a mirror changes "
-            "their class", expected="flips only for datasets whose classes survive a mirror (the catalog's "
-            "flip_invariant, e.g. fashion_mnist)", found=f"--dataset={spec.name} --augment_flip",
-            fix="drop --augment_flip; use --augment_shift, --augment_rotation or --augment_scale instead")
-    splits = load_dataset(spec, config.data_dir, config.download)
+    _refuse_flips_that_change_classes(config)
+    spec, splits = sources.load(config)
     images, labels = splits["train"]
     sample_weights = (load_sample_weights(config.sample_weights, len(labels))
                       if config.sample_weights else None)
@@ -94,6 +90,17 @@ def prepare_data(config: TrainConfig, spec: DatasetSpec) -> PreparedData:
         validation=(images[validation], labels[validation]) if validation is not None else None,
         test=splits["test"],
         train_sample_weights=sample_weights[train] if sample_weights is not None else None)
+
+
+def _refuse_flips_that_change_classes(config: TrainConfig) -> None:
+    """--augment_flip on a catalog dataset whose classes a mirror changes (digits), before any loading."""
+    spec = CATALOG.get(config.dataset)
+    if config.augment_flip and spec is not None and not spec.flip_invariant:
+        raise TapeloopError(
+            stage="data", problem=f"--augment_flip would mirror {spec.name} images, and a mirror changes "
+            "their class", expected="flips only for datasets whose classes survive a mirror (the catalog's "
+            "flip_invariant, e.g. fashion_mnist)", found=f"--dataset={spec.name} --augment_flip",
+            fix="drop --augment_flip; use --augment_shift, --augment_rotation or --augment_scale instead")
 
 
 def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,

@@ -117,9 +117,8 @@ class StepTimer(keras.callbacks.Callback):
 
 def pipeline_examples_per_sec(config, batches: int = 300) -> float:
     """The training input pipeline alone: batches gathered, normalized and prefetched, nothing trained."""
-    spec = catalog.get_spec(config.dataset)
-    data = pipeline.prepare_data(config, spec)
-    dataset = pipeline.train_batches(data.train, np.ones(len(data.train[1]), np.float32), spec, config,
+    data = pipeline.prepare_data(config)
+    dataset = pipeline.train_batches(data.train, np.ones(len(data.train[1]), np.float32), data.spec, config,
                                      epoch=0).repeat()
     iterator = iter(dataset)
 

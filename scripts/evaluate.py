@@ -13,8 +13,7 @@ import keras
 import tensorflow as tf
 from absl import flags
 
-from data import catalog, pipeline
-from data.sources import load_dataset
+from data import pipeline, sources
 from trainer import losses, loop, steps
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import evaluate_saved_model, restore_model_weights
@@ -47,11 +46,11 @@ def tta_accuracy(model, batches, spec, config) -> float:
 
 def main(argv):
     config = load_run_config(FLAGS.run_dir)
-    spec = catalog.get_spec(config.dataset)
-    images, labels = load_dataset(spec, FLAGS.data_dir or config.data_dir, config.download)["test"]
+    spec, splits = sources.load(config, FLAGS.data_dir)
+    images, labels = splits["test"]
     if FLAGS.weights == "saved_model":
         source = os.path.join(FLAGS.run_dir, "saved_model")
-        scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size)
+        scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size, config.input_range)
     else:
         model = loop.build_model(config, spec)
         folder = "best" if FLAGS.weights == "best" else "checkpoints"

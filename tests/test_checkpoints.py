@@ -176,3 +176,15 @@ def test_the_built_in_models_are_fully_checkpointed(tmp_path, name):
     config = make_config(tmp_path, f"--model={name}")
     model = registry.build_model(name, (28, 28, 1), 10, config)
     checkpoints.assert_checkpoint_covers(model)
+
+
+def test_evaluate_saved_model_feeds_float_images_through_the_float_signature(tmp_path):
+    config = make_config(tmp_path)
+    model = registry.build_model(config.model, (28, 28, 1), 10, config)
+    checkpoints.export_saved_model(model, catalog.MNIST, True, str(tmp_path / "sm"))
+    raw = np.random.default_rng(2).integers(0, 256, (12, 28, 28)).astype(np.uint8)
+    labels = np.arange(12) % 10
+    as_uint8 = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), catalog.MNIST, raw, labels, 5)
+    as_float = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), catalog.MNIST, raw.astype(np.float32) - 128,
+                                                labels, 5, input_range=(-128.0, 127.0))
+    assert as_float["loss/total"] == pytest.approx(as_uint8["loss/total"], rel=1e-4)

@@ -26,3 +26,10 @@ def test_cnn_dropout_and_batch_norm_act_only_in_training(tmp_path):
     images = tf.random.uniform((4, 28, 28, 1))
     np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
     assert not np.allclose(model(images, training=True), model(images, training=True))
+
+
+def test_cnn_takes_rgb_32x32_images(tmp_path):
+    model = cnn.build((32, 32, 3), 10, make_config(tmp_path, "--model_width=4", "--model_depth=3"))
+    assert model(tf.random.uniform((2, 32, 32, 3)), training=False).shape == (2, 10)
+    assert model.stages.layers[0].layers[0].conv.kernel.shape == (3, 3, 3, 4)
+    assert model.head.kernel.shape == (4 * 4 * 16, 10)

@@ -235,7 +235,7 @@ def test_deterministic_runs_log_identical_losses(tmp_path):
 def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp_path):
     results = loop.train(make_config(tmp_path, "--epochs=2", "--ema_decay=0.99"))
     spec, config = loop.catalog.SYNTHETIC, make_config(tmp_path, "--ema_decay=0.99")
-    images, labels = loop.pipeline.load_dataset(spec)["test"]
+    images, labels = loop.pipeline.sources.load_dataset(spec)["test"]
     averaged, raw = loop.build_model(config, spec), loop.build_model(config, spec)
     loop.restore_model_weights(averaged, str(tmp_path / "best"), loop.WeightAverage(averaged, 0.99))
     loop.restore_model_weights(raw, str(tmp_path / "best"))

@@ -90,7 +90,7 @@ def test_eval_batches_cover_every_example_once_in_order(tmp_path):
 
 def test_prepare_data_splits_train_and_leaves_test_alone(tmp_path):
     config = make_config(tmp_path, "--validation_split=0.25")
-    data = pipeline.prepare_data(config, catalog.SYNTHETIC)
+    data = pipeline.prepare_data(config)
     train_size = len(data.train[1]) + len(data.validation[1])
     assert len(data.validation[1]) == pytest.approx(train_size / 4, abs=1)
     assert len(data.test[1]) == 512
@@ -115,19 +115,17 @@ def test_long_tail_subset_keeps_a_geometric_share_of_each_class_the_same_way_eve
 
 
 def test_prepare_data_subsamples_for_class_imbalance_before_holding_out_validation(tmp_path):
-    data = pipeline.prepare_data(make_config(tmp_path, "--class_imbalance=20", "--validation_split=0.1"),
-                                 catalog.SYNTHETIC)
+    data = pipeline.prepare_data(make_config(tmp_path, "--class_imbalance=20", "--validation_split=0.1"))
     counts = np.bincount(np.concatenate([data.train[1], data.validation[1]]), minlength=10)
-    full_counts = np.bincount(pipeline.load_dataset(catalog.SYNTHETIC)["train"][1], minlength=10)
+    full_counts = np.bincount(pipeline.sources.load_dataset(catalog.SYNTHETIC)["train"][1], minlength=10)
     np.testing.assert_array_equal(counts, np.maximum(1, np.rint(full_counts * 20.0 ** (-np.arange(10) / 9))))
     assert len(data.test[1]) == 512  # The test split stays balanced.
 
 
 def test_sample_weights_follow_their_examples_through_the_validation_split(tmp_path):
-    stored_images = pipeline.load_dataset(catalog.SYNTHETIC)["train"][0]
+    stored_images = pipeline.sources.load_dataset(catalog.SYNTHETIC)["train"][0]
     np.save(tmp_path / "weights.npy", np.arange(len(stored_images), dtype=np.float64))
-    data = pipeline.prepare_data(make_config(tmp_path, f"--sample_weights={tmp_path / 'weights.npy'}"),
-                                 catalog.SYNTHETIC)
+    data = pipeline.prepare_data(make_config(tmp_path, f"--sample_weights={tmp_path / 'weights.npy'}"))
     for image, weight in zip(data.train[0][:20], data.train_sample_weights[:20]):
         np.testing.assert_array_equal(image, stored_images[int(weight)])
     assert len(data.train_sample_weights) == len(data.train[1])
@@ -225,7 +223,7 @@ def test_random_erasing_fills_one_rectangle_of_2_to_25_percent_with_the_mean_pix
 
 def test_flipping_digits_is_refused_because_a_mirror_changes_their_class(tmp_path):
     with pytest.raises(pipeline.TapeloopError) as error:
-        pipeline.prepare_data(make_config(tmp_path, "--augment_flip"), catalog.MNIST)
+        pipeline.prepare_data(make_config(tmp_path, "--dataset=mnist", "--augment_flip"))
     message = error.value.paragraph()
     assert "[data]" in message and "mirror" in message and "drop --augment_flip" in message
     with pytest.raises(pipeline.TapeloopError, match="--tta=shift"):

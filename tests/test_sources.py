@@ -189,3 +189,92 @@ def test_sample_weights_are_read_as_given(tmp_path):
     np.testing.assert_array_equal(sources.load_sample_weights(str(tmp_path / "weights.npy"), 4), [0, 1, 2, 0.5])
     with pytest.raises(TapeloopError, match="No such file"):
         sources.load_sample_weights(str(tmp_path / "missing.npy"), 4)
+
+
+def write_cifar_batches(folder: Path, per_batch: int = 4) -> dict[str, np.ndarray]:
+    """CIFAR-10's layout: pickled dicts of channels-first rows; returns the images written, [N, 32, 32, 3]."""
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    written = {}
+    for split, names in catalog.CIFAR10.files.items():
+        images = rng.integers(0, 256, (per_batch * len(names), 32, 32, 3), dtype=np.uint8)
+        for index, name in enumerate(names):
+            part = images[index * per_batch:(index + 1) * per_batch]
+            batch = {b"data": part.transpose(0, 3, 1, 2).reshape(per_batch, 3072),
+                     b"labels": list(range(index, index + per_batch))}
+            (folder / name).write_bytes(pickle.dumps(batch))
+        written[split] = images
+    return written
+
+
+def test_cifar10_batches_become_channels_last_rgb_images(tmp_path):
+    written = write_cifar_batches(tmp_path / "cifar")
+    splits = sources.load_dataset(catalog.CIFAR10, str(tmp_path / "cifar"))
+    np.testing.assert_array_equal(splits["train"][0], written["train"])
+    assert splits["train"][0].shape == (20, 32, 32, 3) and splits["test"][0].shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(splits["train"][1][:5], [0, 1, 2, 3, 1])
+
+
+def test_cifar10_downloads_its_archive_verifies_and_unpacks_it(isolated_search):
+    import tarfile
+
+    written = write_cifar_batches(isolated_search / "packed" / "cifar-10-batches-py")
+    archive = isolated_search / "mirror" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(isolated_search / "packed" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    spec = dataclasses.replace(catalog.CIFAR10, mirrors=(archive.parent.as_uri() + "/",),
+                               sha256={archive.name: hashlib.sha256(archive.read_bytes()).hexdigest()})
+    splits = sources.load_dataset(spec)
+    np.testing.assert_array_equal(splits["test"][0], written["test"])
+    cached = isolated_search / "cache" / "tapeloop" / "cifar10"
+    assert sorted(path.name for path in cached.iterdir()) == sorted(
+        name for names in spec.files.values() for name in names)  # The archive itself is gone.
+
+
+def write_npz(folder: Path, **arrays) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "data.npz", **arrays)
+    return folder
+
+
+def npz_config(tmp_path, folder, *flags):
+    from tests.conftest import make_config
+
+    return make_config(tmp_path / "run", "--dataset=npz", f"--data_dir={folder}", *flags)
+
+
+def test_npz_arrays_give_the_spec_and_splits(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = write_npz(tmp_path / "npz", x_train=rng.integers(0, 256, (30, 12, 10, 3), dtype=np.uint8),
+                       y_train=np.arange(30) % 4, x_test=rng.integers(0, 256, (8, 12, 10, 3), dtype=np.uint8),
+                       y_test=np.arange(8) % 4, class_names=np.array(["a", "b", "c", "d"]))
+    spec, splits = sources.load(npz_config(tmp_path, folder))
+    assert spec.image_shape == (12, 10, 3) and spec.class_names == ("a", "b", "c", "d")
+    assert spec.mean == pytest.approx(splits["train"][0].mean() / 255, rel=1e-5)
+    assert len(splits["test"][1]) == 8
+
+
+def test_npz_one_hot_labels_need_the_one_hot_label_format(tmp_path):
+    images = np.zeros((6, 8, 8), np.float32)
+    one_hot = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
+    folder = write_npz(tmp_path / "npz", x_train=images, y_train=one_hot, x_test=images, y_test=one_hot)
+    with pytest.raises(TapeloopError) as raised:
+        sources.load(npz_config(tmp_path, folder))
+    assert "one-hot rows" in flat(raised.value) and "--label_format=one_hot" in flat(raised.value)
+    spec, splits = sources.load(npz_config(tmp_path, folder, "--label_format=one_hot"))
+    assert spec.num_classes == 3 and splits["train"][1].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("arrays, phrase", [
+    ({"x_train": np.zeros((2, 4, 4))}, "lacks y_train, x_test, y_test"),
+    ({"x_train": np.zeros((2, 4, 4)), "y_train": np.array([0.5, 1.0]), "x_test": np.zeros((2, 4, 4)),
+      "y_test": np.array([0, 1])}, "y_train"),
+])
+def test_unusable_npz_files_are_explained(tmp_path, arrays, phrase):
+    with pytest.raises(TapeloopError, match=phrase):
+        sources.load(npz_config(tmp_path, write_npz(tmp_path / "npz", **arrays)))
+    with pytest.raises(TapeloopError, match="exactly one .npz"):
+        sources.load(npz_config(tmp_path, tmp_path / "nowhere"))

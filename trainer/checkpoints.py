@@ -12,6 +12,7 @@ from absl import logging
 
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
+from data.sources import unit_scaled
 from trainer.errors import TapeloopError, TapeloopWarning
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
@@ -169,13 +170,16 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_averag
 
 
 class ServingModule(tf.Module):
-    """Raw images in (as the dataset stores them), class probabilities out."""
+    """Raw images in (as the dataset stores them), class probabilities out; the class names and
+    the stored image shape travel with it (scripts/predict.py reads them)."""
 
     def __init__(self, model: keras.Model, spec: DatasetSpec, standardize: bool):
         super().__init__()
         self.model = model
         self._spec = spec
         self._standardize = standardize
+        self.class_names = tf.Variable(list(spec.class_names), trainable=False)
+        self.image_shape = tf.Variable(list(spec.image_shape), trainable=False)
         stored_shape = [None, *spec.stored_shape]
         self.serve_uint8 = tf.function(self._probabilities,
                                        input_signature=[tf.TensorSpec(stored_shape, tf.uint8, name="images")])
@@ -192,6 +196,7 @@ def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool,
 
     Signatures: `serving_default` takes uint8 images in [0, 255], `serving_float`
     float32 images in [0, 1]; both return {"probabilities": [batch, num_classes]}.
+    The loaded object's `class_names` and `image_shape` ([H, W, C]) name the outputs and inputs.
     """
     module = ServingModule(model, spec, standardize)
     partial = Path(f"{target}.partial")
@@ -203,14 +208,20 @@ def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool,
 
 
 def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
-                         batch_size: int) -> dict[str, float]:
+                         batch_size: int, input_range=(0.0, 1.0)) -> dict[str, float]:
     """Scores an exported model fed raw images as a user would: accuracy, mean cross-entropy
-    (as `loss/total`) and the per-class report, keyed like the eval metrics."""
+    (as `loss/total`) and the per-class report, keyed like the eval metrics.
+
+    uint8 images go to `serving_default`; float images, mapped from `input_range` to [0, 1], to `serving_float`.
+    """
     if not os.path.isdir(path):
         raise TapeloopError(
             stage="checkpoint", problem=f"no SavedModel at {path}", expected="the export of a finished run",
             found="no such folder", fix="let the training run finish, or evaluate --weights=best")
-    serve = tf.saved_model.load(path).signatures["serving_default"]
+    floating = np.issubdtype(images.dtype, np.floating)
+    serve = tf.saved_model.load(path).signatures["serving_float" if floating else "serving_default"]
+    if floating:
+        images = unit_scaled(images, input_range)
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy()
     confusion = ConfusionMatrix(spec.class_names)

@@ -38,11 +38,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(EXIT_USAGE)
 
 
-def run(main) -> None:
-    """Runs `main(argv)` as an absl app, turning TapeloopError into the user-facing paragraph."""
+def run(main, takes_arguments: bool = False) -> None:
+    """Runs `main(argv)` as an absl app, turning TapeloopError into the user-facing paragraph.
+
+    Arguments other than flags are refused unless `takes_arguments` (e.g. predict.py's files).
+    """
 
     def guarded_main(argv):
-        if len(argv) > 1:
+        if len(argv) > 1 and not takes_arguments:
             print(f"tapeloop: error: [flags] unexpected arguments {argv[1:]}; every setting is a "
                   "--flag. Fix: write them as --name=value.", file=sys.stderr)
             sys.exit(EXIT_USAGE)

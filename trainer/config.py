@@ -17,6 +17,11 @@ class TrainConfig:
     label_format: str
     class_imbalance: float
     sample_weights: str | None
+    image_size: tuple[int, ...]
+    channels: int
+    image_resize: str
+    skip_bad_images: bool
+    test_split: float
     # Augmentation (training split only)
     augment_shift: float
     augment_rotation: float

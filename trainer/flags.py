@@ -8,7 +8,7 @@ from absl import flags
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
-DATASETS = ("fashion_mnist", "mnist", "synthetic")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "npz", "synthetic")
 CHECK_LEVELS = ("off", "standard", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
@@ -95,7 +95,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines tapeloop's flags on `flag_values` (the global FLAGS by default)."""
     fv = {"flag_values": flag_values}
     # Data
-    flags.DEFINE_enum("dataset", "fashion_mnist", DATASETS, "Dataset from the catalog.", **fv)
+    flags.DEFINE_enum("dataset", "fashion_mnist", DATASETS, "Dataset: fashion_mnist, mnist and cifar10 from "
+                      "the catalog; image_folder (--data_dir/<class>/<image>, or train/ and test/ each "
+                      "with class folders) or npz (the one .npz file in --data_dir, with x_train, y_train, "
+                      "x_test, y_test) for your own; synthetic (generated, for tests).", **fv)
     flags.DEFINE_string("data_dir", None, "Folder holding the dataset's files. If set, the only "
                         "place looked in; otherwise $TAPELOOP_DATA_DIR/<dataset>, Keras' cache, "
                         "/usr/share/datasets and the download cache are searched.", **fv)
@@ -113,6 +116,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "keeps ratio^(-c/(k-1)) of its examples (class 0 all, the last 1/ratio), chosen "
                        "with a fixed seed so every run sees the same subset; 1 keeps everything.",
                        lower_bound=1.0, **fv)
+    flags.DEFINE(NumberListParser(int), "image_size", "", "image_folder: the size every image is brought "
+                 "to, S or H,W.", serializer=flags.CsvListSerializer(","), **fv)
+    flags.DEFINE_integer("channels", 3, "image_folder: 1 (grayscale) or 3 (RGB); images are converted "
+                         "as needed.", **fv)
+    flags.DEFINE_enum("image_resize", "pad", ("pad", "crop"), "image_folder: keep each image's aspect "
+                      "ratio by padding it with black (pad) or by cropping its centre (crop).", **fv)
+    flags.DEFINE_boolean("skip_bad_images", False, "image_folder: leave out (and list) files that cannot "
+                         "be decoded, instead of stopping.", **fv)
+    flags.DEFINE_float("test_split", 0.2, "image_folder without train/ and test/: the fraction of the "
+                       "images held out as the test split (fixed, whatever the --seed).",
+                       lower_bound=0.01, upper_bound=0.9, **fv)
     flags.DEFINE_string("sample_weights", None, "A .npy file of one non-negative weight per example of "
                         "the dataset's training split, in stored order; multiplies the class weights.", **fv)
     # Augmentation (training split only; evaluation never sees it)
@@ -255,6 +269,8 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
         ["lr_schedule", "lr_boundaries", "lr_values"], step_schedule_is_complete,
         "--lr_schedule=step needs increasing positive --lr_boundaries and one more positive rate in "
         "--lr_values, e.g. --lr_boundaries=2000,4000 --lr_values=1e-3,1e-4,1e-5", flag_values=flag_values)
+    flags.register_validator("channels", lambda channels: channels in (1, 3), "--channels must be 1 or 3",
+                             flag_values=flag_values)
     flags.register_validator(
         "input_range", lambda bounds: len(bounds) == 2 and bounds[0] < bounds[1],
         "--input_range needs two numbers LOW,HIGH with LOW < HIGH, e.g. 0,255", flag_values=flag_values)

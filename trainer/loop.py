@@ -52,8 +52,8 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow.
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    spec = catalog.get_spec(config.dataset)
-    data = pipeline.prepare_data(config, spec)
+    data = pipeline.prepare_data(config)
+    spec = data.spec
     report = diagnostics.preflight(data, config)
     for line in report.lines:
         logging.info("Data: %s", line)

@@ -1,0 +1,166 @@
+"""Image folders (--dataset=image_folder): one sub-folder per class, or train/ and test/ each
+with class sub-folders; JPEG, PNG, BMP and GIF (first frame), decoded with tf.io.
+
+Every image is decoded once, converted to --channels and resized to --image_size
+(keeping its aspect ratio by padding or by cropping, --image_resize). The decoded
+arrays are cached on disk, keyed by the files' names, sizes and modification
+times and by those flags, so reruns, resumes and evaluate.py do not decode again.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data.catalog import DatasetSpec, user_spec
+from trainer.config import TrainConfig
+from trainer.errors import TapeloopError, TapeloopWarning
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+SPLIT_SEED = 0  # Fixed, so the held-out test split of a folder without train/ and test/ never changes.
+BAD_FILES_LISTED = 10
+
+
+def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, resize: str) -> np.ndarray:
+    """One image file -> uint8 [H, W, channels] at `size`: grayscale and RGB(A) converted as
+    needed, then resized keeping the aspect ratio, padded with black (`pad`) or centre-cropped
+    (`crop`). Raises tf.errors.OpError for a file it cannot read or decode."""
+    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=0, expand_animations=False)
+    if image.shape[-1] in (2, 4):  # Drop the alpha channel.
+        image = image[..., :-1]
+    if channels == 3 and image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    elif channels == 1 and image.shape[-1] == 3:
+        image = tf.image.rgb_to_grayscale(image)
+    height, width = size
+    if tuple(image.shape[:2]) == (height, width):
+        return image.numpy()
+    if resize == "pad":
+        resized = tf.image.resize_with_pad(image, height, width, antialias=True)
+    else:
+        scale = max(height / image.shape[0], width / image.shape[1])
+        covering = [max(height, round(image.shape[0] * scale)), max(width, round(image.shape[1] * scale))]
+        resized = tf.image.resize_with_crop_or_pad(tf.image.resize(image, covering, antialias=True), height, width)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+
+def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The folder's spec (classes from sub-folder names) and its train and test splits as uint8
+    arrays ([N, H, W] for one channel); decoded arrays are cached in `cache_dir`."""
+    size = _image_size(config)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        class_names = _class_names(root / "train")
+        files = {split: _list_files(root / split, class_names) for split in ("train", "test")}
+    else:
+        class_names = _class_names(root)
+        files = _hold_out_test(_list_files(root, class_names), config.test_split)
+    cache = cache_dir / f"{root.name}-{_cache_key(files, size, config)}.npz"
+    if cache.is_file():
+        with np.load(cache) as cached:
+            splits = {split: (cached[f"x_{split}"], cached[f"y_{split}"]) for split in files}
+    else:
+        decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}
+        _report_unreadable([path for _, _, bad in decoded.values() for path in bad],
+                           sum(map(len, files.values())), config.skip_bad_images)
+        splits = {split: (images, labels) for split, (images, labels, _) in decoded.items()}
+        _write_cache(cache, splits)
+    for split, (images, _) in splits.items():
+        if len(images) == 0:
+            raise TapeloopError(
+                stage="data", problem=f"the image folder {root} has no readable {split} images",
+                expected="image files (JPEG, PNG, BMP, GIF) in the class sub-folders",
+                found=f"{len(files[split])} files, none readable", fix="check the folder and its files")
+    stored = {split: (images[..., 0] if config.channels == 1 else images, labels)
+              for split, (images, labels) in splits.items()}
+    spec = user_spec("image_folder", splits["train"][0].astype(np.float32) / 255.0, class_names)
+    return spec, stored
+
+
+def _image_size(config: TrainConfig) -> tuple[int, int]:
+    if len(config.image_size) not in (1, 2):
+        raise TapeloopError(
+            stage="data", problem="--dataset=image_folder needs the size to bring every image to",
+            expected="--image_size=S (square) or --image_size=H,W", found=f"--image_size={config.image_size}",
+            fix="pass e.g. --image_size=32 (images keep their aspect: --image_resize=pad or crop)")
+    return (config.image_size[0], config.image_size[-1])
+
+
+def _class_names(folder: Path) -> tuple[str, ...]:
+    names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+    if len(names) < 2:
+        raise TapeloopError(
+            stage="data", problem=f"{folder} does not look like an image folder",
+            expected="one sub-folder per class (at least two), or train/ and test/ each with them",
+            found=f"sub-folders: {', '.join(names) or 'none'}" if folder.is_dir() else "no such folder",
+            fix="arrange the images as FOLDER/<class>/<image> and pass --data_dir=FOLDER")
+    return tuple(names)
+
+
+def _list_files(folder: Path, class_names: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """(path, class id) of every image file under folder/<class>/, in sorted order."""
+    return [(path, class_id) for class_id, name in enumerate(class_names) if (folder / name).is_dir()
+            for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _hold_out_test(entries: list[tuple[Path, int]], fraction: float) -> dict[str, list[tuple[Path, int]]]:
+    """A folder without train/ and test/: `fraction` of its files, fixed by SPLIT_SEED, become the test split."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(entries))
+    count = max(1, int(round(len(entries) * fraction)))
+    return {"train": [entries[index] for index in sorted(order[count:])],
+            "test": [entries[index] for index in sorted(order[:count])]}
+
+
+def _decode_all(entries: list[tuple[Path, int]], size: tuple[int, int], config: TrainConfig):
+    """Decodes every file: (images, labels, "path (reason)" of each file that would not decode)."""
+    images, labels, bad = [], [], []
+    for path, class_id in entries:
+        try:
+            images.append(read_image(path, size, config.channels, config.image_resize))
+            labels.append(class_id)
+        except tf.errors.OpError as error:
+            bad.append(f"{path} ({unreadable_reason(error)})")
+    shape = (0, *size, config.channels)
+    return (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(labels, np.int32), bad
+
+
+def unreadable_reason(error: tf.errors.OpError) -> str:
+    """TensorFlow's decoding error in a few words, without its op and device prefix."""
+    return error.message.split("}} ")[-1].splitlines()[0][:120]
+
+
+def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:
+    """Fails the run naming the unreadable files, or (--skip_bad_images) lists them in a warning."""
+    if not bad:
+        return
+    listed = "; ".join(bad[:BAD_FILES_LISTED]) + (f"; and {len(bad) - BAD_FILES_LISTED} more"
+                                                  if len(bad) > BAD_FILES_LISTED else "")
+    if not skip:
+        raise TapeloopError(
+            stage="data", problem=f"{len(bad)} of {total} image files cannot be read",
+            expected="JPEG, PNG, BMP or GIF files that decode", found=listed,
+            fix="repair or remove those files, or pass --skip_bad_images to train without them")
+    logging.warning(TapeloopWarning(
+        stage="data", problem=f"skipping {len(bad)} of {total} image files that cannot be read",
+        expected="JPEG, PNG, BMP or GIF files that decode", found=listed,
+        fix="repair or remove those files (--skip_bad_images is on)").paragraph())
+
+
+def _cache_key(files: dict, size: tuple[int, int], config: TrainConfig) -> str:
+    """Names the decoded arrays of exactly these files (paths, sizes, modification times) at these settings."""
+    key = hashlib.sha256(repr((size, config.channels, config.image_resize, config.skip_bad_images)).encode())
+    for split, entries in files.items():
+        for path, class_id in entries:
+            status = path.stat()
+            key.update(f"{split}\0{path.resolve()}\0{class_id}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return key.hexdigest()[:24]
+
+
+def _write_cache(path: Path, splits: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.npz")
+    np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels) in splits.items()
+                         for kind, array in (("x", images), ("y", labels))})
+    os.replace(partial, path)

@@ -1,0 +1,94 @@
+"""Classifies image files with a run's exported model:
+`python scripts/predict.py --run_dir=RUN FILE_OR_FOLDER...` prints the top classes of each file
+(every image file under a folder) with their probabilities, after decoding and resizing it as
+training did (`--output=-` for JSON).
+"""
+
+from trainer import cli  # First: quiets TensorFlow's start-up logging.
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from data.image_folder import IMAGE_SUFFIXES, read_image, unreadable_reason
+from trainer.errors import TapeloopError
+from trainer.flags import load_run_config
+
+flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py (its saved_model/ is used).",
+                    required=True)
+flags.DEFINE_integer("top_k", 3, "Classes printed per file, most probable first.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Files classified per call of the model.", lower_bound=1)
+flags.DEFINE_string("output", None, "Also write the predictions as JSON to this file ('-': stdout only).")
+FLAGS = flags.FLAGS
+
+
+def predict(serve, files: list[str], image_shape, resize: str, batch_size: int) -> np.ndarray:
+    """Class probabilities [len(files), num_classes] of the exported model for the files."""
+    height, width, channels = image_shape
+    unreadable = []
+    images = []
+    for path in files:
+        try:
+            images.append(read_image(path, (height, width), channels, resize))
+        except tf.errors.OpError as error:
+            unreadable.append(f"{path} ({unreadable_reason(error)})")
+    if unreadable:
+        raise TapeloopError(
+            stage="data", problem=f"{len(unreadable)} of {len(files)} files cannot be read as images",
+            expected="JPEG, PNG, BMP or GIF files", found="; ".join(unreadable[:10]),
+            fix="pass only image files that decode")
+    stacked = np.stack(images)
+    if channels == 1:
+        stacked = stacked[..., 0]  # Stored grayscale images have no channel axis.
+    return np.concatenate([serve(images=tf.constant(stacked[start:start + batch_size]))["probabilities"].numpy()
+                           for start in range(0, len(stacked), batch_size)])
+
+
+def expand(paths: list[str]) -> list[str]:
+    """The files named, with each folder replaced by the image files under it, in sorted order."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files.extend(sorted(os.path.join(folder, name) for folder, _, names in os.walk(path)
+                                for name in names if name.lower().endswith(IMAGE_SUFFIXES)))
+        else:
+            files.append(path)
+    return files
+
+
+def main(argv):
+    files = expand(argv[1:])
+    if not files:
+        raise TapeloopError(stage="flags", problem="no image files to classify", expected="FILE... after the flags",
+                            found="none", fix="e.g. scripts/predict.py --run_dir=RUN photo.jpg scan.png")
+    config = load_run_config(FLAGS.run_dir)
+    path = os.path.join(FLAGS.run_dir, "saved_model")
+    if not os.path.isdir(path):
+        raise TapeloopError(stage="checkpoint", problem=f"no SavedModel at {path}",
+                            expected="the export of a finished run", found="no such folder",
+                            fix="let the training run finish (train.py exports at the end)")
+    exported = tf.saved_model.load(path)
+    class_names = [name.decode() for name in exported.class_names.numpy()]
+    probabilities = predict(exported.signatures["serving_default"], files, exported.image_shape.numpy().tolist(),
+                            config.image_resize, FLAGS.batch_size)
+    predictions = []
+    for file, row in zip(files, probabilities):
+        top = np.argsort(-row)[:FLAGS.top_k]
+        predictions.append({"file": file, "top": [{"class": class_names[index], "probability": float(row[index])}
+                                                  for index in top]})
+    if FLAGS.output == "-":
+        print(json.dumps(predictions, indent=2))
+        return
+    for prediction in predictions:
+        print(prediction["file"] + ": " + ", ".join(f"{entry['class']} {entry['probability']:.4f}"
+                                                    for entry in prediction["top"]))
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as stream:
+            json.dump(predictions, stream, indent=2)
+
+
+if __name__ == "__main__":
+    cli.run(main, takes_arguments=True)
