@@ -66,12 +66,12 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
             expected=f"at least --batch_size={config.batch_size} training examples",
             found=f"{len(data.train[1])} after holding out --validation_split={config.validation_split}",
             fix="lower --batch_size or --validation_split, or use more data")
-    if config.batch_size % strategy.num_replicas_in_sync:
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
         raise TapeloopError(
             stage="distribute", problem="the global batch does not split evenly over the replicas",
-            expected=f"--batch_size a multiple of the {strategy.num_replicas_in_sync} replicas",
-            found=f"--batch_size={config.batch_size}",
-            fix=f"use --batch_size={config.batch_size // strategy.num_replicas_in_sync * strategy.num_replicas_in_sync or strategy.num_replicas_in_sync}")
+            expected=f"--batch_size a multiple of the {replicas} replicas", found=f"--batch_size={config.batch_size}",
+            fix=f"use --batch_size={max(replicas, config.batch_size // replicas * replicas)}")
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)

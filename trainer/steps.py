@@ -63,11 +63,9 @@ def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm
         global_norm = tf.linalg.global_norm(gradients) / scale
         if clip_grad_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, clip_grad_norm * scale, use_norm=global_norm * scale)
-        if num_replicas() > 1:  # Keras optimizers sum over replicas once more: hand each its share.
-            gradients_to_apply = [gradient / num_replicas() for gradient in gradients]
-        else:
-            gradients_to_apply = gradients
-        optimizer.apply_gradients(list(zip(gradients_to_apply, model.trainable_variables)))
+        # Keras optimizers sum over replicas once more: each replica hands over its share.
+        optimizer.apply_gradients([(gradient / num_replicas(), variable)
+                                   for gradient, variable in zip(gradients, model.trainable_variables)])
         if weight_average is not None:
             weight_average.update()
         for snapshot, gradient in zip(gradient_snapshot or (), gradients):
