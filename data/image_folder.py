@@ -113,22 +113,24 @@ def _hold_out_test(entries: list[tuple[Path, int]], fraction: float) -> dict[str
             "test": [entries[index] for index in sorted(order[:count])]}
 
 
+def read_images(paths: list, size: tuple[int, int], channels: int, resize: str):
+    """Decodes each file with read_image: (uint8 [N, H, W, channels] of the readable ones, their
+    indices in `paths`, "path (reason)" for each file that would not decode)."""
+    images, readable, bad = [], [], []
+    for index, path in enumerate(paths):
+        try:
+            images.append(read_image(path, size, channels, resize))
+            readable.append(index)
+        except tf.errors.OpError as error:
+            reason = error.message.split("}} ")[-1].splitlines()[0][:120]  # Without the op and device prefix.
+            bad.append(f"{path} ({reason})")
+    return (np.stack(images) if images else np.zeros((0, *size, channels), np.uint8)), readable, bad
+
+
 def _decode_all(entries: list[tuple[Path, int]], size: tuple[int, int], config: TrainConfig):
     """Decodes every file: (images, labels, "path (reason)" of each file that would not decode)."""
-    images, labels, bad = [], [], []
-    for path, class_id in entries:
-        try:
-            images.append(read_image(path, size, config.channels, config.image_resize))
-            labels.append(class_id)
-        except tf.errors.OpError as error:
-            bad.append(f"{path} ({unreadable_reason(error)})")
-    shape = (0, *size, config.channels)
-    return (np.stack(images) if images else np.zeros(shape, np.uint8)), np.asarray(labels, np.int32), bad
-
-
-def unreadable_reason(error: tf.errors.OpError) -> str:
-    """TensorFlow's decoding error in a few words, without its op and device prefix."""
-    return error.message.split("}} ")[-1].splitlines()[0][:120]
+    images, readable, bad = read_images([path for path, _ in entries], size, config.channels, config.image_resize)
+    return images, np.asarray([entries[index][1] for index in readable], np.int32), bad
 
 
 def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from data.image_folder import IMAGE_SUFFIXES, read_image, unreadable_reason
+from data.image_folder import IMAGE_SUFFIXES, read_images
 from trainer.errors import TapeloopError
 from trainer.flags import load_run_config
 
@@ -28,19 +28,12 @@ FLAGS = flags.FLAGS
 def predict(serve, files: list[str], image_shape, resize: str, batch_size: int) -> np.ndarray:
     """Class probabilities [len(files), num_classes] of the exported model for the files."""
     height, width, channels = image_shape
-    unreadable = []
-    images = []
-    for path in files:
-        try:
-            images.append(read_image(path, (height, width), channels, resize))
-        except tf.errors.OpError as error:
-            unreadable.append(f"{path} ({unreadable_reason(error)})")
+    stacked, _, unreadable = read_images(files, (height, width), channels, resize)
     if unreadable:
         raise TapeloopError(
             stage="data", problem=f"{len(unreadable)} of {len(files)} files cannot be read as images",
             expected="JPEG, PNG, BMP or GIF files", found="; ".join(unreadable[:10]),
             fix="pass only image files that decode")
-    stacked = np.stack(images)
     if channels == 1:
         stacked = stacked[..., 0]  # Stored grayscale images have no channel axis.
     return np.concatenate([serve(images=tf.constant(stacked[start:start + batch_size]))["probabilities"].numpy()
