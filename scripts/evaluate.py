@@ -1,4 +1,4 @@
-"""Scores a run on the test split: `python scripts/evaluate.py --run_dir=RUN [--weights=best]`.
+"""Scores a run on the test split: `python scripts/evaluate.py --run_dir=RUN [--weights=final]`.
 
 Prints accuracy, balanced accuracy, loss and per-class precision and recall as text; `--output=FILE` also writes them as JSON (`-` for stdout).
 `--tta=flip|shift` adds the accuracy with test-time augmentation, reported beside (never instead of) the plain one.
@@ -16,12 +16,13 @@ from absl import flags
 from data import pipeline, sources
 from trainer import losses, loop, steps
 from trainer.averaging import WeightAverage
-from trainer.checkpoints import evaluate_saved_model, restore_model_weights
+from trainer.checkpoints import evaluate_saved_model, final_weights_dir, restore_model_weights
 from trainer.flags import load_run_config
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py.", required=True)
-flags.DEFINE_enum("weights", "best", ("best", "latest", "saved_model"),
-                  "What to score: the best or latest checkpoint, or the exported SavedModel.")
+flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model"),
+                  "What to score: the weights train.py scored (final: best/, or the latest checkpoint "
+                  "of a run without a validation split), the best or latest checkpoint, or the exported SavedModel.")
 flags.DEFINE_string("data_dir", None, "Overrides the run's --data_dir (the same files, elsewhere).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file ('-': stdout only).")
 flags.DEFINE_enum("tta", "none", ("none", "flip", "shift"), "Also score with test-time augmentation: class "
@@ -29,7 +30,7 @@ flags.DEFINE_enum("tta", "none", ("none", "flip", "shift"), "Also score with tes
                   "one-pixel shifts (shift). Needs checkpoint weights, not --weights=saved_model.")
 flags.register_multi_flags_validator(
     ["tta", "weights"], lambda values: values["tta"] == "none" or values["weights"] != "saved_model",
-    "--tta scores checkpoint weights: use --weights=best or latest")
+    "--tta scores checkpoint weights: use --weights=final, best or latest")
 FLAGS = flags.FLAGS
 
 
@@ -53,9 +54,10 @@ def main(argv):
         scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size, config.input_range)
     else:
         model = loop.build_model(config, spec)
-        folder = "best" if FLAGS.weights == "best" else "checkpoints"
+        folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
+                  "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
         weight_average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
-        source = restore_model_weights(model, os.path.join(FLAGS.run_dir, folder), weight_average)
+        source = restore_model_weights(model, folder, weight_average)
         loss = losses.from_config(config, spec.num_classes)
         metrics = steps.make_metrics(loss, class_names=spec.class_names)
         eval_step = steps.make_eval_step(model, loss, metrics, loop.make_stage_checks(config, spec))

@@ -115,6 +115,15 @@ def test_restore_model_weights_without_checkpoints_is_a_clear_error(tmp_path):
         checkpoints.restore_model_weights(model, str(tmp_path / "best"))
 
 
+def test_final_weights_are_the_best_checkpoint_or_without_one_the_latest(tmp_path):
+    _, model, optimizer = trained_state(tmp_path, train_steps=0)
+    saved = run_checkpoints(tmp_path, model, optimizer, keep=1)
+    saved.save_latest(epochs_done=0)
+    assert checkpoints.final_weights_dir(str(tmp_path)) == str(tmp_path / "checkpoints")
+    saved.save_best_if_improved({"accuracy": 0.5}, epochs_done=0)
+    assert checkpoints.final_weights_dir(str(tmp_path)) == str(tmp_path / "best")
+
+
 def test_saved_model_takes_raw_images_and_returns_the_model_probabilities(tmp_path):
     config, model, _ = trained_state(tmp_path)
     target = str(tmp_path / "saved_model")

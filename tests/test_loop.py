@@ -72,11 +72,16 @@ def test_resuming_with_changed_flags_says_which(tmp_path, caplog):
     assert "--max_steps=5" in (tmp_path / "flags.txt").read_text().splitlines()
 
 
-def test_without_a_validation_split_the_last_weights_are_exported(tmp_path):
+def test_without_a_validation_split_the_last_weights_are_exported_and_evaluated(tmp_path):
     results = loop.train(make_config(tmp_path, "--validation_split=0"))
-    assert results["eval"] is None
+    assert results["eval"] is None and not (tmp_path / "best").exists()
     assert results["weights"].startswith(str(tmp_path / "checkpoints"))
     assert results["test"]["accuracy"] > 0.5
+    evaluated = json.loads(run_script("evaluate", f"--run_dir={tmp_path}", "--output=-").stdout)
+    assert evaluated["weights"] == results["weights"]
+    assert evaluated["accuracy"] == pytest.approx(results["test"]["accuracy"])
+    refused = run_script("evaluate", f"--run_dir={tmp_path}", "--weights=best")
+    assert refused.returncode == 1 and "no best/" in refused.stderr and "--weights=final or latest" in refused.stderr
 
 
 def test_a_training_split_smaller_than_a_batch_is_refused_before_the_run_directory(tmp_path):

@@ -12,7 +12,7 @@ from absl import logging
 
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
-from data.sources import unit_scaled
+from data.pixels import unit_scaled
 from trainer.errors import TapeloopError, TapeloopWarning
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
@@ -144,6 +144,13 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
             fix="rerun with the run's own flags (--flagfile=RUN/flags.txt), or use a new --run_dir") from None
 
 
+def final_weights_dir(run_dir: str) -> str:
+    """The checkpoint folder of a finished run's outcome: `best/` when the run evaluated on a
+    validation split, else `checkpoints/` (its last weights; --validation_split=0)."""
+    best = os.path.join(run_dir, "best")
+    return best if tf.train.latest_checkpoint(best) else os.path.join(run_dir, "checkpoints")
+
+
 def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_average=None) -> str:
     """Loads only the model's weights from the newest checkpoint in `checkpoint_dir`.
 
@@ -154,7 +161,8 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_averag
         raise TapeloopError(
             stage="checkpoint", problem=f"no checkpoint in {checkpoint_dir}",
             expected="a run directory written by scripts/train.py", found="no checkpoint index file",
-            fix="check --run_dir, or train first")
+            fix="check --run_dir, or train first; a run with --validation_split=0 keeps no best/ "
+                "(evaluate.py --weights=final or latest)")
     assert_checkpoint_covers(model)
     try:
         averaged = {"weight_average": weight_average} if weight_average is not None else {}

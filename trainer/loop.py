@@ -15,7 +15,7 @@ from data.sources import Arrays
 from models import registry
 from trainer import distribute, losses, run_directory, steps
 from trainer.averaging import WeightAverage
-from trainer.checkpoints import RunCheckpoints, export_saved_model, restore_model_weights
+from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings, check_unaugmented
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -254,10 +254,9 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, writ
         writers.close()
         return {"steps": step, "epochs": step / steps_per_epoch}
 
-    # The outcome: the best weights (by validation metric; averaged with --ema_decay), scored once
-    # more and on test, exported.
-    weights = checkpoints.best.latest_checkpoint or checkpoints.latest.latest_checkpoint
-    restore_model_weights(model, os.path.dirname(weights), weight_average)
+    # The outcome: the best weights by validation metric (the last ones without a validation split;
+    # averaged with --ema_decay), scored once more and on test, exported.
+    weights = restore_model_weights(model, final_weights_dir(write_dir), weight_average)
     final_eval = (evaluate(eval_step, eval_metrics, validation_batches).scores
                   if validation_batches is not None else None)
     final_test = evaluate(eval_step, eval_metrics, test_batches).scores
