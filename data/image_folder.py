@@ -3,10 +3,13 @@ with class sub-folders; JPEG, PNG, BMP and GIF (first frame), decoded with tf.io
 
 Every image is decoded once, converted to --channels and resized to --image_size
 (keeping its aspect ratio by padding or by cropping, --image_resize). The decoded
-arrays are cached on disk, keyed by the files' names, sizes and modification
-times and by those flags, so reruns, resumes and evaluate.py do not decode again.
+arrays are cached on disk, keyed by the folder and those flags and by the files' names,
+sizes and modification times, so reruns, resumes and evaluate.py do not decode again;
+decoding a changed folder replaces its stale entry, so the cache holds one entry per
+folder and settings.
 """
 
+import glob
 import hashlib
 import os
 from pathlib import Path
@@ -16,6 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from data.catalog import DatasetSpec, user_spec
+from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError, TapeloopWarning
 
@@ -57,7 +61,8 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
     else:
         class_names = _class_names(root)
         files = _hold_out_test(_list_files(root, class_names), config.test_split)
-    cache = cache_dir / f"{root.name}-{_cache_key(files, size, config)}.npz"
+    settings_key = _settings_key(root, size, config)
+    cache = cache_dir / f"{settings_key}-{_files_key(files)}.npz"
     if cache.is_file():
         with np.load(cache) as cached:
             splits = {split: (cached[f"x_{split}"], cached[f"y_{split}"]) for split in files}
@@ -66,7 +71,7 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
         _report_unreadable([path for _, _, bad in decoded.values() for path in bad],
                            sum(map(len, files.values())), config.skip_bad_images)
         splits = {split: (images, labels) for split, (images, labels, _) in decoded.items()}
-        _write_cache(cache, splits)
+        _write_cache(cache, splits, replaces=f"{glob.escape(settings_key)}-*.npz")
     for split, (images, _) in splits.items():
         if len(images) == 0:
             raise TapeloopError(
@@ -75,7 +80,7 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
                 found=f"{len(files[split])} files, none readable", fix="check the folder and its files")
     stored = {split: (images[..., 0] if config.channels == 1 else images, labels)
               for split, (images, labels) in splits.items()}
-    spec = user_spec("image_folder", splits["train"][0].astype(np.float32) / 255.0, class_names)
+    spec = user_spec("image_folder", unit_scaled(splits["train"][0]), class_names)
     return spec, stored
 
 
@@ -150,9 +155,15 @@ def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:
         fix="repair or remove those files (--skip_bad_images is on)").paragraph())
 
 
-def _cache_key(files: dict, size: tuple[int, int], config: TrainConfig) -> str:
-    """Names the decoded arrays of exactly these files (paths, sizes, modification times) at these settings."""
-    key = hashlib.sha256(repr((size, config.channels, config.image_resize, config.skip_bad_images)).encode())
+def _settings_key(root: Path, size: tuple[int, int], config: TrainConfig) -> str:
+    """Names one folder decoded at these settings: the part of a cache entry's name its stale versions share."""
+    settings = (str(root.resolve()), size, config.channels, config.image_resize, config.skip_bad_images)
+    return f"{root.name}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
+
+
+def _files_key(files: dict) -> str:
+    """Names exactly these files (paths, splits, classes, sizes, modification times)."""
+    key = hashlib.sha256()
     for split, entries in files.items():
         for path, class_id in entries:
             status = path.stat()
@@ -160,9 +171,14 @@ def _cache_key(files: dict, size: tuple[int, int], config: TrainConfig) -> str:
     return key.hexdigest()[:24]
 
 
-def _write_cache(path: Path, splits: dict) -> None:
+def _write_cache(path: Path, splits: dict, replaces: str) -> None:
+    """Writes the entry atomically, then deletes the other entries matching `replaces`: older
+    versions of the same folder at the same settings."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial.npz")
     np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels) in splits.items()
                          for kind, array in (("x", images), ("y", labels))})
     os.replace(partial, path)
+    for stale in path.parent.glob(replaces):
+        if stale != path:
+            stale.unlink(missing_ok=True)

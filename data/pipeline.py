@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from data.catalog import CATALOG, DatasetSpec
 from data import sources
+from data.pixels import stored_range
 from data.sources import Arrays, load_sample_weights
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -110,7 +111,7 @@ def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,
     uint8 pixels are divided by 255; float pixels are mapped from `input_range`.
     """
     images = tf.convert_to_tensor(images)
-    low, high = (0.0, 255.0) if images.dtype.is_integer else input_range
+    low, high = stored_range(images.dtype.is_integer, input_range)
     images = (tf.cast(images, tf.float32) - low) / (high - low)
     if images.shape.rank == 3:
         images = images[..., tf.newaxis]

@@ -23,6 +23,7 @@ import numpy as np
 
 from data import image_folder
 from data.catalog import DatasetSpec, get_spec, user_spec
+from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
@@ -417,9 +418,3 @@ def _npz_labels(labels: np.ndarray, split: str, path: Path, label_format: str) -
             found=f"dtype {labels.dtype}, values from {labels.min(initial=0)} to {labels.max(initial=0)}",
             fix="store the labels as integer class ids 0..k-1")
     return labels.astype(np.int32)
-
-
-def unit_scaled(images: np.ndarray, input_range) -> np.ndarray:
-    """Stored pixels as float32 in [0, 1]: uint8 divided by 255, floats mapped from `input_range`."""
-    low, high = (0.0, 255.0) if np.issubdtype(images.dtype, np.integer) else input_range
-    return (images.astype(np.float32) - low) / (high - low)

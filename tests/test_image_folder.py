@@ -95,6 +95,20 @@ def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
         sources.load(config)
 
 
+def test_a_changed_folder_replaces_its_cache_entry_and_other_settings_keep_theirs(tmp_path):
+    root = make_folder(tmp_path / "images", corrupt=False)
+    cache_dir = tmp_path / "cache" / "tapeloop" / "image_folder"
+    sources.load(folder_config(tmp_path, root))
+    sources.load(folder_config(tmp_path, root, "--image_size=8"))
+    before = set(cache_dir.glob("*.npz"))
+    assert len(before) == 2
+    save(root / "red" / "extra.png", np.zeros((20, 20, 3), np.uint8))
+    changed = sources.load(folder_config(tmp_path, root))[1]
+    after = set(cache_dir.glob("*.npz"))
+    assert len(after) == 2 and len(after - before) == 1  # The 16x16 entry replaced, the 8x8 one kept.
+    assert len(changed["train"][1]) + len(changed["test"][1]) == 37
+
+
 def test_a_folder_without_class_folders_says_how_to_arrange_it(tmp_path):
     save(tmp_path / "flat" / "one.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(TapeloopError, match="FOLDER/<class>/<image>"):
