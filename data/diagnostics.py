@@ -46,7 +46,8 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
     counts = np.bincount(data.train[1], minlength=spec.num_classes)
     lines.append("training examples per class: " + ", ".join(
         f"{name} {count}" for name, count in zip(spec.class_names, counts)))
-    warnings = [warning for warning in (_imbalance(counts, spec, config),
+    _refuse_single_class(counts, spec)
+    warnings = [warning for warning in (_imbalance(counts, spec, config), *_classes_missing(splits, spec),
                                         *_duplicates(data.train[0], splits)) if warning]
     return Report(lines=lines, warnings=warnings)
 
@@ -101,6 +102,43 @@ def _check_labels(split: str, labels: np.ndarray, spec: DatasetSpec) -> None:
             found=f"labels from {labels.min()} to {labels.max()}",
             fix="check the dataset's number of classes; 1-based labels need 1 subtracting, and a "
                 "dataset with more classes needs its own catalog entry")
+
+
+def _refuse_single_class(counts: np.ndarray, spec: DatasetSpec) -> None:
+    """Training data of one class "learns" to 100% by always answering it: no model to speak of."""
+    present = [name for name, count in zip(spec.class_names, counts) if count]
+    if len(present) < 2:
+        raise TapeloopError(
+            stage="raw data", problem="the training split holds examples of fewer than two classes",
+            expected="examples of at least two classes (a classifier needs something to tell apart)",
+            found=f"only class {', '.join(present) or 'none'} among {spec.num_classes} ({sum(counts)} examples)",
+            fix="check the labels (all zeros is a common reading mistake) or the class folders")
+
+
+def _classes_missing(splits: dict, spec: DatasetSpec) -> list[TapeloopWarning]:
+    """Classes with examples in one split and none in another: never learnt, or never measured."""
+    present = {name: set(np.unique(labels).tolist()) for name, (_, labels) in splits.items()}
+    warnings = []
+    for split, classes in present.items():
+        lacking = sorted(set().union(*present.values()) - classes) if split != "validation" else []
+        if not lacking:
+            continue
+        names = ", ".join(spec.class_names[class_id] for class_id in lacking[:10])
+        consequence = ("the model can never learn them, so their evaluation examples all count as errors"
+                       if split == "train" else "their recall cannot be measured on it")
+        warnings.append(TapeloopWarning(
+            stage="raw data", problem=f"{len(lacking)} classes have examples in another split but none in {split}",
+            expected="every class in every split", found=f"no {split} examples of {names}",
+            fix=f"{consequence}: move some examples over, or remove the class (an empty class folder is "
+                "still a class)"))
+    unused = [spec.class_names[class_id] for class_id in range(spec.num_classes)
+              if not any(class_id in classes for classes in present.values())]
+    if unused and spec.format == "user":  # A catalog fixes its classes; a user's folders or names may not.
+        warnings.append(TapeloopWarning(
+            stage="raw data", problem=f"{len(unused)} classes have no examples in any split",
+            expected="examples of every class", found=f"no examples of {', '.join(unused[:10])}",
+            fix="remove the empty class folders (or class names) so the model does not reserve outputs for them"))
+    return warnings
 
 
 def _imbalance(counts: np.ndarray, spec: DatasetSpec, config: TrainConfig) -> TapeloopWarning | None:

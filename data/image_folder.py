@@ -9,9 +9,11 @@ decoding a changed folder replaces its stale entry, so the cache holds one entry
 folder and settings.
 """
 
+import contextlib
 import glob
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from data.catalog import DatasetSpec, user_spec
+from data.files import unreadable_reason
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError, TapeloopWarning
@@ -32,7 +35,8 @@ def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, re
     """One image file -> uint8 [H, W, channels] at `size`: grayscale and RGB(A) converted as
     needed, then resized keeping the aspect ratio, padded with black (`pad`) or centre-cropped
     (`crop`). Raises tf.errors.OpError for a file it cannot read or decode."""
-    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=0, expand_animations=False)
+    # Bytes, not str: a file name that is not valid UTF-8 still opens.
+    image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=0, expand_animations=False)
     if image.shape[-1] in (2, 4):  # Drop the alpha channel.
         image = image[..., :-1]
     if channels == 3 and image.shape[-1] == 1:
@@ -56,17 +60,15 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
     arrays ([N, H, W] for one channel); decoded arrays are cached in `cache_dir`."""
     size = _image_size(config)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        class_names = _class_names(root / "train")
+        class_names = _class_names(root / "train", root / "test")  # A class in only one split is still a class.
         files = {split: _list_files(root / split, class_names) for split in ("train", "test")}
     else:
         class_names = _class_names(root)
         files = _hold_out_test(_list_files(root, class_names), config.test_split)
     settings_key = _settings_key(root, size, config)
     cache = cache_dir / f"{settings_key}-{_files_key(files)}.npz"
-    if cache.is_file():
-        with np.load(cache) as cached:
-            splits = {split: (cached[f"x_{split}"], cached[f"y_{split}"]) for split in files}
-    else:
+    splits = _read_cache(cache, files)
+    if splits is None:
         decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}
         _report_unreadable([path for _, _, bad in decoded.values() for path in bad],
                            sum(map(len, files.values())), config.skip_bad_images)
@@ -93,9 +95,12 @@ def _image_size(config: TrainConfig) -> tuple[int, int]:
     return (config.image_size[0], config.image_size[-1])
 
 
-def _class_names(folder: Path) -> tuple[str, ...]:
-    names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+def _class_names(*folders: Path) -> tuple[str, ...]:
+    """The sorted names of the sub-folders of `folders` (at least two classes)."""
+    names = sorted({entry.name for folder in folders if folder.is_dir()
+                    for entry in folder.iterdir() if entry.is_dir()})
     if len(names) < 2:
+        folder = folders[0].parent if len(folders) > 1 else folders[0]
         raise TapeloopError(
             stage="data", problem=f"{folder} does not look like an image folder",
             expected="one sub-folder per class (at least two), or train/ and test/ each with them",
@@ -105,9 +110,14 @@ def _class_names(folder: Path) -> tuple[str, ...]:
 
 
 def _list_files(folder: Path, class_names: tuple[str, ...]) -> list[tuple[Path, int]]:
-    """(path, class id) of every image file under folder/<class>/, in sorted order."""
+    """(path, class id) of every image file under folder/<class>/, in sorted order.
+
+    Links to folders inside a class folder are not followed (a link loop would never end);
+    files are listed whatever they are, and read_images reports those that are not regular files.
+    """
     return [(path, class_id) for class_id, name in enumerate(class_names) if (folder / name).is_dir()
-            for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+            for path in sorted(Path(parent, file) for parent, _, files in os.walk(folder / name)
+                               for file in files) if path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _hold_out_test(entries: list[tuple[Path, int]], fraction: float) -> dict[str, list[tuple[Path, int]]]:
@@ -123,6 +133,10 @@ def read_images(paths: list, size: tuple[int, int], channels: int, resize: str):
     indices in `paths`, "path (reason)" for each file that would not decode)."""
     images, readable, bad = [], [], []
     for index, path in enumerate(paths):
+        reason = unreadable_reason(path)
+        if reason:
+            bad.append(f"{path} ({reason})")
+            continue
         try:
             images.append(read_image(path, size, channels, resize))
             readable.append(index)
@@ -166,19 +180,41 @@ def _files_key(files: dict) -> str:
     key = hashlib.sha256()
     for split, entries in files.items():
         for path, class_id in entries:
-            status = path.stat()
-            key.update(f"{split}\0{path.resolve()}\0{class_id}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+            status = path.lstat() if unreadable_reason(path) else path.stat()
+            key.update(os.fsencode(f"{split}\0{os.path.abspath(path)}\0{class_id}\0{status.st_size}\0"
+                                   f"{status.st_mtime_ns}\n"))
     return key.hexdigest()[:24]
+
+
+def _read_cache(path: Path, files: dict):
+    """The cached splits, or None when there is no usable entry (a damaged one is decoded again)."""
+    if unreadable_reason(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return {split: (cached[f"x_{split}"], cached[f"y_{split}"]) for split in files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        logging.warning("Decoding the images again: the cache entry %s is unreadable (%s).", path, error)
+        return None
 
 
 def _write_cache(path: Path, splits: dict, replaces: str) -> None:
     """Writes the entry atomically, then deletes the other entries matching `replaces`: older
-    versions of the same folder at the same settings."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    versions of the same folder at the same settings. A cache that cannot be written is a warning."""
     partial = path.with_name(f".{path.name}.partial.npz")
-    np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels) in splits.items()
-                         for kind, array in (("x", images), ("y", labels))})
-    os.replace(partial, path)
-    for stale in path.parent.glob(replaces):
-        if stale != path:
-            stale.unlink(missing_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels) in splits.items()
+                             for kind, array in (("x", images), ("y", labels))})
+        os.replace(partial, path)
+        for stale in path.parent.glob(replaces):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        logging.warning(TapeloopWarning(
+            stage="data", problem=f"the decoded images cannot be cached in {path.parent}",
+            expected="a writable cache folder", found=f"{type(error).__name__}: {error.strerror or error}",
+            fix="nothing for this run (it trains from the decoded images); to decode only once, make "
+                "$XDG_CACHE_HOME/tapeloop writable or point XDG_CACHE_HOME elsewhere").paragraph())

@@ -9,6 +9,7 @@ Image folders have their own module, data/image_folder.py.
 
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import struct
@@ -16,12 +17,14 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from data import image_folder
+from data.files import read_at_most, refuse_oversized, unreadable_reason
 from data.catalog import DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
@@ -46,40 +49,50 @@ def _bad_file(path: Path, problem: str, expected: str, found: str) -> TapeloopEr
     )
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Reads a file, gunzipping it when it starts with the gzip magic bytes."""
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise _bad_file(path, "the gzip stream is corrupt or truncated",
-                        "a complete gzip stream", f"{type(error).__name__}: {error}") from None
+def _open_maybe_gzip(raw):
+    """`raw` itself, or a gunzipping reader over it when it starts with the gzip magic bytes."""
+    magic = raw.read(2)
+    raw.seek(0)
+    return gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
+
+
+def _read_idx_header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an IDX header promises."""
+    header = read_at_most(stream, 4)
+    if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in IDX_DTYPES:
+        raise _bad_file(path, "wrong magic number", "0x0000 then a type code in "
+                        f"{sorted(hex(code) for code in IDX_DTYPES)} and a rank",
+                        f"header bytes {header.hex() or 'none (empty file)'}")
+    rank = header[3]
+    dimensions = read_at_most(stream, 4 * rank)
+    if len(dimensions) < 4 * rank:
+        raise _bad_file(path, "the header is truncated", f"{4 + 4 * rank} header bytes",
+                        f"{len(header) + len(dimensions)} bytes in the whole file")
+    return struct.unpack(f">{rank}I", dimensions), np.dtype(IDX_DTYPES[header[2]])
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads an IDX file (gzip-compressed or plain) into a native-endian array."""
+    """Reads an IDX file (gzip-compressed or plain) into a native-endian array.
+
+    Reads no further than the header promises, so a gzip bomb stops there, and refuses
+    a promise larger than files.allocation_limit_bytes before allocating it.
+    """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise _bad_file(path, "wrong magic number", "0x0000 then a type code in "
-                        f"{sorted(hex(code) for code in IDX_DTYPES)} and a rank",
-                        f"header bytes {raw[:4].hex() or 'none (empty file)'}")
-    rank = raw[3]
-    header_size = 4 + 4 * rank
-    if len(raw) < header_size:
-        raise _bad_file(path, "the header is truncated", f"{header_size} header bytes",
-                        f"{len(raw)} bytes in the whole file")
-    shape = struct.unpack(f">{rank}I", raw[4:header_size])
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected_size = int(np.prod(shape)) * dtype.itemsize
-    found_size = len(raw) - header_size
-    if found_size != expected_size:
-        problem = "the data is truncated" if found_size < expected_size else "it has trailing bytes"
-        raise _bad_file(path, problem, f"{expected_size} data bytes for shape {shape}",
-                        f"{found_size} bytes")
-    return np.frombuffer(raw, dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        with path.open("rb") as raw:
+            stream = _open_maybe_gzip(raw)
+            shape, dtype = _read_idx_header(stream, path)
+            expected_size = math.prod(shape) * dtype.itemsize
+            refuse_oversized(path, expected_size, f"shape {list(shape)}")
+            data = read_at_most(stream, expected_size + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise _bad_file(path, "the gzip stream is corrupt or truncated",
+                        "a complete gzip stream", f"{type(error).__name__}: {error}") from None
+    if len(data) != expected_size:
+        problem = "the data is truncated" if len(data) < expected_size else "it has trailing bytes"
+        found = f"{len(data)} bytes" if len(data) < expected_size else "more bytes than that"
+        raise _bad_file(path, problem, f"{expected_size} data bytes for shape {shape}", found)
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find_idx_file(folder: Path, filename: str) -> Path | None:
@@ -110,6 +123,10 @@ def _check_pair(spec: DatasetSpec, split: str, images: np.ndarray, labels: np.nd
             stage="data", problem=f"the {split} images in {where} have the wrong shape",
             expected=f"[N, {height}, {width}] or [N, {height}, {width}, C] for {spec.name}",
             found=f"shape {list(images.shape)}", fix=fix)
+    if len(images) == 0:
+        raise TapeloopError(
+            stage="data", problem=f"the {split} split in {where} is empty", expected="at least one image",
+            found=f"images of shape {list(images.shape)}", fix="check that the files are complete copies")
     if labels.ndim != 1 or len(labels) != len(images):
         raise TapeloopError(
             stage="data", problem=f"the {split} labels in {where} do not match the images",
@@ -120,16 +137,49 @@ def _check_pair(spec: DatasetSpec, split: str, images: np.ndarray, labels: np.nd
     return images, labels
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds: builtin containers, bytes, numbers and NumPy
+    arrays. Any other global (os.system, eval, a class with side effects) is refused, so a
+    crafted file cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
+               ("_codecs", "encode")}  # How Python 3's protocol 2 stores bytes: str -> bytes, nothing more.
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays")
+
+
 def _unpickle_batch(path: Path) -> dict:
-    """One of CIFAR's pickled batches (the catalog's files: verified when downloaded)."""
+    """One of CIFAR's pickled batches, through the restricted unpickler; checked to hold its arrays."""
+    def refuse(found: str) -> TapeloopError:
+        return TapeloopError(
+            stage="data", problem=f"{path} is not a readable CIFAR batch", expected="a Python pickle of "
+            "a dict with b'data' (N x 3072 uint8) and b'labels', and nothing else that needs code to load",
+            found=found, fix=f"replace {path} with an intact copy (delete it to let tapeloop download the "
+            "dataset); never load a pickle from a source you do not trust")
+
     try:
         with path.open("rb") as stream:
-            return pickle.load(stream, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise TapeloopError(
-            stage="data", problem=f"{path} is not a readable CIFAR batch", expected="a Python pickle of "
-            "b'data' (N x 3072 uint8) and b'labels'", found=f"{type(error).__name__}: {error}",
-            fix=f"replace {path} with an intact copy (delete it to let tapeloop download the dataset)") from None
+            batch = _BatchUnpickler(stream, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise refuse(f"{type(error).__name__}: {error}") from None
+    if not _is_cifar_batch(batch):
+        raise refuse(f"a {type(batch).__name__} with keys {list(batch)[:6] if isinstance(batch, dict) else []}, "
+                     "not uint8 b'data' rows of 3072 pixels and one integer label per row")
+    return batch
+
+
+def _is_cifar_batch(batch) -> bool:
+    """Whether an unpickled object has CIFAR's layout: uint8 rows of 3072 pixels, one integer label each."""
+    if not isinstance(batch, dict):
+        return False
+    data, labels = batch.get(b"data"), batch.get(b"labels")
+    return (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
+            and isinstance(labels, (list, np.ndarray)) and len(labels) == len(data)
+            and np.asarray(labels).dtype.kind in "iu")
 
 
 def _read_cifar(spec: DatasetSpec, location: Path) -> dict[str, Arrays]:
@@ -149,9 +199,9 @@ def _read_location(spec: DatasetSpec, location: Path) -> dict[str, Arrays]:
     if spec.format == "cifar_pickle":
         return _read_cifar(spec, location)
     if location.suffix == ".npz":
-        with np.load(location) as arrays:
-            return {split: _check_pair(spec, split, arrays[f"x_{split}"], arrays[f"y_{split}"], location)
-                    for split in spec.files}
+        arrays = read_npz(location, required=NPZ_KEYS)
+        return {split: _check_pair(spec, split, arrays[f"x_{split}"], arrays[f"y_{split}"], location)
+                for split in spec.files}
     return {split: _check_pair(spec, split, read_idx(_find_idx_file(location, images_name)),
                                read_idx(_find_idx_file(location, labels_name)), location)
             for split, (images_name, labels_name) in spec.files.items()}
@@ -323,6 +373,9 @@ def load_sample_weights(path: str, num_examples: int) -> np.ndarray:
                      "(one per example of the training split, in stored order)",
             found=found, fix="write the weights with numpy.save, in the order the dataset stores the examples")
 
+    reason = unreadable_reason(path)
+    if reason:
+        raise refuse(reason)
     try:
         weights = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -357,11 +410,31 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_CLASSES_WITHOUT_NAMES = 10_000
 
 
 def load_npz(folder: Path, config: TrainConfig) -> tuple[DatasetSpec, dict[str, Arrays]]:
     """Keras-style arrays (x_train, y_train, x_test, y_test, optional class_names) from the one
     .npz file in `folder`. Labels are class ids, or one-hot rows under --label_format=one_hot."""
+    path = _the_npz_file(folder)
+    stored = read_npz(path, required=NPZ_KEYS)
+    splits = {split: (stored[f"x_{split}"], _npz_labels(stored[f"y_{split}"], split, path, config.label_format))
+              for split in ("train", "test")}
+    class_names = _npz_class_names(stored, splits, path)
+    images = splits["train"][0]
+    if images.ndim not in (3, 4) or splits["test"][0].shape[1:] != images.shape[1:] or min(
+            len(split_images) for split_images, _ in splits.values()) == 0:
+        raise TapeloopError(
+            stage="data", problem=f"the images in {path} have unusable shapes",
+            expected="x_train and x_test of one shape [N, H, W] or [N, H, W, C], neither empty",
+            found=f"x_train {list(images.shape)}, x_test {list(splits['test'][0].shape)}",
+            fix="reshape flattened rows to [N, H, W], resize both splits to one size, and keep images in both")
+    spec = user_spec("npz", unit_scaled(images, config.input_range), class_names)
+    return spec, {split: _check_pair(spec, split, *arrays, path) for split, arrays in splits.items()}
+
+
+def _the_npz_file(folder: Path) -> Path:
+    """The one .npz file in `folder`, which must be a regular file."""
     candidates = sorted(folder.glob("*.npz")) if folder.is_dir() else []
     if len(candidates) != 1:
         raise TapeloopError(
@@ -370,31 +443,69 @@ def load_npz(folder: Path, config: TrainConfig) -> tuple[DatasetSpec, dict[str, 
             found=", ".join(path.name for path in candidates) or
             ("no .npz file" if folder.is_dir() else "no such folder"),
             fix="point --data_dir at a folder with one .npz file (numpy.savez(path, x_train=..., ...))")
-    path = candidates[0]
-    with np.load(path, allow_pickle=False) as arrays:
-        absent = [key for key in NPZ_KEYS if key not in arrays.files]
+    return candidates[0]
+
+
+def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, each member's header checked before its data is read: no object
+    arrays (loading them would unpickle), no array larger than files.allocation_limit_bytes."""
+    def refuse(problem: str, found: str, fix: str) -> TapeloopError:
+        return TapeloopError(stage="data", problem=f"{path} {problem}", expected="an .npz file (numpy.savez) of "
+                             f"numeric or string arrays named {', '.join(required)}", found=found, fix=fix)
+
+    reason = unreadable_reason(path)
+    if reason:
+        raise refuse("cannot be read", reason, "point --data_dir at a folder holding the .npz file itself")
+    try:
+        headers = _npz_headers(path)
+        for name, (shape, dtype) in headers.items():
+            if dtype.hasobject:
+                raise refuse(f"holds an object array ({name})", f"dtype {dtype}", "save plain numeric arrays "
+                             "(np.asarray(x, np.uint8)) and strings as a fixed-width str array, never objects")
+            refuse_oversized(path, math.prod(shape) * dtype.itemsize, f"{name} of shape {list(shape)}")
+        absent = [key for key in required if key not in headers]
         if absent:
-            raise TapeloopError(
-                stage="data", problem=f"{path} lacks {', '.join(absent)}",
-                expected=f"the arrays {', '.join(NPZ_KEYS)} (as keras.datasets return them)",
-                found=f"arrays {', '.join(arrays.files) or 'none'}", fix="save all four arrays under these names")
-        stored = {key: arrays[key] for key in arrays.files}
-    splits = {split: (stored[f"x_{split}"], _npz_labels(stored[f"y_{split}"], split, path, config.label_format))
-              for split in ("train", "test")}
-    num_classes = int(max(labels.max(initial=0) for _, labels in splits.values())) + 1
+            raise refuse(f"lacks {', '.join(absent)}", f"arrays {', '.join(headers) or 'none'}",
+                         "save all of them under these names")
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in headers}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise refuse("is not a readable .npz file", f"{type(error).__name__}: {error}",
+                     "write it again with numpy.savez or numpy.savez_compressed") from None
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Array name -> (shape, dtype) from the .npy header of each member, without reading the data."""
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(stream)
+            headers[member.removesuffix(".npy")] = (shape, dtype)
+    return headers
+
+
+def _npz_class_names(stored: dict[str, np.ndarray], splits: dict[str, Arrays], path: Path) -> tuple[str, ...]:
+    """The stored class_names, or "0".."k-1" for the largest label; a label beyond either is refused."""
+    largest = max(int(labels.max(initial=0)) for _, labels in splits.values())
     if stored["y_train"].ndim == 2:
-        num_classes = stored["y_train"].shape[1]
-    class_names = (tuple(str(name) for name in stored["class_names"]) if "class_names" in stored
-                   else tuple(str(index) for index in range(num_classes)))
-    images = splits["train"][0]
-    if images.ndim not in (3, 4) or splits["test"][0].shape[1:] != images.shape[1:]:
+        largest = stored["y_train"].shape[1] - 1
+    if "class_names" in stored:
+        names = tuple(str(name) for name in np.ravel(stored["class_names"]))
+        limit, source = len(names), f"the {len(names)} entries of class_names"
+    else:
+        names = tuple(str(index) for index in range(min(largest + 1, MAX_CLASSES_WITHOUT_NAMES)))
+        limit, source = MAX_CLASSES_WITHOUT_NAMES, f"at most {MAX_CLASSES_WITHOUT_NAMES} classes without class_names"
+    if largest >= limit:
         raise TapeloopError(
-            stage="data", problem=f"the images in {path} have unusable shapes",
-            expected="x_train and x_test of one shape [N, H, W] or [N, H, W, C]",
-            found=f"x_train {list(images.shape)}, x_test {list(splits['test'][0].shape)}",
-            fix="reshape flattened rows to [N, H, W] and resize both splits to one size")
-    spec = user_spec("npz", unit_scaled(images, config.input_range), class_names)
-    return spec, {split: _check_pair(spec, split, *arrays, path) for split, arrays in splits.items()}
+            stage="data", problem=f"a label in {path} is beyond the classes",
+            expected=f"class ids below {limit} ({source})", found=f"the label {largest}",
+            fix="store class ids 0..k-1 (a stray value is usually a damaged or mis-encoded label); "
+                "for more classes, save their names as class_names")
+    return names
 
 
 def _npz_labels(labels: np.ndarray, split: str, path: Path, label_format: str) -> np.ndarray:
@@ -413,8 +524,10 @@ def _npz_labels(labels: np.ndarray, split: str, path: Path, label_format: str) -
                 fix="store one-hot rows (or class ids with --label_format=sparse)")
         return labels.argmax(axis=1).astype(np.int32)
     if not np.issubdtype(labels.dtype, np.integer) or labels.min(initial=0) < 0:
+        values = (f", values from {labels.min(initial=0)} to {labels.max(initial=0)}"
+                  if np.issubdtype(labels.dtype, np.number) else f", e.g. {labels.ravel()[:3].tolist()}")
         raise TapeloopError(
             stage="data", problem=f"y_{split} in {path} is not class ids", expected="integers >= 0",
-            found=f"dtype {labels.dtype}, values from {labels.min(initial=0)} to {labels.max(initial=0)}",
-            fix="store the labels as integer class ids 0..k-1")
+            found=f"dtype {labels.dtype}{values}",
+            fix="store the labels as integer class ids 0..k-1 (map names to ids and save the names as class_names)")
     return labels.astype(np.int32)

@@ -6,7 +6,6 @@ Prints accuracy, balanced accuracy, loss and per-class precision and recall as t
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
-import json
 import os
 
 import keras
@@ -17,7 +16,7 @@ from data import pipeline, sources
 from trainer import losses, loop, steps
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import evaluate_saved_model, final_weights_dir, restore_model_weights
-from trainer.flags import load_run_config
+from trainer.flags import load_run_config, register_run_dir_validator
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py.", required=True)
 flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model"),
@@ -31,6 +30,7 @@ flags.DEFINE_enum("tta", "none", ("none", "flip", "shift"), "Also score with tes
 flags.register_multi_flags_validator(
     ["tta", "weights"], lambda values: values["tta"] == "none" or values["weights"] != "saved_model",
     "--tta scores checkpoint weights: use --weights=final, best or latest")
+register_run_dir_validator()
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +46,7 @@ def tta_accuracy(model, batches, spec, config) -> float:
 
 
 def main(argv):
+    cli.check_output_path(FLAGS.output)
     config = load_run_config(FLAGS.run_dir)
     spec, splits = sources.load(config, FLAGS.data_dir)
     images, labels = splits["test"]
@@ -68,7 +69,7 @@ def main(argv):
     if FLAGS.tta != "none":
         results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":
-        print(json.dumps(results, indent=2))
+        cli.write_json("-", results)
         return
     print(f"test accuracy {results['accuracy']:.4f}, balanced accuracy {results['balanced_accuracy']:.4f}, "
           f"loss {results['loss']:.4f} ({results['examples']} examples, weights {source})")
@@ -79,8 +80,7 @@ def main(argv):
         print(f"test accuracy with test-time augmentation ({FLAGS.tta}): {results['tta']['accuracy']:.4f} "
               "(not the headline number)")
     if FLAGS.output:
-        with open(FLAGS.output, "w") as stream:
-            json.dump(results, stream, indent=2)
+        cli.write_json(FLAGS.output, results)
 
 
 if __name__ == "__main__":

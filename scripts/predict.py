@@ -6,7 +6,6 @@ training did (`--output=-` for JSON).
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
-import json
 import os
 
 import numpy as np
@@ -14,14 +13,16 @@ import tensorflow as tf
 from absl import flags
 
 from data.image_folder import IMAGE_SUFFIXES, read_images
+from trainer.checkpoints import load_saved_model
 from trainer.errors import TapeloopError
-from trainer.flags import load_run_config
+from trainer.flags import load_run_config, register_run_dir_validator
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py (its saved_model/ is used).",
                     required=True)
 flags.DEFINE_integer("top_k", 3, "Classes printed per file, most probable first.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Files classified per call of the model.", lower_bound=1)
 flags.DEFINE_string("output", None, "Also write the predictions as JSON to this file ('-': stdout only).")
+register_run_dir_validator()
 FLAGS = flags.FLAGS
 
 
@@ -53,17 +54,13 @@ def expand(paths: list[str]) -> list[str]:
 
 
 def main(argv):
+    cli.check_output_path(FLAGS.output)
     files = expand(argv[1:])
     if not files:
         raise TapeloopError(stage="flags", problem="no image files to classify", expected="FILE... after the flags",
                             found="none", fix="e.g. scripts/predict.py --run_dir=RUN photo.jpg scan.png")
     config = load_run_config(FLAGS.run_dir)
-    path = os.path.join(FLAGS.run_dir, "saved_model")
-    if not os.path.isdir(path):
-        raise TapeloopError(stage="checkpoint", problem=f"no SavedModel at {path}",
-                            expected="the export of a finished run", found="no such folder",
-                            fix="let the training run finish (train.py exports at the end)")
-    exported = tf.saved_model.load(path)
+    exported = load_saved_model(os.path.join(FLAGS.run_dir, "saved_model"))
     class_names = [name.decode() for name in exported.class_names.numpy()]
     probabilities = predict(exported.signatures["serving_default"], files, exported.image_shape.numpy().tolist(),
                             config.image_resize, FLAGS.batch_size)
@@ -73,14 +70,13 @@ def main(argv):
         predictions.append({"file": file, "top": [{"class": class_names[index], "probability": float(row[index])}
                                                   for index in top]})
     if FLAGS.output == "-":
-        print(json.dumps(predictions, indent=2))
+        cli.write_json("-", predictions)
         return
     for prediction in predictions:
         print(prediction["file"] + ": " + ", ".join(f"{entry['class']} {entry['probability']:.4f}"
                                                     for entry in prediction["top"]))
     if FLAGS.output:
-        with open(FLAGS.output, "w") as stream:
-            json.dump(predictions, stream, indent=2)
+        cli.write_json(FLAGS.output, predictions)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,56 @@ def test_evaluate_saved_model_feeds_float_images_through_the_float_signature(tmp
     as_float = checkpoints.evaluate_saved_model(str(tmp_path / "sm"), catalog.MNIST, raw.astype(np.float32) - 128,
                                                 labels, 5, input_range=(-128.0, 127.0))
     assert as_float["loss/total"] == pytest.approx(as_uint8["loss/total"], rel=1e-4)
+
+
+def test_checkpoints_are_found_from_their_files_in_step_order(tmp_path):
+    for name in ("ckpt-9.index", "ckpt-10.index", "ckpt-10.data-00000-of-00001", "ckpt-11_temp", "checkpoint",
+                 "ckpt-x.index", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert checkpoints.checkpoint_prefixes(str(tmp_path)) == [str(tmp_path / "ckpt-9"), str(tmp_path / "ckpt-10")]
+    assert checkpoints.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-10")
+    assert checkpoints.checkpoint_prefixes(str(tmp_path / "absent")) == []
+
+
+def test_a_deleted_state_file_is_rebuilt_so_the_manager_keeps_pruning(tmp_path):
+    _, model, optimizer = trained_state(tmp_path)
+    run = run_checkpoints(tmp_path, model, optimizer, 2)
+    for _ in range(2):
+        optimizer.iterations.assign_add(1)
+        run.save_latest(epochs_done=0)
+    (tmp_path / "checkpoints" / "checkpoint").unlink()
+    run = run_checkpoints(tmp_path, model, optimizer, 2)
+    assert tf.train.get_checkpoint_state(str(tmp_path / "checkpoints")) is not None
+    optimizer.iterations.assign_add(1)
+    run.save_latest(epochs_done=0)
+    assert [os.path.basename(path) for path in checkpoints.checkpoint_prefixes(str(tmp_path / "checkpoints"))] \
+        == ["ckpt-4", "ckpt-5"]  # The oldest (step 3) was pruned: the manager knew of it.
+
+
+def test_a_failed_export_leaves_the_previous_saved_model_in_place(tmp_path, monkeypatch):
+    config, model, _ = trained_state(tmp_path)
+    target = str(tmp_path / "sm")
+    checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, target)
+    before = {name: (tmp_path / "sm" / name).read_bytes() for name in ("saved_model.pb",)}
+
+    def disk_full(module, path, signatures):
+        os.makedirs(os.path.join(path, "variables"))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", disk_full)
+    with pytest.raises(TapeloopError, match=r"\[export\] could not write the SavedModel .*No space left on device"):
+        checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, target)
+    assert (tmp_path / "sm" / "saved_model.pb").read_bytes() == before["saved_model.pb"]
+    assert sorted(os.listdir(tmp_path)) == sorted(set(os.listdir(tmp_path)) - {"sm.partial"})
+    assert not (tmp_path / "sm.partial").exists()
+
+
+def test_an_export_interrupted_between_its_two_renames_is_put_back(tmp_path):
+    config, model, _ = trained_state(tmp_path)
+    target = tmp_path / "sm"
+    checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, str(target))
+    os.replace(target, tmp_path / "sm.previous")  # The state a crash after the first rename leaves.
+    checkpoints.load_saved_model(str(tmp_path / "sm.previous"))
+    checkpoints.export_saved_model(model, catalog.MNIST, config.standardize, str(target))
+    assert checkpoints.load_saved_model(str(target)) is not None
+    assert not (tmp_path / "sm.previous").exists()

@@ -14,6 +14,7 @@ def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
     assert "Traceback" not in result.stderr
     error = result.stderr[result.stderr.index("tapeloop: error:"):]
     assert "\n\n" not in error.strip()
+    assert result.stderr.strip().splitlines()[-1].startswith("tapeloop: error:")  # Always the last line.
     flat = " ".join(error.split())
     for phrase in phrases:
         assert phrase in flat

@@ -30,7 +30,9 @@ def test_the_report_states_sizes_pixels_and_classes(tmp_path):
 
 def test_test_images_that_are_training_images_are_counted(tmp_path):
     images, labels = balanced_train()
-    report = diagnostics.preflight(prepared(images, labels, images[:7].copy(), labels[:7]), make_config(tmp_path))
+    fresh = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)  # Classes 7-9, so every class is in test.
+    test_images, test_labels = np.concatenate([images[:7], fresh]), np.concatenate([labels[:7], [7, 8, 9]])
+    report = diagnostics.preflight(prepared(images, labels, test_images, test_labels), make_config(tmp_path))
     assert len(report.warnings) == 1
     assert "7 test images also appear in the training split" in report.warnings[0].paragraph()
     assert "test accuracy is optimistic" in report.warnings[0].paragraph()
@@ -41,7 +43,8 @@ def test_imbalance_is_warned_about_from_ten_to_one_unless_weighted(tmp_path, rat
     images, _ = balanced_train(10 * ratio + 10)
     labels = np.zeros(len(images), np.uint8)
     labels[-10:] = 1
-    data = prepared(images, labels)
+    test_images = np.random.default_rng(2).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    data = prepared(images, labels, test_images, np.arange(20) % 2)  # Test classes as in training.
     assert bool(diagnostics.preflight(data, make_config(tmp_path)).warnings) == warned
     assert not diagnostics.preflight(data, make_config(tmp_path, "--class_weights=balanced")).warnings
 

@@ -126,7 +126,9 @@ def test_5_labels_outside_the_classes_are_caught_in_the_data_and_in_the_batch(tm
 def test_6_a_99_to_1_imbalance_left_unweighted_is_warned_about_with_the_fix(tmp_path):
     images, _ = synthetic_train()
     labels = np.where(np.arange(2000) % 100 == 0, 1, 0).astype(np.uint8)  # 1980 zeros, 20 ones.
-    folder = write_mnist_folder(tmp_path / "data", train_images=images[:2000], train_labels=labels)
+    test_images, test_labels = sources.synthetic_splits(catalog.SYNTHETIC)["test"]
+    folder = write_mnist_folder(tmp_path / "data", train_images=images[:2000], train_labels=labels,
+                                test_images=test_images[:100], test_labels=np.arange(100, dtype=np.uint8) % 2)
     result = run_script("diagnose", "--dataset=mnist", f"--data_dir={folder}", "--batch_size=32",
                         "--validation_split=0")
     assert result.returncode == 0, result.stderr

@@ -278,3 +278,43 @@ def test_unusable_npz_files_are_explained(tmp_path, arrays, phrase):
         sources.load(npz_config(tmp_path, write_npz(tmp_path / "npz", **arrays)))
     with pytest.raises(TapeloopError, match="exactly one .npz"):
         sources.load(npz_config(tmp_path, tmp_path / "nowhere"))
+
+
+def test_a_gzip_bomb_is_read_only_as_far_as_the_header_promises(tmp_path):
+    import gzip
+    import tracemalloc
+
+    bomb = tmp_path / "labels.gz"
+    bomb.write_bytes(gzip.compress(idx_bytes(np.zeros(40, np.uint8)) + bytes(100 << 20), compresslevel=1))
+    tracemalloc.start()
+    with pytest.raises(TapeloopError, match="it has trailing bytes"):
+        sources.read_idx(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20  # Decompressing it whole would take 100 MiB.
+
+
+def test_a_cifar_batch_pickled_as_python_2_wrote_it_still_loads(tmp_path):
+    import pickle
+
+    data = np.random.default_rng(0).integers(0, 256, (3, 3072), dtype=np.uint8)
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1, 4], b"data": data,
+             b"filenames": [b"a.png", b"b.png", b"c.png"]}
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=2))
+    loaded = sources._unpickle_batch(tmp_path / "data_batch_1")
+    np.testing.assert_array_equal(loaded[b"data"], data)
+    assert loaded[b"labels"] == [3, 1, 4]
+
+
+@pytest.mark.parametrize("payload, phrase", [
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": ["a", "b"]}, "not uint8 b'data' rows"),
+    ([1, 2, 3], "a list with keys []"),
+    ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "not uint8 b'data' rows"),
+])
+def test_a_pickle_without_cifar_layout_is_refused(tmp_path, payload, phrase):
+    import pickle
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(payload))
+    with pytest.raises(TapeloopError, match="is not a readable CIFAR batch") as error:
+        sources._unpickle_batch(tmp_path / "data_batch_1")
+    assert phrase in str(error.value)

@@ -1,6 +1,8 @@
 """Checkpoints of a run (latest and best), resume, and the SavedModel export."""
 
+import contextlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -9,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from google.protobuf.message import DecodeError
 
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
@@ -28,6 +31,9 @@ class RunCheckpoints:
     (--ema_decay), epoch, the best value of the metric that defines "best" and
     the evaluations since, and the wall and training seconds spent, so a resumed
     run continues as if never stopped.
+
+    The checkpoints of a folder are found from their files (`ckpt-N.index`), not from
+    TensorFlow's state file, which a crash or a user can delete or damage.
     """
 
     def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
@@ -43,49 +49,34 @@ class RunCheckpoints:
             training_seconds=self.training_seconds,
             **({"weight_average": weight_average} if weight_average is not None else {}))
         assert_checkpoint_covers(model)
-        self.latest = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=keep,
-            step_counter=optimizer.iterations)
-        self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(run_dir, "best"), max_to_keep=1,
-            step_counter=optimizer.iterations)
+        self.latest = self._manager(os.path.join(run_dir, "checkpoints"), keep)
+        self.best = self._manager(os.path.join(run_dir, "best"), 1)
         self._resume_dir = os.path.join(resume_dir or run_dir, "checkpoints")
         self._clock_start = time.perf_counter()
         self._seconds_before = 0.0
 
+    def _manager(self, folder: str, keep: int) -> tf.train.CheckpointManager:
+        _rewrite_state_file(folder)  # So that the manager keeps and prunes what is really there.
+        return tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep,
+                                          step_counter=self.checkpoint.optimizer.iterations)
+
     def restore_latest(self) -> str | None:
         """Restores the newest intact checkpoint of the run, if any, and returns its path.
 
-        A damaged one (truncated or missing files) is reported and the one before it used.
+        A damaged one (truncated, missing or corrupt files) is reported and the one before it used.
         """
-        state = tf.train.get_checkpoint_state(self._resume_dir)
-        damaged = []
-        for path in reversed(state.all_model_checkpoint_paths if state else []):
-            try:
-                _restore(self.checkpoint, path, partial=False)
-            except DAMAGE_ERRORS as error:
-                damaged.append(path)
-                logging.warning(TapeloopWarning(
-                    stage="checkpoint", problem=f"the checkpoint {path} is damaged; trying the one before",
-                    expected="complete checkpoint files", found=f"{type(error).__name__}: {_first_line(error)}",
-                    fix="nothing: training resumes from the newest intact checkpoint").paragraph())
-                continue
+        path = restore_newest_intact(self.checkpoint, self._resume_dir, partial=False)
+        if path:
             self._seconds_before = float(self.wall_seconds.numpy())
-            return path
-        if damaged:
-            raise TapeloopError(
-                stage="checkpoint", problem="every checkpoint of the run is damaged",
-                expected="at least one intact checkpoint to resume from", found=", ".join(damaged),
-                fix="start afresh in a new --run_dir (best/ may still hold usable weights for evaluate.py)")
-        return None
+        return path
 
     def elapsed_seconds(self) -> float:
         """Wall seconds of the whole run, including processes before a resume."""
         return self._seconds_before + time.perf_counter() - self._clock_start
 
-    def save_latest(self, epochs_done: int) -> None:
-        """Saves the state at the current step to checkpoints/."""
-        self._save(self.latest, epochs_done)
+    def save_latest(self, epochs_done: int) -> str:
+        """Saves the state at the current step to checkpoints/; returns the checkpoint's path."""
+        return self._save(self.latest, epochs_done)
 
     def save_best_if_improved(self, results: dict[str, float], epochs_done: int) -> bool:
         """Records an evaluation and saves to best/ if its metric beats every earlier one."""
@@ -94,10 +85,71 @@ class RunCheckpoints:
         self._save(self.best, epochs_done)
         return True
 
-    def _save(self, manager: tf.train.CheckpointManager, epochs_done: int) -> None:
+    def _save(self, manager: tf.train.CheckpointManager, epochs_done: int) -> str:
+        """Saves, or on a write error (disk full, permissions) removes what the attempt left and
+        raises the paragraph; the checkpoints written before stay as they were."""
         self.epoch.assign(epochs_done)
         self.wall_seconds.assign(self.elapsed_seconds())
-        manager.save(checkpoint_number=int(self.checkpoint.optimizer.iterations.numpy()))
+        step = int(self.checkpoint.optimizer.iterations.numpy())
+        before = set(os.listdir(manager.directory)) if os.path.isdir(manager.directory) else set()
+        try:
+            return manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            _remove_new_entries(manager.directory, before)
+            intact = checkpoint_prefixes(manager.directory)
+            raise TapeloopError(
+                stage="checkpoint", problem=f"could not write the checkpoint of step {step} to {manager.directory}",
+                expected="room and permission to write there", found=f"{type(error).__name__}: {_first_line(error)}",
+                fix="free disk space (or fix the permissions) and rerun the same command: it resumes from "
+                    + (intact[-1] if intact else "the start, as no checkpoint was written yet")) from None
+
+
+CHECKPOINT_INDEX = re.compile(r"ckpt-(\d+)\.index")
+
+
+def checkpoint_prefixes(folder: str) -> list[str]:
+    """The checkpoints in `folder`, oldest first, found from their index files."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    numbered = sorted((int(match.group(1)), name.removesuffix(".index"))
+                      for name in names if (match := CHECKPOINT_INDEX.fullmatch(name)))
+    return [os.path.join(folder, prefix) for _, prefix in numbered]
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint in `folder` (by its step number), or None."""
+    prefixes = checkpoint_prefixes(folder)
+    return prefixes[-1] if prefixes else None
+
+
+def _rewrite_state_file(folder: str) -> None:
+    """Makes TensorFlow's state file list the checkpoints that are really in `folder`."""
+    prefixes = checkpoint_prefixes(folder)
+    if not prefixes:
+        return
+    state = tf.train.get_checkpoint_state(folder)
+    listed = [os.path.basename(path) for path in state.all_model_checkpoint_paths] if state else None
+    if listed != [os.path.basename(path) for path in prefixes]:
+        logging.warning("The checkpoint state file in %s was %s; rebuilt from the files (%s).", folder,
+                        "missing or unreadable" if state is None else "out of date",
+                        ", ".join(os.path.basename(path) for path in prefixes))
+        times = [os.path.getmtime(f"{prefix}.index") for prefix in prefixes]
+        tf.compat.v1.train.update_checkpoint_state(  # With times, or the manager would never prune them.
+            folder, prefixes[-1], prefixes, all_model_checkpoint_timestamps=times,
+            last_preserved_timestamp=min(times) - 1)
+
+
+def _remove_new_entries(folder: str, before: set[str]) -> None:
+    """Deletes what a failed save added to `folder` (its partial data files and temp folder)."""
+    for name in set(os.listdir(folder)) - before if os.path.isdir(folder) else ():
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
 
 def assert_checkpoint_covers(model: keras.Model) -> None:
@@ -119,23 +171,57 @@ def assert_checkpoint_covers(model: keras.Model) -> None:
             "(Keras 3 does not track those for tf.train.Checkpoint)")
 
 
-# What reading a truncated or half-deleted checkpoint raises (a truncated data file: IndexError).
-DAMAGE_ERRORS = (IndexError, tf.errors.NotFoundError, tf.errors.DataLossError)
+class CheckpointDamaged(Exception):
+    """A checkpoint whose files are missing, truncated or corrupt; the message says what failed."""
 
 
 def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0][:300] if str(error) else ""
 
 
+def _verify_readable(path: str) -> None:
+    """Reads every tensor of the checkpoint (TensorFlow checks each one's checksum), so that
+    damaged files are told apart from a checkpoint that belongs to another model."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as error:
+        raise CheckpointDamaged(f"{type(error).__name__}: {_first_line(error)}") from None
+
+
+def restore_newest_intact(checkpoint: tf.train.Checkpoint, folder: str, partial: bool) -> str | None:
+    """Restores the newest checkpoint in `folder` whose files are intact and returns its path
+    (None if the folder has none); each damaged one is reported and the one before it tried."""
+    damaged = []
+    for path in reversed(checkpoint_prefixes(folder)):
+        try:
+            _restore(checkpoint, path, partial)
+            return path
+        except CheckpointDamaged as error:
+            damaged.append(path)
+            logging.warning(TapeloopWarning(
+                stage="checkpoint", problem=f"the checkpoint {path} is damaged; trying the one before",
+                expected="complete checkpoint files", found=str(error),
+                fix="nothing: the newest intact checkpoint is used").paragraph())
+    if damaged:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"every checkpoint in {folder} is damaged",
+            expected="at least one intact checkpoint", found=", ".join(damaged),
+            fix="start afresh in a new --run_dir, or evaluate other weights (evaluate.py --weights=latest, "
+                "best or saved_model)")
+    return None
+
+
 def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
-    """Restores `path`; DAMAGE_ERRORS pass through, a checkpoint of another model is a TapeloopError."""
+    """Restores `path`; raises CheckpointDamaged for damaged files, a TapeloopError for a checkpoint
+    of another model."""
+    _verify_readable(path)
     try:
         status = checkpoint.restore(path)
         if partial:  # Values of objects left out (e.g. the optimizer when only the model is wanted).
             status.expect_partial()
         status.assert_existing_objects_matched()
-    except DAMAGE_ERRORS:
-        raise
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise TapeloopError(
             stage="checkpoint", problem=f"the checkpoint {path} does not fit the model built from these flags",
@@ -148,7 +234,7 @@ def final_weights_dir(run_dir: str) -> str:
     """The checkpoint folder of a finished run's outcome: `best/` when the run evaluated on a
     validation split, else `checkpoints/` (its last weights; --validation_split=0)."""
     best = os.path.join(run_dir, "best")
-    return best if tf.train.latest_checkpoint(best) else os.path.join(run_dir, "checkpoints")
+    return best if latest_checkpoint(best) else os.path.join(run_dir, "checkpoints")
 
 
 def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_average=None) -> str:
@@ -156,22 +242,15 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_averag
 
     Given the run's `weight_average` (a WeightAverage), restores it too and puts the averages in the model.
     """
-    path = tf.train.latest_checkpoint(checkpoint_dir)
+    assert_checkpoint_covers(model)
+    averaged = {"weight_average": weight_average} if weight_average is not None else {}
+    path = restore_newest_intact(tf.train.Checkpoint(model=model, **averaged), checkpoint_dir, partial=True)
     if path is None:
         raise TapeloopError(
             stage="checkpoint", problem=f"no checkpoint in {checkpoint_dir}",
             expected="a run directory written by scripts/train.py", found="no checkpoint index file",
             fix="check --run_dir, or train first; a run with --validation_split=0 keeps no best/ "
                 "(evaluate.py --weights=final or latest)")
-    assert_checkpoint_covers(model)
-    try:
-        averaged = {"weight_average": weight_average} if weight_average is not None else {}
-        _restore(tf.train.Checkpoint(model=model, **averaged), path, partial=True)
-    except DAMAGE_ERRORS as error:
-        raise TapeloopError(
-            stage="checkpoint", problem=f"the checkpoint {path} is damaged", expected="complete checkpoint files",
-            found=f"{type(error).__name__}: {_first_line(error)}",
-            fix="evaluate another one (--weights=latest or --weights=saved_model)") from None
     if weight_average is not None:
         weight_average.copy_to_model()
     return path
@@ -207,12 +286,46 @@ def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool,
     The loaded object's `class_names` and `image_shape` ([H, W, C]) name the outputs and inputs.
     """
     module = ServingModule(model, spec, standardize)
-    partial = Path(f"{target}.partial")
+    partial, previous = Path(f"{target}.partial"), Path(f"{target}.previous")
+    if previous.is_dir() and not os.path.isdir(target):  # An earlier swap stopped half-way: put it back.
+        os.replace(previous, target)
     shutil.rmtree(partial, ignore_errors=True)
-    tf.saved_model.save(module, str(partial), signatures={
-        "serving_default": module.serve_uint8, "serving_float": module.serve_float})
-    shutil.rmtree(target, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(partial), signatures={
+            "serving_default": module.serve_uint8, "serving_float": module.serve_float})
+    except (OSError, tf.errors.OpError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise TapeloopError(
+            stage="export", problem=f"could not write the SavedModel to {partial}",
+            expected="room and permission to write there", found=f"{type(error).__name__}: {_first_line(error)}",
+            fix="free disk space (or fix the permissions) and rerun the same command: training is done and "
+                "saved, so the rerun only scores and exports") from None
+    if os.path.isdir(target):
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(target, previous)
     os.replace(partial, target)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def load_saved_model(path: str):
+    """The exported model at `path` (tf.saved_model.load), or the paragraph saying why it is not usable."""
+    if not os.path.isdir(path):
+        raise TapeloopError(
+            stage="checkpoint", problem=f"no SavedModel at {path}", expected="the export of a finished run",
+            found="no such folder", fix="let the training run finish (train.py exports at the end), or "
+            "evaluate checkpoint weights (evaluate.py --weights=final)")
+    try:
+        exported = tf.saved_model.load(path)
+        if "serving_default" not in exported.signatures or not hasattr(exported, "class_names"):
+            raise ValueError("no serving_default signature or no class_names")
+    except (OSError, ValueError, KeyError, AttributeError, tf.errors.OpError, DecodeError) as error:
+        raise TapeloopError(
+            stage="checkpoint", problem=f"the SavedModel at {path} is damaged or not tapeloop's",
+            expected="saved_model.pb and variables/ as train.py exports them",
+            found=f"{type(error).__name__}: {_first_line(error)}",
+            fix="export it again by rerunning the training command on the run directory, or "
+                "evaluate checkpoint weights (evaluate.py --weights=final)") from None
+    return exported
 
 
 def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
@@ -222,12 +335,8 @@ def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, label
 
     uint8 images go to `serving_default`; float images, mapped from `input_range` to [0, 1], to `serving_float`.
     """
-    if not os.path.isdir(path):
-        raise TapeloopError(
-            stage="checkpoint", problem=f"no SavedModel at {path}", expected="the export of a finished run",
-            found="no such folder", fix="let the training run finish, or evaluate --weights=best")
     floating = np.issubdtype(images.dtype, np.floating)
-    serve = tf.saved_model.load(path).signatures["serving_float" if floating else "serving_default"]
+    serve = load_saved_model(path).signatures["serving_float" if floating else "serving_default"]
     if floating:
         images = unit_scaled(images, input_range)
     accuracy = keras.metrics.SparseCategoricalAccuracy()

@@ -1,12 +1,17 @@
 """What every entry point shares: quiet TensorFlow start-up, flag errors and TapeloopError as
 one `tapeloop: error:` paragraph with a non-zero exit (a traceback only with --verbosity>=1).
 
-Exit codes: 0 success, 1 a TapeloopError (bad input, failed check), 2 invalid flags.
+The paragraph is always the last line on stderr, whatever TensorFlow printed before it.
+Exit codes: 0 success, 1 a TapeloopError (bad input, failed check), 2 invalid flags,
+128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM; training saves a checkpoint first).
 Import this module before TensorFlow so its C++ start-up logging stays quiet.
 """
 
+import gc
+import json
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -15,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402  (after the environment is set)
 from absl import logging as absl_logging  # noqa: E402
 
-from trainer.errors import TapeloopError  # noqa: E402
+from trainer.errors import RunStopped, TapeloopError  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -38,6 +43,47 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(EXIT_USAGE)
 
 
+def _print_last_and_exit(text: str, exit_code: int) -> None:
+    """Prints `text` as the last line on stderr and exits.
+
+    Called outside the `except` block, so the exception's frames are gone: collecting them first
+    makes TensorFlow's exit-time messages about them (e.g. unused checkpoint values) come before.
+    """
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    print(text, file=sys.stderr, flush=True)
+    sys.exit(exit_code)
+
+
+def check_output_path(path: str | None) -> None:
+    """Refuses an --output that cannot be written, before any work is done ('-' is stdout)."""
+    if not path or path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    problem = ("is a folder" if os.path.isdir(path) else f"is in {folder}, which does not exist"
+               if not os.path.isdir(folder) else None)
+    if problem:
+        raise TapeloopError(stage="flags", problem=f"--output={path} {problem}", expected="a file path to write "
+                            "the JSON to, in an existing folder", found=problem,
+                            fix="pass a file name, e.g. --output=results.json, or - for stdout")
+
+
+def write_json(path: str, value) -> None:
+    """Writes `value` as indented JSON to `path` ('-': stdout); a failed write is the paragraph."""
+    text = json.dumps(value, indent=2)
+    if path == "-":
+        print(text)
+        return
+    try:
+        with open(path, "w") as stream:
+            stream.write(text + "\n")
+    except OSError as error:
+        raise TapeloopError(stage="output", problem=f"cannot write --output={path}", expected="a writable file",
+                            found=f"{type(error).__name__}: {error.strerror or error}",
+                            fix="pass another path, or - for stdout") from None
+
+
 def run(main, takes_arguments: bool = False) -> None:
     """Runs `main(argv)` as an absl app, turning TapeloopError into the user-facing paragraph.
 
@@ -52,12 +98,18 @@ def run(main, takes_arguments: bool = False) -> None:
         if flags.FLAGS.verbosity < 1:
             logging.getLogger("tensorflow").setLevel(logging.WARNING)
             absl_logging.get_absl_handler().addFilter(_is_shown)
+        sys.stdout.reconfigure(errors="backslashreplace")  # File names need not be valid UTF-8.
         try:
             return main(argv)
         except TapeloopError as error:
             if flags.FLAGS.verbosity >= 1:
                 traceback.print_exc()
-            print(error.paragraph(), file=sys.stderr)
-            sys.exit(EXIT_ERROR)
+            last_line = (error.paragraph(), EXIT_ERROR)
+        except RunStopped as stopped:
+            last_line = (f"tapeloop: stopped: {stopped}", 128 + stopped.signal_number)
+        except KeyboardInterrupt:
+            last_line = ("tapeloop: stopped: interrupted (Ctrl-C); what it had finished writing is kept.",
+                         128 + signal.SIGINT)
+        _print_last_and_exit(*last_line)
 
     app.run(guarded_main, flags_parser=_parse_flags)

@@ -34,3 +34,12 @@ class TapeloopWarning(_Paragraph, UserWarning):
     """A likely mistake that does not stop the run; logged once as `tapeloop: warning:`."""
 
     label = "warning"
+
+
+class RunStopped(Exception):
+    """Training stopped on a signal after saving a checkpoint; entry points print the message
+    as one `tapeloop: stopped:` line and exit with 128 + `signal_number`."""
+
+    def __init__(self, signal_number: int, message: str):
+        self.signal_number = signal_number
+        super().__init__(message)

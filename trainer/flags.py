@@ -1,6 +1,7 @@
 """Every tapeloop flag with its default and validator, and flags -> TrainConfig."""
 
 import dataclasses
+import math
 import os
 
 from absl import flags
@@ -36,6 +37,8 @@ class LossWeightsParser(flags.ArgumentParser):
                 raise ValueError(f"the weight of {term} is not a number: {value!r}") from None
             if not weights[term] >= 0:
                 raise ValueError(f"the weight of {term} must be a number >= 0, not {value!r}")
+            if not math.isfinite(weights[term]):
+                raise ValueError(f"the weight of {term} must be finite, not {value!r}")
         if not any(term != "l2" for term in weights):
             raise ValueError("name at least one of the data terms "
                              f"({', '.join(LOSS_TERMS[:-1])}), e.g. cross_entropy=1.0")
@@ -60,9 +63,12 @@ class NumberListParser(flags.ArgumentParser):
         if not isinstance(argument, str):
             return tuple(argument)
         try:
-            return tuple(self.number_type(part) for part in argument.split(",") if part.strip())
+            numbers = tuple(self.number_type(part) for part in argument.split(",") if part.strip())
         except ValueError:
             raise ValueError(f"expected comma-separated {self.number_type.__name__}s, not {argument!r}") from None
+        if not all(math.isfinite(number) for number in numbers):
+            raise ValueError(f"expected finite numbers, not {argument!r}")
+        return numbers
 
     def flag_type(self):
         return f"list of {self.number_type.__name__}s"
@@ -80,6 +86,8 @@ class ClassWeightsParser(flags.ArgumentParser):
             raise ValueError(f"expected none, balanced or comma-separated numbers, not {argument!r}") from None
         if not all(weight >= 0 for weight in weights) or not any(weights):
             raise ValueError(f"class weights must be >= 0 and not all 0, not {argument!r}")
+        if not all(map(math.isfinite, weights)):
+            raise ValueError(f"class weights must be finite, not {argument!r}")
         return weights
 
     def flag_type(self):
@@ -258,6 +266,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def _register_validators(flag_values: flags.FlagValues) -> None:
     """Checks that involve several flags; each failure names the flags and the fix."""
+    for field in dataclasses.fields(TrainConfig):  # absl's bounds let inf and nan through.
+        if isinstance(flag_values[field.name].parser, flags.FloatParser):
+            flags.register_validator(field.name, math.isfinite, f"--{field.name} must be a finite number",
+                                     flag_values=flag_values)
+    register_run_dir_validator(flag_values)
     def step_schedule_is_complete(values):
         if values["lr_schedule"] != "step":
             return True
@@ -293,6 +306,18 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
         lambda values: values["lr_schedule"] not in ("exponential", "cosine", "plateau")
         or values["min_learning_rate"] < values["learning_rate"],
         "--min_learning_rate must be below --learning_rate", flag_values=flag_values)
+
+
+GLOB_CHARACTERS = frozenset("*?[]")
+
+
+def register_run_dir_validator(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Refuses a --run_dir with glob characters: TensorFlow's checkpoint reader treats them as
+    wildcards, so such a run could save checkpoints but never read them back."""
+    flags.register_validator(
+        "run_dir", lambda run_dir: not run_dir or not GLOB_CHARACTERS & set(run_dir),
+        "--run_dir must not contain * ? [ or ] (TensorFlow reads checkpoint paths as patterns, so the "
+        "run could never restore its checkpoints): use e.g. runs/lr_0.1", flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:

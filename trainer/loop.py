@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -18,8 +19,9 @@ from trainer.averaging import WeightAverage
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings, check_unaugmented
 from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from trainer.errors import RunStopped, TapeloopError
 from trainer.flags import serialize_config
+from trainer.interrupts import StopRequest
 from trainer.progress import IntervalTimer, Progress
 from trainer.schedules import LearningRate
 from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, write_figure, write_hparams,
@@ -103,15 +105,16 @@ def train(config: TrainConfig) -> dict:
     run = prepare_run(config, strategy)
     validation = evaluation_batches(run.data.validation, run.spec, config) if run.data.validation is not None else None
     if distribute.is_chief(strategy):
-        with run_directory.claim(config.run_dir):  # Everything above checked the inputs; nothing was written.
-            return _train_claimed(config, run, validation, config.run_dir)
-    with distribute.worker_scratch(strategy) as scratch:
-        return _train_claimed(config, run, validation, scratch)
+        with run_directory.claim(config.run_dir), StopRequest().installed() as stop:
+            return _train_claimed(config, run, validation, config.run_dir, stop)  # Inputs checked; nothing written.
+    with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop:
+        return _train_claimed(config, run, validation, scratch, stop)
 
 
-def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, write_dir: str) -> dict:
+def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, write_dir: str,
+                   stop: StopRequest) -> dict:
     """The run itself, resuming from `config.run_dir` and writing to `write_dir` (the run directory,
-    or a worker's scratch)."""
+    or a worker's scratch); on SIGINT or SIGTERM it saves a checkpoint and raises RunStopped."""
     spec, data, model, optimizer, learning_rate = run.spec, run.data, run.model, run.optimizer, run.learning_rate
     loss, steps_per_epoch, total_steps, strategy = run.loss, run.steps_per_epoch, run.total_steps, run.strategy
 
@@ -121,6 +124,8 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, writ
     restored = checkpoints.restore_latest()
     if restored:
         logging.info("Resuming from %s at step %d.", restored, int(optimizer.iterations.numpy()))
+    elif write_dir == config.run_dir:
+        run_directory.refuse_to_start_over(write_dir)
     write_flags_file(config, write_dir)
     writers = SummaryWriters(write_dir)
     start_step = int(optimizer.iterations.numpy())
@@ -186,6 +191,15 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, writ
             **{f"gradients/{variable.path}": gradient
                for variable, gradient in zip(model.trainable_variables, gradient_snapshot)}}, step)
 
+    def stop_for_signal(epoch, step):
+        if timer.steps:
+            log_training(epoch, step)  # Checks the loss before it is saved.
+        path = checkpoints.save_latest(epochs_done=step // steps_per_epoch)
+        writers.close()
+        name = signal.Signals(stop.signal_number).name
+        raise RunStopped(stop.signal_number, f"{name} at step {step} of {total_steps} (epoch {epoch + 1}); "
+                         f"checkpoint {path} saved. Resume: rerun the same command.")
+
     def stopped_early():
         patience = config.early_stopping_patience
         return bool(patience and checkpoints.best_metric.evaluations_since_best.numpy() >= patience)
@@ -214,6 +228,8 @@ def _train_claimed(config: TrainConfig, run: RunInputs, validation_batches, writ
             step_loss = train_steps(batches, count)
             timer.tick(count)
             step += count
+            if stop.signal_number is not None:
+                stop_for_signal(epoch, step)
             if first_step:
                 divergence.check(step, float(step_loss), current_learning_rate())
             if passed_multiple(config.log_every_steps, step, count):

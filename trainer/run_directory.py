@@ -1,4 +1,4 @@
-"""Claiming a run directory: writable, and used by one process at a time.
+"""Claiming a run directory: writable, used by one process at a time, and never silently restarted.
 
 The claim is an exclusive `flock` on RUN/.lock. The operating system drops it
 when the process ends, however it ends (kill -9 included), so a crashed run
@@ -13,6 +13,7 @@ import os
 import socket
 import time
 
+from trainer.checkpoints import checkpoint_prefixes
 from trainer.errors import TapeloopError
 
 LOCK_FILE = ".lock"
@@ -57,3 +58,17 @@ def _make_writable(run_dir: str) -> None:
             expected="a directory this user can create files in",
             found=f"{type(error).__name__}: {error.strerror or error}",
             fix="pick a writable --run_dir, or fix the directory's permissions") from None
+
+
+def refuse_to_start_over(run_dir: str) -> None:
+    """Called when `run_dir` has no checkpoint to resume from: refuses to train from step 0 if an
+    earlier run's outputs are there, since the new run would overwrite them."""
+    found = [name for name in ("results.json", "saved_model") if os.path.exists(os.path.join(run_dir, name))]
+    found += [f"best/{os.path.basename(path)}" for path in checkpoint_prefixes(os.path.join(run_dir, "best"))]
+    if found:
+        raise TapeloopError(
+            stage="run directory", problem=f"{run_dir} holds an earlier run's results but no checkpoint to resume from",
+            expected="checkpoints/ckpt-N files to resume from, or an empty run directory",
+            found=f"{', '.join(found)}, and no checkpoints/ckpt-*.index",
+            fix="pass a new --run_dir to train afresh; to keep training this run, restore its checkpoints/ "
+                "folder (evaluate.py and predict.py still read best/ and saved_model/)")

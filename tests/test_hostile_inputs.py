@@ -1,0 +1,385 @@
+"""Hostile and faulty inputs through the public scripts: each ends in the paragraph (or a
+recovery), runs no code from a data file, never hangs, and loses nothing on disk."""
+
+import gzip
+import os
+import pickle
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import catalog
+from tests.conftest import REPO, idx_bytes, run_script, write_idx_dataset
+from tests.test_cli import assert_one_paragraph_error
+
+SMALL_RUN = ("--dataset=synthetic", "--model_width=8", "--batch_size=64", "--progress=log", "--log_every_steps=5")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Decoded image folders are cached under $XDG_CACHE_HOME: keep each test's apart (scripts inherit it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> contents), to prove nothing on disk changed."""
+    return {os.path.relpath(os.path.join(parent, name), folder): open(os.path.join(parent, name), "rb").read()
+            for parent, _, names in os.walk(folder) for name in names if name != ".lock"}
+
+
+def trained_run(tmp_path, *flags, name="run"):
+    run_dir = tmp_path / name
+    result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", *flags)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+# Code execution.
+
+class Payload:
+    """Unpickling this runs a shell command that creates `marker`: what a crafted batch would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def write_crafted_cifar(folder, marker):
+    folder.mkdir(parents=True)
+    for names in catalog.CIFAR10.files.values():
+        for name in names:
+            (folder / name).write_bytes(pickle.dumps({b"data": Payload(marker), b"labels": [0]}, protocol=2))
+    return folder
+
+
+def test_a_crafted_cifar_batch_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    folder = write_crafted_cifar(tmp_path / "cifar", marker)
+    result = run_script("train", "--dataset=cifar10", f"--data_dir={folder}", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, "[data]", "is not a readable CIFAR batch",
+                               "refused to load posix.system", "never load a pickle")
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_on_a_strangers_run_pointing_at_crafted_batches_runs_no_code(tmp_path):
+    marker = tmp_path / "payload-ran"
+    folder = write_crafted_cifar(tmp_path / "cifar", marker)
+    run_dir = tmp_path / "strangers_run"
+    run_dir.mkdir()
+    (run_dir / "flags.txt").write_text(f"--dataset=cifar10\n--data_dir={folder}\n")
+    result = run_script("evaluate", f"--run_dir={run_dir}")
+    assert_one_paragraph_error(result, 1, "is not a readable CIFAR batch", "refused to load")
+    assert not marker.exists()
+
+
+# Silent data loss and whole runs thrown away.
+
+@pytest.mark.parametrize("damage", ["delete", "garbage"])
+def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, damage):
+    run_dir = trained_run(tmp_path, "--epochs=1")
+    state = run_dir / "checkpoints" / "checkpoint"
+    state.unlink() if damage == "delete" else state.write_text("}}} not a state file {{{")
+    result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt from the files" in result.stderr
+    assert "Resuming from" in result.stderr and "ckpt-28 at step 28" in result.stderr
+    assert '"steps": 56' in (run_dir / "results.json").read_text()
+
+
+def test_a_rerun_that_would_start_over_on_a_finished_run_refuses_and_keeps_its_results(tmp_path):
+    run_dir = trained_run(tmp_path, "--epochs=1")
+    shutil.rmtree(run_dir / "checkpoints")
+    before = snapshot(run_dir)
+    result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=1")
+    assert_one_paragraph_error(result, 1, "[run directory]", "holds an earlier run's results but no checkpoint",
+                               "results.json, saved_model, best/ckpt-28", "pass a new --run_dir")
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_directory_with_glob_characters_is_refused_before_training(tmp_path):
+    result = run_script("train", *SMALL_RUN, f"--run_dir={tmp_path / 'lr[0.1]'}")
+    assert_one_paragraph_error(result, 2, "[flags]", "--run_dir must not contain", "runs/lr_0.1")
+    assert not (tmp_path / "lr[0.1]").exists()
+
+
+def test_a_damaged_index_file_is_damage_and_the_run_falls_back_to_the_one_before(tmp_path):
+    run_dir = trained_run(tmp_path, "--epochs=2", "--keep_checkpoints=2")
+    (run_dir / "checkpoints" / "ckpt-56.index").write_bytes(b"not an sstable" * 20)
+    result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=3", "--keep_checkpoints=2")
+    assert result.returncode == 0, result.stderr
+    assert "ckpt-56 is damaged; trying the one before" in " ".join(result.stderr.split())
+    assert "does not fit the model" not in result.stderr
+    assert "ckpt-28 at step 28" in result.stderr
+
+
+def test_evaluate_falls_back_from_a_damaged_checkpoint_and_reports_one_that_does_not_fit(tmp_path):
+    run_dir = trained_run(tmp_path, "--epochs=2", "--keep_checkpoints=2")
+    data = run_dir / "checkpoints" / "ckpt-56.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-40] + bytes(40))
+    result = run_script("evaluate", f"--run_dir={run_dir}", "--weights=latest")
+    assert result.returncode == 0, result.stderr
+    assert "ckpt-56 is damaged" in result.stderr and "ckpt-28" in result.stdout
+    with open(run_dir / "flags.txt", "a") as flags_file:
+        flags_file.write("--model_width=16\n")
+    assert_one_paragraph_error(run_script("evaluate", f"--run_dir={run_dir}", "--weights=latest"), 1,
+                               "does not fit the model built from these flags")
+
+
+# Memory and hangs.
+
+def write_npz(folder, **arrays):
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "data.npz", **arrays)
+    return folder
+
+
+def npz_arrays(train=64, test=16, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x_train": rng.integers(0, 256, (train, size, size), dtype=np.uint8),
+            "y_train": np.arange(train) % 2, "x_test": rng.integers(0, 256, (test, size, size), dtype=np.uint8),
+            "y_test": np.arange(test) % 2}
+
+
+def test_one_absurd_label_value_is_refused_before_any_allocation(tmp_path):
+    arrays = npz_arrays()
+    arrays["y_train"][3] = 1_000_000_000
+    folder = write_npz(tmp_path / "npz", **arrays)
+    result = run_script("train", "--dataset=npz", f"--data_dir={folder}", "--model=mlp", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, "is beyond the classes", "found the label 1000000000",
+                               "save their names as class_names")
+
+
+def test_a_gzip_bomb_stops_at_the_size_its_header_promises(tmp_path):
+    folder = write_idx_dataset(tmp_path / "data")
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros(40, np.uint8)) + bytes(200 << 20), compresslevel=1))
+    result = run_script("train", "--dataset=mnist", f"--data_dir={folder}", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, f"{labels} is not a valid IDX file: it has trailing bytes",
+                               "40 data bytes for shape (40,)", "more bytes than that")
+
+
+def test_a_header_promising_more_than_the_memory_is_refused(tmp_path):
+    folder = write_idx_dataset(tmp_path / "data")
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(bytes([0, 0, 0x08, 3]) + np.array([2**31, 2**16, 2**16], ">u4").tobytes()))
+    result = run_script("train", "--dataset=mnist", f"--data_dir={folder}", f"--run_dir={tmp_path / 'run'}")
+    assert_one_paragraph_error(result, 1, "promises more data than this machine can hold",
+                               "at most", "GiB (half the memory)")
+
+
+def save_png(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+
+
+def two_class_folder(root, per_class=40):
+    for index in range(per_class):
+        save_png(root / "dark" / f"{index:03d}.png", 20 + index % 10)
+        save_png(root / "light" / f"{index:03d}.png", 220 - index % 10)
+    return root
+
+
+FOLDER_RUN = ("--dataset=image_folder", "--image_size=8", "--model=mlp", "--batch_size=16", "--epochs=1",
+              "--progress=log")
+
+
+def train_on_folder(tmp_path, root, *flags, **options):
+    return run_script("train", *FOLDER_RUN, f"--data_dir={root}", f"--run_dir={tmp_path / 'run'}", *flags,
+                      timeout=120, **options)
+
+
+def test_a_named_pipe_among_the_images_is_named_not_waited_on(tmp_path):
+    root = two_class_folder(tmp_path / "images")
+    os.mkfifo(root / "dark" / "pipe.png")
+    result = train_on_folder(tmp_path, root)
+    assert_one_paragraph_error(result, 1, "1 of 81 image files cannot be read", "pipe.png (a named pipe",
+                               "--skip_bad_images")
+    skipped = train_on_folder(tmp_path, root, "--skip_bad_images")
+    assert skipped.returncode == 0, skipped.stderr
+
+
+def test_links_that_loop_or_lead_nowhere_and_undecodable_names_in_an_image_folder(tmp_path):
+    root = two_class_folder(tmp_path / "images")
+    os.symlink("loop.png", root / "dark" / "loop.png")
+    os.symlink("missing.png", root / "dark" / "dangling.png")
+    os.symlink("..", root / "light" / "parent")  # A folder loop: not followed.
+    save_png(root / "light" / os.fsdecode(b"caf\xe9-latin1.png"), 200)
+    result = train_on_folder(tmp_path, root)
+    assert_one_paragraph_error(result, 1, "2 of 83 image files cannot be read", "loop.png (a symbolic link loop)",
+                               "dangling.png (a link that leads nowhere)")
+    skipped = train_on_folder(tmp_path, root, "--skip_bad_images")
+    assert skipped.returncode == 0, skipped.stderr
+    warning = " ".join(skipped.stderr.split())
+    assert "skipping 2 of 83 image files" in warning and "latin1" not in warning  # Its name is no obstacle.
+
+
+def test_an_unwritable_cache_is_a_warning_and_training_goes_on(tmp_path):
+    root = two_class_folder(tmp_path / "images")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    result = train_on_folder(tmp_path, root, env={"XDG_CACHE_HOME": str(blocker)})
+    assert result.returncode == 0, result.stderr
+    assert "the decoded images cannot be cached in" in result.stderr and "NotADirectoryError" in result.stderr
+
+
+# Signals.
+
+def start_training(run_dir, *flags):
+    """train.py in the background, returned once it has logged training steps."""
+    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN,
+                                f"--run_dir={run_dir}", "--epochs=50", *flags],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if re.search(r" step \d+/", line):
+            return process, lines
+    raise AssertionError("training never logged a step:\n" + "".join(lines))
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_step_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, signal_number, exit_code):
+    run_dir = tmp_path / "run"
+    process, lines = start_training(run_dir)
+    process.send_signal(signal_number)
+    stderr = "".join(lines) + process.stderr.read()
+    assert process.wait(timeout=60) == exit_code
+    last = stderr.strip().splitlines()[-1]
+    name = signal.Signals(signal_number).name
+    assert last.startswith(f"tapeloop: stopped: {name} at step ") and "Resume: rerun the same command." in last
+    step = int(last.split(" at step ")[1].split()[0])
+    assert (run_dir / "checkpoints" / f"ckpt-{step}.index").exists()
+    assert "Traceback" not in stderr
+    resumed = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=1")
+    assert f"at step {step}." in resumed.stderr
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    process, lines = start_training(tmp_path / "run", "--model=cnn", "--model_width=32")
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:  # Python runs the handler between compiled steps: wait for it.
+        lines.append(line)
+        if "SIGINT received" in line:
+            break
+    while process.poll() is None:
+        process.send_signal(signal.SIGINT)  # Signals sent together arrive as one: keep sending.
+        time.sleep(0.02)
+    stderr = "".join(lines) + process.stderr.read()
+    assert process.returncode == 130
+    assert "a second SIGINT: exiting at once" in stderr and "Traceback" not in stderr
+
+
+# Write errors.
+
+def limit_file_size(limit_bytes):
+    def apply():  # In the child: writes past the limit fail with EFBIG, like a full disk.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_paragraph_and_earlier_checkpoints_are_untouched(tmp_path):
+    flags = ("--model=mlp", "--model_width=64", "--image_summary_every_steps=0")
+    run_dir = trained_run(tmp_path, "--epochs=1", *flags)
+    before = {name: content for name, content in snapshot(run_dir).items()
+              if name.startswith(("checkpoints", "best"))}
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, f"--run_dir={run_dir}",
+                             "--epochs=2", *flags], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_file_size(300_000))
+    assert_one_paragraph_error(result, 1, "[checkpoint] could not write the checkpoint of step 56",
+                               "File too large", "rerun the same command: it resumes from")
+    after = {name: content for name, content in snapshot(run_dir).items() if name.startswith(("checkpoints", "best"))}
+    assert {name: content for name, content in after.items() if name in before} == before
+    assert not [name for name in after if "ckpt-56" in name]  # The partial files are gone.
+
+
+def test_a_damaged_saved_model_is_a_paragraph_in_evaluate_and_predict(tmp_path):
+    run_dir = trained_run(tmp_path, "--epochs=1")
+    (run_dir / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01 damaged")
+    image = tmp_path / "digit.png"
+    save_png(image, 128)
+    for result in (run_script("evaluate", f"--run_dir={run_dir}", "--weights=saved_model"),
+                   run_script("predict", f"--run_dir={run_dir}", str(image))):
+        assert_one_paragraph_error(result, 1, "[checkpoint] the SavedModel at", "is damaged or not tapeloop's",
+                                   "--weights=final")
+
+
+def test_output_pointing_at_a_folder_is_refused_before_the_work(tmp_path):
+    result = run_script("evaluate", f"--run_dir={tmp_path}", f"--output={tmp_path}")
+    assert_one_paragraph_error(result, 1, f"--output={tmp_path} is a folder", "--output=results.json")
+
+
+# Tracebacks that became paragraphs.
+
+@pytest.mark.parametrize("change, phrases", [
+    (lambda arrays: arrays.update(y_train=np.array([{"label": 1}] * 64, object)),
+     ("holds an object array (y_train)", "never objects")),
+    (lambda arrays: arrays.update(x_test=arrays["x_test"][:0], y_test=arrays["y_test"][:0]),
+     ("have unusable shapes", "neither empty", "x_test [0, 8, 8]")),
+    (lambda arrays: arrays.update(y_train=np.array(["cat", "dog"] * 32)),
+     ("y_train in", "is not class ids", "dtype <U3", "['cat', 'dog', 'cat']")),
+    (lambda arrays: arrays.update(y_train=np.zeros(64, np.int64), y_test=np.zeros(16, np.int64)),
+     ("fewer than two classes", "only class 0")),
+])
+def test_unusable_npz_contents_are_explained(tmp_path, change, phrases):
+    arrays = npz_arrays()
+    change(arrays)
+    folder = tmp_path / "npz"
+    folder.mkdir()
+    np.savez(folder / "data.npz", **arrays)  # allow_pickle is on when writing: a user's object array.
+    result = run_script("diagnose", "--dataset=npz", f"--data_dir={folder}", "--model=mlp", "--batch_size=16")
+    assert_one_paragraph_error(result, 1, *phrases)
+
+
+def test_images_too_small_for_the_model_are_refused_naming_the_depth(tmp_path):
+    folder = write_npz(tmp_path / "npz", **npz_arrays(size=4))
+    result = run_script("diagnose", "--dataset=npz", f"--data_dir={folder}", "--model=cnn", "--model_depth=3",
+                        "--batch_size=16")
+    assert_one_paragraph_error(result, 1, "[model] the images are too small for --model=cnn with --model_depth=3",
+                               "at least 8x8", "found images of 4x4", "lower --model_depth to 2")
+
+
+def test_an_infinite_learning_rate_is_a_flag_error():
+    result = run_script("train", "--dataset=synthetic", "--learning_rate=inf", "--run_dir=/tmp/never")
+    assert_one_paragraph_error(result, 2, "[flags]", "--learning_rate must be a finite number")
+
+
+# Silently wrong data, now warned about.
+
+def test_an_empty_class_folder_and_a_class_only_in_test_are_warned_about(tmp_path):
+    root = two_class_folder(tmp_path / "images" / "train")
+    two_class_folder(tmp_path / "images" / "test", per_class=5)
+    (root / "empty").mkdir()
+    save_png(tmp_path / "images" / "test" / "grey" / "000.png", 128)
+    result = run_script("diagnose", "--dataset=image_folder", "--image_size=8", "--model=mlp", "--batch_size=16",
+                        f"--data_dir={tmp_path / 'images'}")
+    assert result.returncode == 0, result.stderr
+    report = " ".join(result.stdout.split())
+    assert "1 classes have examples in another split but none in train" in report and "of grey" in report
+    assert "1 classes have no examples in any split" in report and "no examples of empty" in report
+
+
+def test_a_label_seen_in_one_split_but_never_in_the_other_is_warned_about(tmp_path):
+    arrays = npz_arrays()
+    arrays["y_train"][:5] = 2  # Class 2 exists only in training: its test recall cannot be measured.
+    folder = write_npz(tmp_path / "npz", **arrays)
+    result = run_script("diagnose", "--dataset=npz", f"--data_dir={folder}", "--model=mlp", "--batch_size=16")
+    assert result.returncode == 0, result.stderr
+    assert "none in test" in result.stdout and "no test examples of 2" in result.stdout
+
+
+def test_an_empty_idx_split_is_refused(tmp_path):
+    folder = write_idx_dataset(tmp_path / "data", test_size=0)
+    result = run_script("diagnose", "--dataset=mnist", f"--data_dir={folder}", "--batch_size=8")
+    assert_one_paragraph_error(result, 1, "the test split in", "is empty", "at least one image")
