@@ -75,9 +75,30 @@ def long_tail_subset(labels: np.ndarray, num_classes: int, ratio: float) -> np.n
     return np.sort(np.concatenate(kept))
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    """What `augment` does to each training image: the bounds of its random draws (0: off)."""
+
+    shift: float = 0.0  # Fraction of the image size, each way.
+    rotation: float = 0.0  # Degrees, each way.
+    scale: float = 0.0  # Zoom by a factor in [1 - scale, 1 + scale].
+    flip: bool = False  # Mirror left-right half the time.
+    erase: float = 0.0  # Probability of one random-erasing rectangle.
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "AugmentSettings":
+        return cls(shift=config.augment_shift, rotation=config.augment_rotation, scale=config.augment_scale,
+                   flip=config.augment_flip, erase=config.augment_erase)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.rotation or self.scale or self.flip or self.erase)
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Loads the dataset (and --sample_weights), applies --class_imbalance, splits off validation."""
-    _refuse_flips_that_change_classes(config)
+    if config.augment_flip and config.dataset in CATALOG:  # Before any loading.
+        refuse_flips(CATALOG[config.dataset], "--augment_flip")
     spec, splits = sources.load(config)
     images, labels = splits["train"]
     sample_weights = (load_sample_weights(config.sample_weights, len(labels))
@@ -93,15 +114,18 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         train_sample_weights=sample_weights[train] if sample_weights is not None else None)
 
 
-def _refuse_flips_that_change_classes(config: TrainConfig) -> None:
-    """--augment_flip on a catalog dataset whose classes a mirror changes (digits), before any loading."""
-    spec = CATALOG.get(config.dataset)
-    if config.augment_flip and spec is not None and not spec.flip_invariant:
+FLIP_FIXES = {"--augment_flip": "drop --augment_flip; use --augment_shift, --augment_rotation or "
+                                 "--augment_scale instead", "--tta=flip": "use --tta=shift"}
+
+
+def refuse_flips(spec: DatasetSpec, flag: str) -> None:
+    """Refuses `flag` (--augment_flip or --tta=flip) for a dataset whose classes a mirror changes (digits)."""
+    if not spec.flip_invariant:
         raise TapeloopError(
-            stage="data", problem=f"--augment_flip would mirror {spec.name} images, and a mirror changes "
-            "their class", expected="flips only for datasets whose classes survive a mirror (the catalog's "
-            "flip_invariant, e.g. fashion_mnist)", found=f"--dataset={spec.name} --augment_flip",
-            fix="drop --augment_flip; use --augment_shift, --augment_rotation or --augment_scale instead")
+            stage="data" if flag == "--augment_flip" else "eval",
+            problem=f"{flag} would mirror {spec.name} images, and a mirror changes their class",
+            expected="flips only for datasets whose classes survive a mirror (the catalog's flip_invariant, "
+                     "e.g. fashion_mnist)", found=f"--dataset={spec.name} {flag}", fix=FLIP_FIXES[flag])
 
 
 def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,
@@ -144,13 +168,7 @@ def format_labels(labels: tf.Tensor, num_classes: int, label_format: str) -> tf.
     return labels if label_format == "sparse" else tf.one_hot(labels, num_classes, dtype=tf.float32)
 
 
-def augments(config: TrainConfig) -> bool:
-    """Whether any --augment_* flag is on."""
-    return bool(config.augment_shift or config.augment_rotation or config.augment_scale
-                or config.augment_flip or config.augment_erase)
-
-
-def augment(images: tf.Tensor, config: TrainConfig, seed: tf.Tensor, background: float,
+def augment(images: tf.Tensor, settings: AugmentSettings, seed: tf.Tensor, background: float,
             mean_pixel: float) -> tf.Tensor:
     """Randomly transforms a batch of model inputs [B, H, W, C], each image its own way.
 
@@ -162,26 +180,26 @@ def augment(images: tf.Tensor, config: TrainConfig, seed: tf.Tensor, background:
     size = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 4)
-    if config.augment_shift or config.augment_rotation or config.augment_scale:
-        images = _affine(images, seeds[0], config, background)
-    if config.augment_flip:
+    if settings.shift or settings.rotation or settings.scale:
+        images = _affine(images, seeds[0], settings, background)
+    if settings.flip:
         mirrored = tf.random.stateless_uniform([size, 1, 1, 1], seeds[1]) < 0.5
         images = tf.where(mirrored, tf.reverse(images, axis=[2]), images)
-    if config.augment_erase:
-        erased = _erasing_mask(size, height, width, config.augment_erase, seeds[2])
+    if settings.erase:
+        erased = _erasing_mask(size, height, width, settings.erase, seeds[2])
         images = tf.where(erased, tf.cast(mean_pixel, images.dtype), images)
     return images
 
 
-def _affine(images: tf.Tensor, seed: tf.Tensor, config: TrainConfig, background: float) -> tf.Tensor:
-    """Random rotation, zoom and shift within the --augment_* bounds, one draw per image."""
+def _affine(images: tf.Tensor, seed: tf.Tensor, settings: AugmentSettings, background: float) -> tf.Tensor:
+    """Random rotation, zoom and shift within the settings' bounds, one draw per image."""
     size = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
     draws = tf.random.stateless_uniform([4, size], seed, minval=-1.0, maxval=1.0)
-    return transform_images(images, angle=draws[0] * config.augment_rotation * math.pi / 180.0,
-                            scale=1.0 + draws[1] * config.augment_scale,
-                            shift_x=draws[2] * config.augment_shift * width,
-                            shift_y=draws[3] * config.augment_shift * height, background=background)
+    return transform_images(images, angle=draws[0] * settings.rotation * math.pi / 180.0,
+                            scale=1.0 + draws[1] * settings.scale,
+                            shift_x=draws[2] * settings.shift * width,
+                            shift_y=draws[3] * settings.shift * height, background=background)
 
 
 def transform_images(images: tf.Tensor, angle, scale, shift_x, shift_y, background: float) -> tf.Tensor:
@@ -225,11 +243,7 @@ def test_time_views(images: tf.Tensor, spec: DatasetSpec, standardize: bool, kin
     """The views of a batch of model inputs that test-time augmentation averages over: the images
     and their mirror images (`flip`), or the images and their one-pixel shifts (`shift`)."""
     if kind == "flip":
-        if not spec.flip_invariant:
-            raise TapeloopError(
-                stage="eval", problem=f"--tta=flip would mirror {spec.name} images, and a mirror changes "
-                "their class", expected="flips only for datasets whose classes survive a mirror",
-                found=f"dataset {spec.name}, --tta=flip", fix="use --tta=shift")
+        refuse_flips(spec, "--tta=flip")
         return [images, tf.reverse(images, axis=[2])]
     background = model_input_range(spec, standardize)[0]
     return [images] + [transform_images(images, 0.0, 1.0, shift_x, shift_y, background)
@@ -257,11 +271,12 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     slice_seeds = global_steps[:, None] * replicas + np.arange(first_replica, first_replica + replicas_fed)
     background = model_input_range(spec, config.standardize)[0]  # A black pixel.
     mean_pixel = 0.0 if config.standardize else spec.mean
+    settings = AugmentSettings.from_config(config)
 
     def gather(slice_seed, indices):
         batch = to_model_input(tf.gather(images, indices), spec, config.standardize, config.input_range)
-        if augments(config):
-            batch = augment(batch, config, tf.stack([tf.constant(config.seed, tf.int64), slice_seed]),
+        if settings.active:
+            batch = augment(batch, settings, tf.stack([tf.constant(config.seed, tf.int64), slice_seed]),
                             background, mean_pixel)
         return (batch, format_labels(tf.gather(labels, indices), spec.num_classes, config.label_format),
                 tf.gather(weights, indices))

@@ -25,7 +25,7 @@ import numpy as np
 
 from data import image_folder
 from data.files import read_at_most, refuse_oversized, unreadable_reason
-from data.catalog import DatasetSpec, get_spec, user_spec
+from data.catalog import USER_DATASETS, DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -396,7 +396,7 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
     Catalog datasets have a fixed spec; an image folder's or npz file's comes from its contents.
     """
     data_dir = data_dir or config.data_dir
-    if config.dataset in ("image_folder", "npz"):
+    if config.dataset in USER_DATASETS:
         if not data_dir:
             raise TapeloopError(
                 stage="data", problem=f"--dataset={config.dataset} reads your own files",

@@ -2,8 +2,6 @@
 
 import keras
 
-from trainer.config import TrainConfig
-
 
 class ConvBNReLU(keras.layers.Layer):
     """3x3 convolution (no bias: batch norm has one), batch norm, ReLU."""
@@ -41,7 +39,12 @@ class CNN(keras.Model):
         return self.head(x)
 
 
-def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
+def smallest_image_side(depth: int) -> int:
+    """The smallest height and width the cnn takes: each stage halves them."""
+    return 2 ** depth
+
+
+def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
+          dropout: float) -> keras.Model:
     del input_shape  # Convolutions adapt to any image size.
-    return CNN(num_classes, width=config.model_width, depth=config.model_depth, dropout=config.dropout,
-               name="cnn")
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout, name="cnn")

@@ -2,8 +2,6 @@
 
 import keras
 
-from trainer.config import TrainConfig
-
 
 class MLP(keras.Model):
     """Returns logits; `depth` hidden layers of `width` units (256-1024 suits MNIST)."""
@@ -20,7 +18,7 @@ class MLP(keras.Model):
         return self.head(self.dropout(x, training=training))
 
 
-def build(input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig) -> keras.Model:
+def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
+          dropout: float) -> keras.Model:
     del input_shape  # Dense layers infer their input size on the first call.
-    return MLP(num_classes, width=config.model_width, depth=config.model_depth, dropout=config.dropout,
-               name="mlp")
+    return MLP(num_classes, width=width, depth=depth, dropout=dropout, name="mlp")

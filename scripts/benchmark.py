@@ -28,7 +28,7 @@ from absl import flags
 
 from data import catalog, pipeline
 from data.sources import load_dataset
-from trainer import loop, steps
+from trainer import loop, setup, steps
 from trainer.flags import config_from_flags, define_flags, parse_config
 
 define_flags()
@@ -59,8 +59,8 @@ class TapeloopTrial:
     """tapeloop's own training loop (steps, pipeline, checks) on a fresh model, ready for timed trials."""
 
     def __init__(self, config):
-        run = loop.prepare_run(config)
-        checks = loop.make_stage_checks(config, run.spec)
+        run = setup.prepare_run(config)
+        checks = setup.make_stage_checks(config, run.spec)
         metrics = steps.make_metrics(run.loss, with_gradients=True)
         self.train_steps = steps.make_train_loop(run.model, run.optimizer, run.loss, metrics, checks,
                                                  config.clip_grad_norm, config.jit_compile)
@@ -84,9 +84,9 @@ class KerasFitTrial:
     """The same model, optimizer and data trained by keras.Model.fit, as a Keras user would."""
 
     def __init__(self, config, jit_compile):
-        run = loop.prepare_run(config)
+        run = setup.prepare_run(config)
         self.model = run.model
-        self.model.compile(optimizer=loop.make_optimizer(config),
+        self.model.compile(optimizer=setup.make_optimizer(config),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"], jit_compile=jit_compile)
         images, self.labels = run.data.train

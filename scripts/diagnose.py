@@ -9,7 +9,7 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
 import math
 
-from trainer import loop
+from trainer import setup
 from trainer.flags import config_from_flags, define_flags
 
 define_flags()
@@ -17,7 +17,7 @@ define_flags()
 
 def main(argv):
     config = config_from_flags()
-    diagnosis = loop.diagnose(config)
+    diagnosis = setup.diagnose(config)
     for line in diagnosis["report"]:
         print(line)
     for warning in diagnosis["warnings"]:

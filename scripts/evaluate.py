@@ -9,14 +9,14 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 import os
 
 import keras
-import tensorflow as tf
 from absl import flags
 
 from data import pipeline, sources
-from trainer import losses, loop, steps
-from trainer.averaging import WeightAverage
+from trainer import losses, steps
 from trainer.checkpoints import evaluate_saved_model, final_weights_dir, restore_model_weights
+from trainer.evaluation import Evaluator, evaluation_batches, summarize_split
 from trainer.flags import load_run_config, register_run_dir_validator
+from trainer.setup import build_model, make_weight_average
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py.", required=True)
 flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model"),
@@ -40,8 +40,7 @@ def tta_accuracy(model, batches, spec, config) -> float:
         images, spec, config.standardize, FLAGS.tta))
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     for images, labels in batches:
-        class_ids = labels if labels.shape.rank == 1 else tf.argmax(labels, axis=-1)
-        accuracy.update_state(class_ids, tta_step(images))
+        accuracy.update_state(losses.class_ids(labels), tta_step(images))
     return float(accuracy.result())
 
 
@@ -54,18 +53,14 @@ def main(argv):
         source = os.path.join(FLAGS.run_dir, "saved_model")
         scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size, config.input_range)
     else:
-        model = loop.build_model(config, spec)
+        model = build_model(config, spec)
         folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
                   "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
-        weight_average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
-        source = restore_model_weights(model, folder, weight_average)
-        loss = losses.from_config(config, spec.num_classes)
-        metrics = steps.make_metrics(loss, class_names=spec.class_names)
-        eval_step = steps.make_eval_step(model, loss, metrics, loop.make_stage_checks(config, spec))
-        batches = loop.evaluation_batches((images, labels), spec, config)
-        scores = loop.evaluate(eval_step, metrics, batches).scores
+        source = restore_model_weights(model, folder, make_weight_average(config, model))
+        batches = evaluation_batches((images, labels), spec, config)
+        scores = Evaluator(config, spec, model).run(batches).scores
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
-               **loop.summarize_split(scores, spec.class_names)}
+               **summarize_split(scores, spec.class_names)}
     if FLAGS.tta != "none":
         results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":

@@ -3,13 +3,14 @@ import tensorflow as tf
 
 from models import registry
 from tests.conftest import make_config
+from trainer.setup import model_settings
 from trainer import checkpoints
 from trainer.averaging import WeightAverage
 
 
 def small_cnn(tmp_path):
     config = make_config(tmp_path, "--model_width=4")
-    return registry.build_model("cnn", (28, 28, 1), 10, config)
+    return registry.build_model("cnn", (28, 28, 1), 10, **model_settings(config))
 
 
 def float_values(model):

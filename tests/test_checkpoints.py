@@ -8,9 +8,10 @@ import tensorflow as tf
 from data import catalog, pipeline
 from models import registry
 from tests.conftest import UNIT_RANGE_CHECKS, make_config
+from trainer.setup import model_settings
+from trainer.setup import make_optimizer
 from trainer import checkpoints, losses, steps
 from trainer.errors import TapeloopError
-from trainer.loop import make_optimizer
 from trainer.schedules import LearningRate
 
 
@@ -31,7 +32,7 @@ def run_checkpoints(folder, model, optimizer, keep=1, *flags):
 
 def trained_state(run_dir, *flags, train_steps=2):
     config = make_config(run_dir, *flags)
-    model = registry.build_model(config.model, (28, 28, 1), 10, config)
+    model = registry.build_model(config.model, (28, 28, 1), 10, **model_settings(config))
     optimizer = make_optimizer(config)
     optimizer.build(model.trainable_variables)
     train_step = make_train_step(model, optimizer)
@@ -183,13 +184,13 @@ def test_a_model_whose_variables_checkpoints_would_lose_is_refused(tmp_path):
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_the_built_in_models_are_fully_checkpointed(tmp_path, name):
     config = make_config(tmp_path, f"--model={name}")
-    model = registry.build_model(name, (28, 28, 1), 10, config)
+    model = registry.build_model(name, (28, 28, 1), 10, **model_settings(config))
     checkpoints.assert_checkpoint_covers(model)
 
 
 def test_evaluate_saved_model_feeds_float_images_through_the_float_signature(tmp_path):
     config = make_config(tmp_path)
-    model = registry.build_model(config.model, (28, 28, 1), 10, config)
+    model = registry.build_model(config.model, (28, 28, 1), 10, **model_settings(config))
     checkpoints.export_saved_model(model, catalog.MNIST, True, str(tmp_path / "sm"))
     raw = np.random.default_rng(2).integers(0, 256, (12, 28, 28)).astype(np.uint8)
     labels = np.arange(12) % 10

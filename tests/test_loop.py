@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data import catalog, pipeline, sources
+from models import registry
 from tests.conftest import make_config, read_scalars, read_texts, run_script
-from trainer import loop
+from trainer import loop, setup
+from trainer.averaging import WeightAverage
+from trainer.checkpoints import restore_model_weights
+from trainer.setup import model_settings
 from trainer.errors import TapeloopError
 
 TRAIN_TAGS = {"loss/total", "loss/cross_entropy", "learning_rate", "accuracy",
@@ -92,13 +97,12 @@ def test_a_training_split_smaller_than_a_batch_is_refused_before_the_run_directo
 
 @pytest.mark.parametrize("optimizer_name", ["adamw", "sgd"])
 def test_weight_decay_shrinks_kernels_but_spares_biases_and_norm_parameters(tmp_path, optimizer_name):
-    from models import registry
 
     config = make_config(tmp_path, f"--optimizer={optimizer_name}", "--learning_rate=0.1", "--weight_decay=0.5")
-    model = registry.build_model("cnn", (28, 28, 1), 10, config)
+    model = registry.build_model("cnn", (28, 28, 1), 10, **model_settings(config))
     for variable in model.trainable_variables:
         variable.assign(tf.ones_like(variable))
-    optimizer = loop.make_optimizer(config)
+    optimizer = setup.make_optimizer(config)
     optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
     for variable in model.trainable_variables:
         decayed = variable.path.endswith("kernel")
@@ -107,7 +111,7 @@ def test_weight_decay_shrinks_kernels_but_spares_biases_and_norm_parameters(tmp_
 
 
 def test_sgd_uses_momentum(tmp_path):
-    optimizer = loop.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
+    optimizer = setup.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
                                                 "--momentum=0.9", "--weight_decay=0"))
     variable = tf.Variable(1.0)
     for _ in range(2):
@@ -239,12 +243,12 @@ def test_deterministic_runs_log_identical_losses(tmp_path):
 
 def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp_path):
     results = loop.train(make_config(tmp_path, "--epochs=2", "--ema_decay=0.99"))
-    spec, config = loop.catalog.SYNTHETIC, make_config(tmp_path, "--ema_decay=0.99")
-    images, labels = loop.pipeline.sources.load_dataset(spec)["test"]
-    averaged, raw = loop.build_model(config, spec), loop.build_model(config, spec)
-    loop.restore_model_weights(averaged, str(tmp_path / "best"), loop.WeightAverage(averaged, 0.99))
-    loop.restore_model_weights(raw, str(tmp_path / "best"))
-    inputs = loop.pipeline.to_model_input(images[:64], spec, config.standardize)
+    spec, config = catalog.SYNTHETIC, make_config(tmp_path, "--ema_decay=0.99")
+    images, labels = sources.load_dataset(spec)["test"]
+    averaged, raw = setup.build_model(config, spec), setup.build_model(config, spec)
+    restore_model_weights(averaged, str(tmp_path / "best"), WeightAverage(averaged, 0.99))
+    restore_model_weights(raw, str(tmp_path / "best"))
+    inputs = pipeline.to_model_input(images[:64], spec, config.standardize)
     served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
         images=tf.constant(images[:64]))["probabilities"]
     np.testing.assert_allclose(served, tf.nn.softmax(averaged(inputs)), atol=1e-5)

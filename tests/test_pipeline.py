@@ -199,25 +199,24 @@ def test_augmentation_is_a_function_of_seed_and_step_so_resumes_see_the_same_bat
 
 
 def test_flip_mirrors_about_half_the_images_and_nothing_else(tmp_path):
-    config = make_config(tmp_path, "--dataset=fashion_mnist", "--augment_flip")
+    settings = pipeline.AugmentSettings(flip=True)
     images = tf.random.stateless_uniform([400, 28, 28, 1], [0, 0])
-    flipped = pipeline.augment(images, config, tf.constant([0, 0], tf.int64), background=0.0, mean_pixel=0.5)
+    flipped = pipeline.augment(images, settings, tf.constant([0, 0], tf.int64), background=0.0, mean_pixel=0.5)
     same = np.all(flipped.numpy() == images.numpy(), axis=(1, 2, 3))
     mirrored = np.all(flipped.numpy() == images.numpy()[:, :, ::-1], axis=(1, 2, 3))
     assert np.all(same ^ mirrored) and 160 < mirrored.sum() < 240
 
 
 def test_random_erasing_fills_one_rectangle_of_2_to_25_percent_with_the_mean_pixel(tmp_path):
-    config = make_config(tmp_path, "--augment_erase=1.0")
+    settings = pipeline.AugmentSettings(erase=1.0)
     images = tf.fill([200, 28, 28, 1], 3.0)
-    erased = pipeline.augment(images, config, tf.constant([0, 1], tf.int64), background=0.0,
+    erased = pipeline.augment(images, settings, tf.constant([0, 1], tf.int64), background=0.0,
                               mean_pixel=0.5).numpy()[..., 0] == 0.5
     for mask in erased:
         rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         assert mask.sum() == len(rows) * len(columns)  # One solid rectangle.
         assert 0.01 * 784 <= mask.sum() <= 0.27 * 784  # Rounding the sides moves the area a little.
-    none_erased = pipeline.augment(images, make_config(tmp_path, "--augment_shift=0"), tf.constant([0, 1], tf.int64),
-                                   0.0, 0.5)
+    none_erased = pipeline.augment(images, pipeline.AugmentSettings(), tf.constant([0, 1], tf.int64), 0.0, 0.5)
     np.testing.assert_array_equal(none_erased.numpy(), images.numpy())
 
 

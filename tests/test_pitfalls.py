@@ -11,9 +11,10 @@ import tensorflow as tf
 from data import catalog, pipeline, sources
 from models import registry
 from tests.conftest import UNIT_RANGE_CHECKS, make_config, run_script, write_idx
-from trainer import losses, loop, steps
+from trainer import losses, loop, setup, steps
 from trainer.errors import TapeloopError
 from trainer.flags import parse_config
+from trainer.setup import model_settings
 
 CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
 
@@ -35,7 +36,7 @@ def synthetic_train():
 
 
 def diagnose_folder(folder, *flags):
-    return loop.diagnose(parse_config(["--dataset=mnist", f"--data_dir={folder}", "--batch_size=32", *flags]))
+    return setup.diagnose(parse_config(["--dataset=mnist", f"--data_dir={folder}", "--batch_size=32", *flags]))
 
 
 def flat(text: str) -> str:
@@ -43,7 +44,7 @@ def flat(text: str) -> str:
 
 
 def train_step_error(images, labels, loss=CROSS_ENTROPY, checks=UNIT_RANGE_CHECKS) -> str:
-    model = registry.build_model("mlp", (28, 28, 1), 10, make_config("/unused", "--model=mlp"))
+    model = registry.build_model("mlp", (28, 28, 1), 10, **model_settings(make_config("/unused", "--model=mlp")))
     optimizer = keras.optimizers.SGD(0.01)
     step = steps.make_train_step(model, optimizer, loss, steps.make_metrics(loss, with_gradients=True), checks)
     weights_before = [variable.numpy().copy() for variable in model.trainable_variables]
@@ -144,8 +145,8 @@ def test_6_a_99_to_1_imbalance_left_unweighted_is_warned_about_with_the_fix(tmp_
 def test_7_a_loss_that_turns_nan_stops_at_that_step_with_the_learning_rate_fix(tmp_path):
     config = make_config(tmp_path, "--model=mlp", "--optimizer=sgd", "--learning_rate=1e30", "--momentum=0",
                          "--weight_decay=0")
-    model = registry.build_model("mlp", (28, 28, 1), 10, config)
-    step = steps.make_train_step(model, loop.make_optimizer(config), CROSS_ENTROPY,
+    model = registry.build_model("mlp", (28, 28, 1), 10, **model_settings(config))
+    step = steps.make_train_step(model, setup.make_optimizer(config), CROSS_ENTROPY,
                                  steps.make_metrics(CROSS_ENTROPY, with_gradients=True), UNIT_RANGE_CHECKS)
     batch, labels = random_batch()
     with pytest.raises(TapeloopError) as raised:
@@ -179,7 +180,7 @@ def test_9_test_images_of_another_size_are_refused_with_the_resize_fix(tmp_path)
 
 # 10. A model whose head applies softmax before a from-logits loss.
 def test_10_a_registered_model_with_a_softmax_head_is_warned_about(tmp_path, monkeypatch, caplog):
-    def softmax_head(input_shape, num_classes, config):
+    def softmax_head(input_shape, num_classes, **settings):
         return keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
                                  keras.layers.Dense(num_classes, activation="softmax")])
 

@@ -1,16 +1,14 @@
 import pytest
 
 from models import registry
-from tests.conftest import make_config
-from trainer.errors import TapeloopError
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_build_model_creates_variables_before_any_training(tmp_path, name):
-    model = registry.build_model(name, (28, 28, 1), 10, make_config(tmp_path))
+def test_build_model_creates_variables_before_any_training(name):
+    model = registry.build_model(name, (28, 28, 1), 10, width=8, depth=2, dropout=0.3)
     assert model.built and len(model.trainable_variables) > 0
 
 
-def test_unknown_model_names_the_registered_ones(tmp_path):
-    with pytest.raises(TapeloopError, match="one of cnn, mlp"):
-        registry.build_model("resnet", (28, 28, 1), 10, make_config(tmp_path))
+def test_the_cnn_needs_images_of_two_to_the_depth_pixels_and_the_mlp_any():
+    assert [registry.smallest_image_side("cnn", depth) for depth in (1, 2, 4)] == [2, 4, 16]
+    assert registry.smallest_image_side("mlp", 4) == 1

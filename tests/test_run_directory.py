@@ -42,3 +42,15 @@ def test_an_unwritable_run_directory_fails_before_training(tmp_path):
     with pytest.raises(TapeloopError, match=r"cannot write to --run_dir=.*NotADirectoryError"):
         with run_directory.claim(str(tmp_path / "a_file" / "run")):
             pass
+
+
+def test_starting_over_is_refused_only_where_an_earlier_run_left_results(tmp_path):
+    run_directory.refuse_to_start_over(str(tmp_path))  # Empty: a new run may start.
+    (tmp_path / "train").mkdir()
+    run_directory.refuse_to_start_over(str(tmp_path))  # Logs alone are no results.
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "ckpt-40.index").write_text("")
+    with pytest.raises(TapeloopError, match="holds an earlier run's results but no checkpoint") as error:
+        run_directory.refuse_to_start_over(str(tmp_path))
+    assert "results.json, best/ckpt-40" in str(error.value)

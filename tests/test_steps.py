@@ -5,16 +5,17 @@ import tensorflow as tf
 
 from models import registry
 from tests.conftest import UNIT_RANGE_CHECKS, make_config
+from trainer.setup import model_settings
+from trainer.setup import make_optimizer
 from trainer import losses, steps
 from trainer.averaging import WeightAverage
-from trainer.loop import make_optimizer
 
 CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
 
 
 def model_and_batch(tmp_path, *flags):
     config = make_config(tmp_path, "--model=mlp", "--model_width=32", "--dropout=0", *flags)
-    model = registry.build_model("mlp", (28, 28, 1), 10, config)
+    model = registry.build_model("mlp", (28, 28, 1), 10, **model_settings(config))
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(size=(32, 28, 28, 1)), tf.float32)
     labels = tf.constant(rng.integers(0, 10, 32), tf.int32)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import tensorflow as tf
 
@@ -56,3 +57,19 @@ def test_histograms_and_hparams_are_written(tmp_path):
     [(step, buckets)] = _read_tensors(tmp_path / "train")["weights/dense/kernel"]
     assert step == 5 and buckets[:, 2].sum() == 100  # (left, right, count) rows.
     assert "_hparams_/session_start_info" in _read_tensors(tmp_path)
+
+
+def test_run_summaries_write_an_evaluation_as_scalars_and_two_figures(tmp_path):
+    from data import catalog
+    from trainer.evaluation import Evaluation
+    from trainer.summaries import RunSummaries
+
+    summaries = RunSummaries(str(tmp_path), catalog.MNIST, standardize=False)
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    summaries.evaluation(Evaluation({"accuracy": 0.5, "loss/total": 0.7}, np.eye(10, dtype=np.int64),
+                                    (images, np.array([1, 2]), np.array([7, 3]))), step=30)
+    summaries.close()
+    assert read_scalars(tmp_path / "eval") == {"accuracy": [(30, 0.5)], "loss/total": [(30, pytest.approx(0.7))]}
+    for tag in ("confusion_matrix", "misclassified"):
+        [(step, image)] = image_events(tmp_path / "eval", tag)
+        assert step == 30 and image.shape[-1] == 4 and image.shape[0] > 100

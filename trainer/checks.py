@@ -19,6 +19,10 @@ from absl import logging
 from trainer.errors import TapeloopError, TapeloopWarning
 
 CHECK_PREFIX = "tapeloop-check:"
+# The finite-value checks: the tag each assertion carries -> (stage, what is checked). Adding one is
+# an entry here and a call of StageChecks._assert_finite where the tensor is.
+FINITE_CHECKS = {"logits": ("model output", "the model's logits"), "loss": ("loss", "the loss"),
+                 "gradients": ("gradients", "the gradients"), "variables": ("update", "the variables after the update")}
 NAN_FIX = ("lower --learning_rate or add --warmup_steps or --clip_grad_norm=1.0; if it happens at the "
            "first step, look for NaN in the inputs; --checks=full checks every gradient and variable")
 
@@ -125,21 +129,27 @@ class StageChecks:
                 stage="model output", problem="the model's output does not match the classes",
                 expected=f"logits of shape [batch, {self.num_classes}]", found=f"shape {logits.shape}",
                 fix=f"end the model with keras.layers.Dense({self.num_classes}) and no activation")
-        tf.debugging.assert_all_finite(logits, CHECK_PREFIX + "logits")
+        self._assert_finite(logits, "logits")
 
     def update(self, total: tf.Tensor, global_norm: tf.Tensor, gradients, variables) -> None:
         """Loss and gradients finite (standard); every gradient and updated variable finite (full)."""
         if self.level == "off":
             return
-        tf.debugging.assert_all_finite(total, CHECK_PREFIX + "loss")
+        self._assert_finite(total, "loss")
         if not self.loss_scaling:
-            tf.debugging.assert_all_finite(global_norm, CHECK_PREFIX + "gradients")
+            self._assert_finite(global_norm, "gradients")
         if self.level == "full":
             for gradient in gradients:
                 if gradient is not None and not self.loss_scaling:
-                    tf.debugging.assert_all_finite(gradient, CHECK_PREFIX + "gradients")
+                    self._assert_finite(gradient, "gradients")
             for variable in variables:
-                tf.debugging.assert_all_finite(variable, CHECK_PREFIX + "variables")
+                self._assert_finite(variable, "variables")
+
+    @staticmethod
+    def _assert_finite(tensor, check: str) -> None:
+        """A finite-value assertion tagged with one of FINITE_CHECKS, which explain() reads back."""
+        assert check in FINITE_CHECKS, f"add {check!r} to FINITE_CHECKS"
+        tf.debugging.assert_all_finite(tensor, CHECK_PREFIX + check)
 
     def explain(self, error: tf.errors.InvalidArgumentError) -> TapeloopError | None:
         """The paragraph for a failed check of this class, or None if `error` is not one."""
@@ -160,9 +170,7 @@ class StageChecks:
                 stage="labels", problem="the batch's labels are not valid for the loss", expected=expected,
                 found=f"label values from {smallest} to {largest}",
                 fix="check the number of classes (1-based labels need 1 subtracting) and --label_format")
-        stage, what = {"logits": ("model output", "the model's logits"), "loss": ("loss", "the loss"),
-                       "gradients": ("gradients", "the gradients"),
-                       "variables": ("update", "the variables after the update")}[check]
+        stage, what = FINITE_CHECKS[check]
         return TapeloopError(stage=stage, problem=f"{what} are not finite", expected="finite values",
                              found="NaN or Inf", fix=NAN_FIX)
 

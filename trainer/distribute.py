@@ -104,3 +104,9 @@ def sum_over_replicas(tensors):
     if num_replicas() == 1:
         return tensors
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def replica_shard(context: tf.distribute.InputContext) -> tuple[int, int, int]:
+    """(first replica, replicas fed, replicas in all) for the input pipeline `context` describes."""
+    replicas_fed = context.num_replicas_in_sync // context.num_input_pipelines
+    return context.input_pipeline_id * replicas_fed, replicas_fed, context.num_replicas_in_sync

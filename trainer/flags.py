@@ -6,13 +6,14 @@ import os
 
 from absl import flags
 
+from data.catalog import CATALOG, USER_DATASETS
 from trainer.config import TrainConfig
+from trainer.losses import TERMS as LOSS_TERMS
 from trainer.errors import TapeloopError
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "npz", "synthetic")
+DATASETS = (*CATALOG, *USER_DATASETS)
 CHECK_LEVELS = ("off", "standard", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-LOSS_TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
 LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 EVAL_METRICS = ("accuracy", "balanced_accuracy", "loss")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")

@@ -64,12 +64,14 @@ class WeightedLoss:
             return tf.one_hot(labels, self.num_classes, dtype=tf.float32)
         return tf.cast(labels, tf.float32)
 
-    def class_ids(self, labels: tf.Tensor) -> tf.Tensor:
-        """Labels in the declared --label_format -> integer class ids [B]."""
-        return labels if self.label_format == "sparse" else tf.argmax(labels, axis=-1, output_type=tf.int32)
 
     def _smoothed(self, targets):
         return targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+
+
+def class_ids(labels: tf.Tensor) -> tf.Tensor:
+    """Integer class ids [B] from labels of either format: ids as they are, one-hot rows by their argmax."""
+    return labels if labels.shape.rank == 1 else tf.argmax(labels, axis=-1, output_type=tf.int32)
 
 
 def _softmax_focal(targets: tf.Tensor, logits: tf.Tensor, gamma: float) -> tf.Tensor:

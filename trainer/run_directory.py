@@ -1,4 +1,5 @@
-"""Claiming a run directory: writable, used by one process at a time, and never silently restarted.
+"""Claiming a run directory (writable, used by one process at a time, never silently restarted)
+and writing its text files (flags.txt, results.json) whole.
 
 The claim is an exclusive `flock` on RUN/.lock. The operating system drops it
 when the process ends, however it ends (kill -9 included), so a crashed run
@@ -13,8 +14,12 @@ import os
 import socket
 import time
 
+from absl import logging
+
 from trainer.checkpoints import checkpoint_prefixes
+from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
+from trainer.flags import serialize_config
 
 LOCK_FILE = ".lock"
 
@@ -72,3 +77,24 @@ def refuse_to_start_over(run_dir: str) -> None:
             found=f"{', '.join(found)}, and no checkpoints/ckpt-*.index",
             fix="pass a new --run_dir to train afresh; to keep training this run, restore its checkpoints/ "
                 "folder (evaluate.py and predict.py still read best/ and saved_model/)")
+
+
+def write_flags_file(config: TrainConfig, folder: str) -> None:
+    """Writes `folder`/flags.txt; on a resume with other flags, says which ones changed."""
+    path = os.path.join(folder, "flags.txt")
+    text = serialize_config(config)
+    if os.path.exists(path):
+        with open(path) as stream:
+            before = set(stream.read().splitlines())
+        changed = sorted(set(text.splitlines()) - before)
+        if changed:
+            logging.warning("Resuming with changed flags: %s", " ".join(changed))
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` so that readers see the old or the new file, never a partial one."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as stream:
+        stream.write(text)
+    os.replace(partial, path)

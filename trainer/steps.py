@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from trainer.checks import StageChecks
 from trainer.distribute import num_replicas, sum_over_replicas
+from trainer import losses
 from trainer.losses import WeightedLoss
 from trainer.metrics import ConfusionMatrix
 
@@ -30,15 +31,34 @@ def make_metrics(loss: WeightedLoss, with_gradients: bool = False,
     return metrics
 
 
-def _update_metrics(metrics, loss, labels, logits, terms, total):
+def _update_metrics(metrics, labels, logits, terms, total):
     batch_size = tf.shape(logits)[0]
     metrics["loss/total"].update_state(total, sample_weight=batch_size)
     for term, value in terms.items():
         metrics[f"loss/{term}"].update_state(value, sample_weight=batch_size)
-    class_ids = loss.class_ids(labels)
+    class_ids = losses.class_ids(labels)
     metrics["accuracy"].update_state(class_ids, logits)
     if "confusion_matrix" in metrics:
         metrics["confusion_matrix"].update_state(class_ids, logits)
+
+
+def whole_batch_gradients(replica_gradients: list, optimizer: keras.optimizers.Optimizer,
+                          clip_grad_norm: float) -> tuple[list, tf.Tensor]:
+    """One replica's gradients of its loss-scaled share -> (what it hands the optimizer, the whole
+    batch's gradient norm before clipping, unscaled).
+
+    The loss scale (1 unless float16 loss scaling) keeps small float16 gradients from underflowing;
+    the optimizer divides it out, and the norm and clipping use unscaled values. The gradients are
+    summed over replicas here, not only inside the optimizer (which sums after its own clipping), so
+    that the norm and the clipping see the whole batch; as Keras optimizers sum over replicas once
+    more, each replica then hands over its share.
+    """
+    scale = optimizer.scale_loss(1.0)
+    gradients = sum_over_replicas(replica_gradients)
+    global_norm = tf.linalg.global_norm(gradients) / scale
+    if clip_grad_norm:
+        gradients, _ = tf.clip_by_global_norm(gradients, clip_grad_norm * scale, use_norm=global_norm * scale)
+    return [gradient / num_replicas() for gradient in gradients], global_norm
 
 
 def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
@@ -50,31 +70,23 @@ def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm
     """
 
     def update(images, labels, example_weights):
+        variables = model.trainable_variables
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)  # float32 even under mixed precision
-            shares = loss.terms(labels, logits, model.trainable_variables, example_weights)
-            # The loss scale (1 unless float16 loss scaling) keeps small float16 gradients from
-            # underflowing; the optimizer divides it out, and the norm and clipping use unscaled values.
+            shares = loss.terms(labels, logits, variables, example_weights)
             scaled_share = optimizer.scale_loss(loss.total(shares))
-        scale = optimizer.scale_loss(1.0)
-        # Summed here, not only inside the optimizer (which sums after its own clipping), so that
-        # the norm and the clipping see the whole batch's gradient.
-        gradients = sum_over_replicas(tape.gradient(scaled_share, model.trainable_variables))
-        global_norm = tf.linalg.global_norm(gradients) / scale
-        if clip_grad_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, clip_grad_norm * scale, use_norm=global_norm * scale)
-        # Keras optimizers sum over replicas once more: each replica hands over its share.
-        optimizer.apply_gradients([(gradient / num_replicas(), variable)
-                                   for gradient, variable in zip(gradients, model.trainable_variables)])
+        gradient_shares, global_norm = whole_batch_gradients(tape.gradient(scaled_share, variables), optimizer,
+                                                             clip_grad_norm)
+        optimizer.apply_gradients(zip(gradient_shares, variables))
         if weight_average is not None:
             weight_average.update()
-        for snapshot, gradient in zip(gradient_snapshot or (), gradients):
-            snapshot.assign(gradient / scale)
+        for snapshot, share in zip(gradient_snapshot or (), gradient_shares):
+            snapshot.assign(share * num_replicas() / optimizer.scale_loss(1.0))
         terms = {term: share * num_replicas() for term, share in shares.items()}  # This replica's batch.
         total = loss.total(terms)
-        _update_metrics(metrics, loss, labels, logits, terms, total)
+        _update_metrics(metrics, labels, logits, terms, total)
         metrics["gradients/global_norm"].update_state(global_norm)
-        return logits, total, global_norm, gradients
+        return logits, total, global_norm, gradient_shares
 
     if jit_compile:
         update = tf.function(update, jit_compile=True, autograph=False)
@@ -141,7 +153,7 @@ def make_eval_step(model: keras.Model, loss: WeightedLoss, metrics: dict[str, ke
         logits = tf.cast(model(images, training=False), tf.float32)
         checks.outputs(logits)
         terms = loss.terms(labels, logits, model.trainable_variables)
-        _update_metrics(metrics, loss, labels, logits, terms, loss.total(terms))
+        _update_metrics(metrics, labels, logits, terms, loss.total(terms))
         return logits
 
     return _explaining_failures(eval_step, checks)

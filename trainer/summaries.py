@@ -1,10 +1,13 @@
-"""TensorBoard: scalars, text, labelled image grids, the confusion matrix, histograms and hparams.
+"""TensorBoard: scalars, text, labelled image grids, the confusion matrix, histograms, hparams and
+the profiler window.
 
 Writers: RUN/train and RUN/eval for the two phases, and RUN itself for the
 run's hparams and final results (the HPARAMS tab compares runs in one logdir).
 Figures are drawn with matplotlib (Agg, no display) and logged as PNG images.
+`RunSummaries` is what the loop calls: one method per kind of summary.
 """
 
+import dataclasses
 import io
 import os
 
@@ -15,6 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
+
+from data import pipeline  # noqa: E402
+from data.catalog import DatasetSpec  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.flags import serialize_config  # noqa: E402
+
+IMAGES_SHOWN = 32
 
 
 class SummaryWriters:
@@ -101,3 +111,83 @@ def write_hparams(writer: tf.summary.SummaryWriter, hparams: dict, trial_id: str
     with writer.as_default(step=0):
         hparams_api.hparams(hparams, trial_id=trial_id)
     writer.flush()
+
+
+def hparams_of(config: TrainConfig) -> dict:
+    """The run's flags as hparams values (bool, number or string), the run directory left out."""
+    return {name: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for name, value in dataclasses.asdict(config).items() if value is not None and name != "run_dir"}
+
+
+class RunSummaries:
+    """Everything a run writes to TensorBoard, one method per kind of summary."""
+
+    def __init__(self, run_dir: str, spec: DatasetSpec, standardize: bool):
+        self.writers = SummaryWriters(run_dir)
+        self._spec = spec
+        self._standardize = standardize
+
+    def run_started(self, config: TrainConfig, report_text: str, step: int) -> None:
+        """The pre-flight report and the flags as text, and the flags as the run's hparams."""
+        write_text(self.writers.train, "diagnostics", report_text, step)
+        write_text(self.writers.train, "flags", serialize_config(config), step)
+        write_hparams(self.writers.run, hparams_of(config), trial_id=os.path.basename(os.path.normpath(config.run_dir)))
+
+    def training(self, scalars: dict[str, float], step: int) -> None:
+        write_scalars(self.writers.train, scalars, step)
+
+    def inputs(self, images, class_ids, step: int) -> None:
+        """The batch about to be trained on, as the model sees it, captioned with its labels."""
+        captions = [self._spec.class_names[class_id] for class_id in np.asarray(class_ids)[:IMAGES_SHOWN]]
+        write_figure(self.writers.train, "inputs", labelled_grid(self._display(images[:IMAGES_SHOWN]), captions), step)
+
+    def evaluation(self, evaluation, step: int) -> None:
+        """A validation pass (an evaluation.Evaluation): its scalars, confusion matrix and mistakes."""
+        write_scalars(self.writers.eval, evaluation.scores, step)
+        names = self._spec.class_names
+        write_figure(self.writers.eval, "confusion_matrix", confusion_figure(evaluation.confusion, names), step)
+        if evaluation.misclassified is not None:
+            images, true, predicted = evaluation.misclassified
+            captions = [f"{names[t]} as {names[p]}" for t, p in zip(true, predicted)]
+            write_figure(self.writers.eval, "misclassified", labelled_grid(self._display(images), captions), step)
+
+    def histograms(self, variables, gradients, step: int) -> None:
+        """Each trainable variable and its last gradient."""
+        write_histograms(self.writers.train, {
+            **{f"weights/{variable.path}": variable for variable in variables},
+            **{f"gradients/{variable.path}": gradient for variable, gradient in zip(variables, gradients)}}, step)
+
+    def results(self, results: dict, step: int) -> None:
+        """The final `results/<split>_<metric>` scalars beside the hparams."""
+        write_scalars(self.writers.run, {
+            f"results/{split}_{metric}": results[split][metric] for split in ("eval", "test") if results[split]
+            for metric in ("accuracy", "balanced_accuracy", "loss")}, step)
+
+    def close(self) -> None:
+        self.writers.close()
+
+    def _display(self, images):
+        return pipeline.to_display(images, self._spec, self._standardize)
+
+
+class ProfilerWindow:
+    """Traces steps [start, stop) of --profile_steps into the run directory (TensorBoard's Profile tab)."""
+
+    def __init__(self, profile_steps: tuple[int, ...], logdir: str):
+        self._window = tuple(profile_steps)
+        self._logdir = logdir
+        self._active = False
+
+    def update(self, step: int) -> None:
+        """Starts the trace when `step` enters the window, stops it once `step` leaves it."""
+        inside = bool(self._window) and self._window[0] <= step < self._window[1]
+        if inside and not self._active:
+            tf.profiler.experimental.start(self._logdir)
+            self._active = True
+        elif self._active and not inside:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._active:
+            tf.profiler.experimental.stop()
+            self._active = False

@@ -1,0 +1,59 @@
+"""The layout DESIGN.md promises, read from the source: which package imports which, and no
+function longer than about a screen."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LONGEST_FUNCTION = 60
+LONG_BY_DESIGN = {("trainer/flags.py", "define_flags")}  # The flag table.
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update([node.module] + [f"{node.module}.{alias.name}" for alias in node.names])
+    return names
+
+
+def project_imports(package: str) -> dict[str, set[str]]:
+    """File -> the trainer/ modules it imports, for every file of `package`."""
+    return {str(path.relative_to(REPO)): {name for name in imported_modules(path) if name.startswith("trainer")}
+            for path in sorted((REPO / package).glob("*.py"))}
+
+
+def test_models_import_nothing_from_trainer():
+    assert {path: names for path, names in project_imports("models").items() if names} == {}
+
+
+def test_data_imports_only_config_and_errors_from_trainer():
+    allowed = {"trainer", "trainer.config", "trainer.config.TrainConfig", "trainer.errors",
+               "trainer.errors.TapeloopError", "trainer.errors.TapeloopWarning"}
+    assert {path: names - allowed for path, names in project_imports("data").items() if names - allowed} == {}
+
+
+@pytest.mark.parametrize("package", ["trainer", "data", "models", "scripts"])
+def test_no_function_is_longer_than_a_screen(package):
+    long = []
+    for path in sorted((REPO / package).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                name = (str(path.relative_to(REPO)), node.name)
+                if length > LONGEST_FUNCTION and name not in LONG_BY_DESIGN:
+                    long.append(f"{name[0]}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []
+
+
+def test_the_import_check_sees_a_forbidden_import(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "bad.py").write_text("from trainer.config import TrainConfig\nimport keras\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert project_imports("models") == {"models/bad.py": {"trainer.config", "trainer.config.TrainConfig"}}

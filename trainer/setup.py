@@ -1,0 +1,167 @@
+"""What a run is built from, checked before anything is written: data, loss, model, optimizer,
+weight average and stage checks; and `diagnose`, one checked step on those inputs."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data import catalog, diagnostics, pipeline
+from models import registry
+from trainer import losses, steps
+from trainer.averaging import WeightAverage
+from trainer.checks import StageChecks, TrainingWarnings
+from trainer.config import TrainConfig
+from trainer.errors import TapeloopError
+from trainer.schedules import LearningRate
+
+MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInputs:
+    """What a run is built from, checked before anything is written: data, loss, model, optimizer."""
+
+    spec: catalog.DatasetSpec
+    data: pipeline.PreparedData
+    report: diagnostics.Report
+    steps_per_epoch: int
+    total_steps: int
+    loss: losses.WeightedLoss
+    class_weights: np.ndarray
+    example_weights: np.ndarray
+    model: keras.Model
+    learning_rate: LearningRate
+    optimizer: keras.optimizers.Optimizer
+    weight_average: WeightAverage | None  # --ema_decay
+    strategy: tf.distribute.Strategy
+
+
+def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> RunInputs:
+    """Loads and checks the data (logging the pre-flight report), builds loss, model and optimizer
+    (in the `strategy`'s scope, the default strategy if None)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy and TensorFlow.
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = pipeline.prepare_data(config)
+    report = diagnostics.preflight(data, config)
+    for line in report.lines:
+        logging.info("Data: %s", line)
+    for warning in report.warnings:
+        logging.warning(warning.paragraph())
+    steps_per_epoch = _steps_per_epoch(config, len(data.train[1]), strategy.num_replicas_in_sync)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    class_weights = losses.class_weights(config.class_weights, data.train[1], data.spec.num_classes)
+    learning_rate = LearningRate(config, total_steps, steps_per_epoch)
+    with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
+        model = build_model(config, data.spec)
+        optimizer = make_optimizer(config, learning_rate)
+        optimizer.build(model.trainable_variables)
+        weight_average = make_weight_average(config, model)
+    return RunInputs(
+        spec=data.spec, data=data, report=report, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        loss=losses.from_config(config, data.spec.num_classes), class_weights=class_weights,
+        example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
+        model=model, learning_rate=learning_rate, optimizer=optimizer, weight_average=weight_average,
+        strategy=strategy)
+
+
+def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) -> int:
+    """Full batches per epoch; refuses a split smaller than one batch or a batch the replicas cannot share."""
+    steps_per_epoch = pipeline.steps_per_epoch(train_examples, config.batch_size)
+    if steps_per_epoch == 0:
+        raise TapeloopError(
+            stage="data", problem="the training split is smaller than one batch",
+            expected=f"at least --batch_size={config.batch_size} training examples",
+            found=f"{train_examples} after holding out --validation_split={config.validation_split}",
+            fix="lower --batch_size or --validation_split, or use more data")
+    if config.batch_size % replicas:
+        raise TapeloopError(
+            stage="distribute", problem="the global batch does not split evenly over the replicas",
+            expected=f"--batch_size a multiple of the {replicas} replicas", found=f"--batch_size={config.batch_size}",
+            fix=f"use --batch_size={max(replicas, config.batch_size // replicas * replicas)}")
+    return steps_per_epoch
+
+
+def model_settings(config: TrainConfig) -> dict:
+    """The model flags as the keyword arguments every registered model takes."""
+    return {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
+
+
+def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
+    """The registry's --model for `spec`, computing in the --mixed_precision dtype (variables float32)."""
+    if config.model not in registry.BUILDERS:
+        raise TapeloopError(
+            stage="model", problem=f"unknown model {config.model!r}", expected=f"one of {', '.join(sorted(registry.BUILDERS))}",
+            found=repr(config.model), fix="pass --model with one of the names above, or add yours to "
+            "models.registry.BUILDERS")
+    smallest = registry.smallest_image_side(config.model, config.model_depth)
+    height, width = spec.image_shape[:2]
+    if min(height, width) < smallest:
+        raise TapeloopError(
+            stage="model", problem=f"the images are too small for --model={config.model} with --model_depth="
+            f"{config.model_depth}", expected=f"images of at least {smallest}x{smallest} pixels (each of the "
+            f"{config.model_depth} stages halves them)", found=f"images of {height}x{width}",
+            fix=f"lower --model_depth to {max(1, min(height, width).bit_length() - 1)} or less, or bring the "
+                f"images to {smallest} pixels or more (--image_size for image folders)")
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[config.mixed_precision])
+    try:  # Layers take the policy when they are created; restoring it keeps other models float32.
+        return registry.build_model(config.model, spec.image_shape, spec.num_classes, **model_settings(config))
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def make_weight_average(config: TrainConfig, model: keras.Model) -> WeightAverage | None:
+    """The --ema_decay average of `model`'s weights, or None without it."""
+    return WeightAverage(model, config.ema_decay) if config.ema_decay else None
+
+
+def make_stage_checks(config: TrainConfig, spec: catalog.DatasetSpec) -> StageChecks:
+    """The --checks guards for batches of `spec` as the pipeline prepares them."""
+    return StageChecks(config.checks, spec.image_shape, pipeline.model_input_range(spec, config.standardize),
+                       spec.num_classes, config.label_format, loss_scaling=config.mixed_precision == "float16")
+
+
+def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.Optimizer:
+    """adam, adamw or sgd with momentum, at `learning_rate` (a schedule; --learning_rate if None).
+
+    adamw and sgd decay kernels by --weight_decay; biases and norm scales are spared.
+    """
+    rate = config.learning_rate if learning_rate is None else learning_rate
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(rate)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=config.weight_decay or None)
+    if config.optimizer != "adam":
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if config.mixed_precision == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def diagnose(config: TrainConfig) -> dict:
+    """The pre-flight report, then one training step on one batch under --checks=full; writes nothing.
+
+    Returns the report's lines, every warning raised, and the step's loss and gradient norm.
+    """
+    run = prepare_run(config)
+    checks = dataclasses.replace(make_stage_checks(config, run.spec), level="full")
+    warnings = TrainingWarnings(run.spec.num_classes)
+    images, labels, weights = next(iter(pipeline.train_batches(
+        run.data.train, run.example_weights, run.spec, config, epoch=0)))
+    warnings.first_outputs(run.model(images, training=False))
+    metrics = steps.make_metrics(run.loss, with_gradients=True)
+    steps.make_train_step(run.model, run.optimizer, run.loss, metrics, checks, config.clip_grad_norm,
+                          config.jit_compile)(images, labels, weights)
+    values = steps.read_and_reset(metrics)
+    return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
+            "num_classes": run.spec.num_classes, "loss": values["loss/total"],
+            "gradient_norm": values["gradients/global_norm"]}
