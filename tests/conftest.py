@@ -1,60 +1,11 @@
-"""Shared test helpers: small configs, IDX writers, script runner, real-MNIST location."""
+"""Fixtures shared by the test modules (helpers live in tests/helpers.py)."""
 
-import gzip
 import os
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainer.checks import StageChecks
-from trainer.flags import parse_config
-
-REPO = Path(__file__).resolve().parent.parent
-UNIT_RANGE_CHECKS = StageChecks("standard", image_shape=(28, 28, 1), value_range=(0.0, 1.0), num_classes=10)
-IDX_TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
-
-
-def make_config(run_dir, *args: str):
-    """A TrainConfig on the synthetic dataset, small and fast, with extra flags applied."""
-    return parse_config(["--dataset=synthetic", "--model_width=8", "--batch_size=64",
-                         "--epochs=1", "--log_every_steps=5", "--progress=log",
-                         f"--run_dir={run_dir}", *args])
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encodes `array` in the IDX format (big-endian header and data)."""
-    big_endian = array.astype(array.dtype.newbyteorder(">"))
-    header = bytes([0, 0, IDX_TYPE_CODES[big_endian.dtype], array.ndim])
-    return header + struct.pack(f">{array.ndim}I", *array.shape) + big_endian.tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    data = idx_bytes(array)
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
-
-
-def write_idx_dataset(folder: Path, train_size: int = 40, test_size: int = 20, seed: int = 0) -> Path:
-    """Writes a tiny MNIST-shaped dataset as the four gzip IDX files."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, size in (("train", train_size), ("t10k", test_size)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (size, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, size, dtype=np.uint8))
-    return folder
-
-
-def run_script(name: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Runs scripts/<name>.py as a user would, capturing its output."""
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
-                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.helpers import SMALL_RUN, run_script
 
 
 @pytest.fixture
@@ -66,22 +17,11 @@ def mnist_dir() -> str:
     return folder
 
 
-def _read_tensors(folder) -> dict[str, list]:
-    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})  # 0: keep every event.
-    events.Reload()
-    return {tag: [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
-            for tag in events.Tags()["tensors"]}
-
-
-def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
-    return {tag: [(step, float(value)) for step, value in events]
-            for tag, events in _read_tensors(folder).items()
-            if events[0][1].ndim == 0 and events[0][1].dtype != object}
-
-
-def read_texts(folder) -> dict[str, list[tuple[int, str]]]:
-    """Every text summary in a TensorBoard log folder: tag -> [(step, text), ...]."""
-    return {tag: [(step, value.item().decode()) for step, value in events]
-            for tag, events in _read_tensors(folder).items()
-            if events[0][1].ndim == 0 and events[0][1].dtype == object}
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    """One finished run (train.py, SMALL_RUN, one epoch: checkpoints at step 28), trained once per
+    session for the tests that only inspect it; a test that changes it works on a copy (copy_run)."""
+    run_dir = tmp_path_factory.mktemp("shared") / "synthetic_run"
+    result = run_script("train", *SMALL_RUN, "--epochs=1", f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return run_dir

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import registry
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer.setup import model_settings
 from trainer import checkpoints
 from trainer.averaging import WeightAverage

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from tests.conftest import run_script
+from tests.helpers import run_script
+
+pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 
 def test_benchmark_reports_ratios_of_its_own_measurements(tmp_path):

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from trainer.errors import TapeloopError
 def test_file_datasets_have_checksums_and_mirrors_for_every_file(spec):
     filenames = [name for pair in spec.files.values() for name in pair]
     assert sorted(spec.sha256) == sorted(filenames)
-    assert all(len(digest) == 64 and int(digest, 16) >= 0 for digest in spec.sha256.values())
+    assert all(re.fullmatch("[0-9a-f]{64}", digest) for digest in spec.sha256.values())
     assert spec.mirrors and all(mirror.endswith("/") for mirror in spec.mirrors)
     assert spec.num_classes == len(spec.class_names) == 10
 

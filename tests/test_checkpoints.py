@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data import catalog, pipeline
 from models import registry
-from tests.conftest import UNIT_RANGE_CHECKS, make_config
+from tests.helpers import UNIT_RANGE_CHECKS, make_config
 from trainer.setup import model_settings
 from trainer.setup import make_optimizer
 from trainer import checkpoints, losses, steps

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import UNIT_RANGE_CHECKS
+from tests.helpers import UNIT_RANGE_CHECKS
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings
 from trainer.errors import TapeloopError
 

@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import cnn
+from tests.helpers import random_weights
 
 
 def test_cnn_maps_images_to_one_logit_per_class():
@@ -32,3 +33,52 @@ def test_cnn_takes_rgb_32x32_images():
     assert model(tf.random.uniform((2, 32, 32, 3)), training=False).shape == (2, 10)
     assert model.stages.layers[0].layers[0].conv.kernel.shape == (3, 3, 3, 4)
     assert model.head.kernel.shape == (4 * 4 * 16, 10)
+
+
+def numpy_conv3x3_same(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """A 3x3 'same' convolution (cross-correlation, as TensorFlow computes it), written out."""
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return sum(np.einsum("bhwc,cd->bhwd", padded[:, dy:dy + height, dx:dx + width], kernel[dy, dx])
+               for dy in range(3) for dx in range(3))
+
+
+def test_a_conv_block_is_convolution_batch_norm_and_relu_with_batch_statistics_only_in_training():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, 5, 6, 2)).astype(np.float32)
+    block = cnn.ConvBNReLU(4)
+    block(images)
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2.0, 4), rng.normal(size=4)
+    moving_mean, moving_variance = rng.normal(size=4), rng.uniform(0.5, 2.0, 4)
+    block.conv.kernel.assign(kernel)
+    for variable, value in zip((block.norm.gamma, block.norm.beta, block.norm.moving_mean,
+                                block.norm.moving_variance), (gamma, beta, moving_mean, moving_variance)):
+        variable.assign(value.astype(np.float32))
+    convolved = numpy_conv3x3_same(images, kernel)
+
+    def normalized(mean, variance):
+        return np.maximum(gamma * (convolved - mean) / np.sqrt(variance + 1e-3) + beta, 0.0)
+
+    np.testing.assert_allclose(block(images, training=False), normalized(moving_mean, moving_variance),
+                               rtol=1e-4, atol=1e-4)
+    batch_mean, batch_variance = convolved.mean(axis=(0, 1, 2)), convolved.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(block(images, training=True), normalized(batch_mean, batch_variance),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(block.norm.moving_mean, 0.99 * moving_mean + 0.01 * batch_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(block.norm.moving_variance, 0.99 * moving_variance + 0.01 * batch_variance, rtol=1e-5)
+
+
+def test_the_cnn_forward_pass_is_its_stages_then_flatten_and_head():
+    images = np.random.default_rng(1).uniform(size=(2, 4, 4, 1)).astype(np.float32)
+    model = random_weights(cnn.build((4, 4, 1), 3, width=2, depth=1, dropout=0.0), images, seed=1)
+    first, second = model.stages.layers[0].layers[:2]
+    x = images
+    for block in (first, second):
+        norm = block.norm
+        x = numpy_conv3x3_same(x, block.conv.kernel.numpy())
+        x = np.maximum(norm.gamma.numpy() * (x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy()
+                                                                                      + 1e-3) + norm.beta.numpy(), 0)
+    pooled = x.reshape(2, 2, 2, 2, 2, 2).max(axis=(2, 4))  # 2x2 max-pooling of [2, 4, 4, 2].
+    expected = pooled.reshape(2, -1) @ model.head.kernel.numpy() + model.head.bias.numpy()
+    np.testing.assert_allclose(model(images, training=False), expected, rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@ import pytest
 
 from data import catalog, diagnostics
 from data.pipeline import PreparedData
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer.errors import TapeloopError
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, run_script
+from tests.helpers import REPO, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from data import catalog
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer.evaluation import Evaluator, summarize_split
 
 SPEC = dataclasses.replace(catalog.MNIST, image_shape=(2, 2, 1), class_names=("a", "b", "c"))

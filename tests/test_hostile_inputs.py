@@ -17,10 +17,11 @@ import pytest
 from PIL import Image
 
 from data import catalog
-from tests.conftest import REPO, idx_bytes, run_script, write_idx_dataset
+from tests.helpers import REPO, SMALL_RUN, copy_run, idx_bytes, run_script, write_idx_dataset
 from tests.test_cli import assert_one_paragraph_error
 
-SMALL_RUN = ("--dataset=synthetic", "--model_width=8", "--batch_size=64", "--progress=log", "--log_every_steps=5")
+pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
+
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +87,8 @@ def test_evaluate_on_a_strangers_run_pointing_at_crafted_batches_runs_no_code(tm
 # Silent data loss and whole runs thrown away.
 
 @pytest.mark.parametrize("damage", ["delete", "garbage"])
-def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, damage):
-    run_dir = trained_run(tmp_path, "--epochs=1")
+def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, damage, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
     state = run_dir / "checkpoints" / "checkpoint"
     state.unlink() if damage == "delete" else state.write_text("}}} not a state file {{{")
     result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=2")
@@ -97,8 +98,8 @@ def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, dama
     assert '"steps": 56' in (run_dir / "results.json").read_text()
 
 
-def test_a_rerun_that_would_start_over_on_a_finished_run_refuses_and_keeps_its_results(tmp_path):
-    run_dir = trained_run(tmp_path, "--epochs=1")
+def test_a_rerun_that_would_start_over_on_a_finished_run_refuses_and_keeps_its_results(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
     shutil.rmtree(run_dir / "checkpoints")
     before = snapshot(run_dir)
     result = run_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=1")
@@ -304,8 +305,8 @@ def test_a_full_disk_during_a_checkpoint_is_a_paragraph_and_earlier_checkpoints_
     assert not [name for name in after if "ckpt-56" in name]  # The partial files are gone.
 
 
-def test_a_damaged_saved_model_is_a_paragraph_in_evaluate_and_predict(tmp_path):
-    run_dir = trained_run(tmp_path, "--epochs=1")
+def test_a_damaged_saved_model_is_a_paragraph_in_evaluate_and_predict(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
     (run_dir / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01 damaged")
     image = tmp_path / "digit.png"
     save_png(image, 128)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image  # Pillow comes with matplotlib; TensorFlow cannot write BMP or GIF.
 
 from data import image_folder, sources
-from tests.conftest import make_config, run_script
+from tests.helpers import make_config, run_script
 from trainer.errors import TapeloopError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 230)}
@@ -117,6 +117,7 @@ def test_a_folder_without_class_folders_says_how_to_arrange_it(tmp_path):
         sources.load(make_config(tmp_path, "--dataset=image_folder", f"--data_dir={tmp_path}"))
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_predict_on_an_image_folder(tmp_path):
     root = make_folder(tmp_path / "images", per_class=40)
     run_dir = tmp_path / "run"
@@ -144,6 +145,7 @@ def test_train_evaluate_and_predict_on_an_image_folder(tmp_path):
     assert refused.returncode == 1 and "broken.png" in refused.stderr
 
 
+@pytest.mark.slow
 def test_an_exported_catalog_dataset_reads_back_pixel_for_pixel(tmp_path):
     exported = run_script("export_image_folder", "--dataset=synthetic", f"--output_dir={tmp_path / 'png'}")
     assert exported.returncode == 0, exported.stderr

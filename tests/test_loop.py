@@ -7,12 +7,14 @@ import tensorflow as tf
 
 from data import catalog, pipeline, sources
 from models import registry
-from tests.conftest import make_config, read_scalars, read_texts, run_script
+from tests.helpers import make_config, read_scalars, read_texts, run_script
 from trainer import loop, setup
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import restore_model_weights
 from trainer.setup import model_settings
 from trainer.errors import TapeloopError
+
+pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 TRAIN_TAGS = {"loss/total", "loss/cross_entropy", "learning_rate", "accuracy",
               "gradients/global_norm", "perf/examples_per_sec"}
@@ -32,7 +34,7 @@ def test_train_writes_the_run_directory_contract(tmp_path):
         os.listdir(run_dir))
     assert json.loads((run_dir / "results.json").read_text()) == results
     assert results["steps"] == 2 * (1843 // 64) and results["epochs"] == 2.0
-    assert results["test"]["accuracy"] > 0.9 and results["eval"]["accuracy"] > 0.9
+    assert results["test"]["accuracy"] >= 0.99 and results["eval"]["accuracy"] >= 0.99  # Nearly separable.
     assert results["weights"].startswith(str(run_dir / "best"))
     assert results["wall_seconds"] > 0 and results["examples_per_sec"] > 0
     assert TRAIN_TAGS <= set(read_scalars(run_dir / "train"))
@@ -81,7 +83,7 @@ def test_without_a_validation_split_the_last_weights_are_exported_and_evaluated(
     results = loop.train(make_config(tmp_path, "--validation_split=0"))
     assert results["eval"] is None and not (tmp_path / "best").exists()
     assert results["weights"].startswith(str(tmp_path / "checkpoints"))
-    assert results["test"]["accuracy"] > 0.5
+    assert results["test"]["accuracy"] >= 0.99
     evaluated = json.loads(run_script("evaluate", f"--run_dir={tmp_path}", "--output=-").stdout)
     assert evaluated["weights"] == results["weights"]
     assert evaluated["accuracy"] == pytest.approx(results["test"]["accuracy"])
@@ -197,7 +199,7 @@ def test_steps_per_loop_trains_the_same_weights_and_logs_at_loop_boundaries(tmp_
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_variables_and_exports(tmp_path, precision):
     results = loop.train(make_config(tmp_path, f"--mixed_precision={precision}", "--epochs=2"))
-    assert results["test"]["accuracy"] > 0.9
+    assert results["test"]["accuracy"] >= 0.99
     reader = tf.train.load_checkpoint(results["weights"])
     kernels = [name for name, _ in tf.train.list_variables(results["weights"]) if name.startswith("model/")
                and "kernel" in name and "OPTIMIZER_SLOT" not in name]
@@ -208,16 +210,16 @@ def test_mixed_precision_trains_with_float32_variables_and_exports(tmp_path, pre
 
 
 def test_image_histogram_and_profile_schedules(tmp_path):
-    from tests.conftest import _read_tensors
+    from tests.helpers import read_tensors
 
     loop.train(make_config(tmp_path, "--epochs=2", "--image_summary_every_steps=20", "--histogram_every_steps=25",
                            "--profile_steps=3,6", "--steps_per_loop=4"))
-    train = _read_tensors(tmp_path / "train")
+    train = read_tensors(tmp_path / "train")
     assert [step for step, _ in train["inputs"]] == [0, 21, 40]  # Loops end at 1, 5, ..., 21, 25, 28, 32, ..., 40.
     gradient_tags = [tag for tag in train if tag.startswith("gradients/") and "global_norm" not in tag]
     assert gradient_tags and [step for step, _ in train[gradient_tags[0]]] == [25, 52]
     assert list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
-    evaluation = _read_tensors(tmp_path / "eval")
+    evaluation = read_tensors(tmp_path / "eval")
     assert [step for step, _ in evaluation["confusion_matrix"]] == [28, 56]
 
 
@@ -239,6 +241,10 @@ def test_deterministic_runs_log_identical_losses(tmp_path):
         assert result.returncode == 0, result.stderr
     first, second = read_scalars(tmp_path / "first" / "train"), read_scalars(tmp_path / "second" / "train")
     assert len(first["loss/total"]) == 4 and first["loss/total"] == second["loss/total"]
+    other_seed = run_script("train", "--dataset=synthetic", "--model_width=8", "--epochs=1", "--log_every_steps=4",
+                            "--deterministic", "--seed=1", f"--run_dir={tmp_path / 'other_seed'}")
+    assert other_seed.returncode == 0, other_seed.stderr
+    assert read_scalars(tmp_path / "other_seed" / "train")["loss/total"] != first["loss/total"]  # The check can fail.
 
 
 def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp_path):

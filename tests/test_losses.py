@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from models import registry
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer.setup import model_settings
 from trainer import losses
 from trainer.errors import TapeloopError

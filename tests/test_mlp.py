@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import mlp
+from tests.helpers import random_weights
 
 
 def test_mlp_flattens_images_into_logits():
@@ -22,3 +23,12 @@ def test_mlp_dropout_acts_only_in_training():
     images = tf.random.uniform((4, 28, 28, 1))
     np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
     assert not np.allclose(model(images, training=True), model(images, training=True))
+
+
+def test_the_mlp_forward_pass_is_its_matrix_products_and_relus():
+    images = np.random.default_rng(0).uniform(size=(6, 3, 3, 1)).astype(np.float32)
+    model = random_weights(mlp.build((3, 3, 1), 4, width=5, depth=2, dropout=0.0), images, seed=0)
+    (w1, b1), (w2, b2), (w3, b3) = [(layer.kernel.numpy(), layer.bias.numpy())
+                                    for layer in (*model.hidden.layers, model.head)]
+    hidden = np.maximum(np.maximum(images.reshape(6, 9) @ w1 + b1, 0) @ w2 + b2, 0)
+    np.testing.assert_allclose(model(images, training=False), hidden @ w3 + b3, rtol=1e-5, atol=1e-5)

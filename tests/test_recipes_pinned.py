@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_scalars
+from tests.helpers import REPO, read_scalars
 from trainer import loop
 from trainer.flags import parse_config
 

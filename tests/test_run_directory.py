@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_script
+from tests.helpers import REPO, run_script
 from trainer import run_directory
 from trainer.errors import TapeloopError
 
@@ -21,6 +21,7 @@ def test_a_claimed_directory_is_refused_to_a_second_claim_until_released(tmp_pat
         pass
 
 
+@pytest.mark.slow
 def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
     killer = ("import os, sys; from trainer import run_directory\n"
               f"with run_directory.claim({str(tmp_path / 'run')!r}):\n    os.kill(os.getpid(), 9)\n")
@@ -30,6 +31,7 @@ def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_second_training_process_on_a_run_directory_in_use_is_refused(tmp_path):
     with run_directory.claim(str(tmp_path / "run")):
         result = run_script("train", "--dataset=synthetic", f"--run_dir={tmp_path / 'run'}")

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer.schedules import LearningRate
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from data import catalog
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer import setup
 from trainer.errors import TapeloopError
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data import catalog, sources
-from tests.conftest import idx_bytes, write_idx, write_idx_dataset
+from tests.helpers import idx_bytes, write_idx, write_idx_dataset
 from trainer.errors import TapeloopError
 
 
@@ -241,7 +241,7 @@ def write_npz(folder: Path, **arrays) -> Path:
 
 
 def npz_config(tmp_path, folder, *flags):
-    from tests.conftest import make_config
+    from tests.helpers import make_config
 
     return make_config(tmp_path / "run", "--dataset=npz", f"--data_dir={folder}", *flags)
 

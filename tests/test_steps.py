@@ -1,10 +1,11 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import registry
-from tests.conftest import UNIT_RANGE_CHECKS, make_config
+from tests.helpers import UNIT_RANGE_CHECKS, make_config
 from trainer.setup import model_settings
 from trainer.setup import make_optimizer
 from trainer import losses, steps
@@ -33,13 +34,16 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     metrics = steps.make_metrics(CROSS_ENTROPY, with_gradients=True)
     train_step = steps.make_train_step(model, optimizer, CROSS_ENTROPY, metrics, UNIT_RANGE_CHECKS)
     before = batch_loss(model, images, labels)
+    with tf.GradientTape() as tape:
+        loss = CROSS_ENTROPY.total(CROSS_ENTROPY.terms(labels, model(images, training=True), model.trainable_variables))
+    expected_norm = float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables)))
     returned = float(train_step(images, labels, tf.ones(32)))
     assert abs(returned - before) < 1e-5
     assert batch_loss(model, images, labels) < before
     assert int(optimizer.iterations.numpy()) == 1
     values = steps.read_and_reset(metrics)
     assert values["loss/total"] == values["loss/cross_entropy"] == returned
-    assert values["gradients/global_norm"] > 0
+    assert values["gradients/global_norm"] == pytest.approx(expected_norm, rel=1e-5)
     assert steps.read_and_reset(metrics)["loss/total"] == 0.0  # Reset after reading.
 
 
@@ -92,6 +96,40 @@ def test_one_hot_labels_train_and_evaluate_like_class_ids(tmp_path):
     steps.make_eval_step(model, one_hot_loss, metrics, one_hot_checks)(images, one_hot)
     assert steps.read_and_reset(metrics)["accuracy"] == np.mean(
         model(images, training=False).numpy().argmax(1) == labels.numpy())
+    twin, before = twin_of(model, config), model.trainable_variables[0].numpy().copy()
+    for trained, loss, checks, targets in ((model, one_hot_loss, one_hot_checks, one_hot),
+                                           (twin, CROSS_ENTROPY, UNIT_RANGE_CHECKS, labels)):
+        train_step = steps.make_train_step(trained, make_optimizer(config), loss,
+                                           steps.make_metrics(loss, with_gradients=True), checks)
+        train_step(images, targets, tf.ones(32))
+    for one_hot_trained, id_trained in zip(model.trainable_variables, twin.trainable_variables):
+        np.testing.assert_allclose(one_hot_trained.numpy(), id_trained.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(model.trainable_variables[0].numpy(), before)  # The step did move the weights.
+
+
+def twin_of(model, config):
+    """Another mlp of the same settings, with `model`'s weights."""
+    twin = registry.build_model("mlp", (28, 28, 1), 10, **model_settings(config))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def test_the_compiled_loop_of_n_steps_trains_like_n_single_steps(tmp_path):
+    config, looped, images, labels = model_and_batch(tmp_path, "--optimizer=adam", "--learning_rate=0.01")
+    single = twin_of(looped, config)
+    batches = tf.data.Dataset.from_tensor_slices((images, labels, tf.ones(32))).batch(8)
+    loop_optimizer, single_optimizer = make_optimizer(config), make_optimizer(config)
+    loop_optimizer.build(looped.trainable_variables)
+    train_steps = steps.make_train_loop(looped, loop_optimizer, CROSS_ENTROPY,
+                                        steps.make_metrics(CROSS_ENTROPY, with_gradients=True), UNIT_RANGE_CHECKS)
+    last_loss = train_steps(iter(batches), 4)
+    train_step = steps.make_train_step(single, single_optimizer, CROSS_ENTROPY,
+                                       steps.make_metrics(CROSS_ENTROPY, with_gradients=True), UNIT_RANGE_CHECKS)
+    losses_one_by_one = [float(train_step(*batch)) for batch in batches]
+    assert float(last_loss) == pytest.approx(losses_one_by_one[-1], rel=1e-5)
+    assert int(loop_optimizer.iterations.numpy()) == int(single_optimizer.iterations.numpy()) == 4
+    for in_loop, one_by_one in zip(looped.trainable_variables, single.trainable_variables):
+        np.testing.assert_allclose(in_loop.numpy(), one_by_one.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_clipping_scales_the_update_to_the_global_norm_and_logs_the_norm_before(tmp_path):

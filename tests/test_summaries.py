@@ -3,7 +3,7 @@ import pytest
 
 import tensorflow as tf
 
-from tests.conftest import read_scalars, read_texts
+from tests.helpers import read_scalars, read_texts
 from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, write_figure, write_hparams,
                                write_histograms, write_scalars, write_text)
 
@@ -29,9 +29,9 @@ def test_text_keeps_its_lines_apart_for_the_text_dashboard(tmp_path):
 
 
 def image_events(folder, tag):
-    from tests.conftest import _read_tensors
+    from tests.helpers import read_tensors
 
-    return [(step, tf.io.decode_png(value[2])) for step, value in _read_tensors(folder)[tag]]
+    return [(step, tf.io.decode_png(value[2])) for step, value in read_tensors(folder)[tag]]
 
 
 def test_labelled_grid_and_confusion_matrix_become_png_images(tmp_path):
@@ -48,15 +48,63 @@ def test_labelled_grid_and_confusion_matrix_become_png_images(tmp_path):
 
 
 def test_histograms_and_hparams_are_written(tmp_path):
-    from tests.conftest import _read_tensors
+    from tests.helpers import read_tensors
 
     writers = SummaryWriters(str(tmp_path))
     write_histograms(writers.train, {"weights/dense/kernel": tf.range(100.0)}, step=5)
     write_hparams(writers.run, {"learning_rate": 0.001, "model": "cnn"}, trial_id="run")
     writers.close()
-    [(step, buckets)] = _read_tensors(tmp_path / "train")["weights/dense/kernel"]
+    [(step, buckets)] = read_tensors(tmp_path / "train")["weights/dense/kernel"]
     assert step == 5 and buckets[:, 2].sum() == 100  # (left, right, count) rows.
-    assert "_hparams_/session_start_info" in _read_tensors(tmp_path)
+    assert "_hparams_/session_start_info" in read_tensors(tmp_path)
+
+
+def test_a_histograms_buckets_count_the_values_between_their_edges(tmp_path):
+    from tests.helpers import read_tensors
+
+    values = np.concatenate([np.zeros(7), np.full(3, 2.5), np.linspace(-4.0, 9.0, 40)]).astype(np.float32)
+    writers = SummaryWriters(str(tmp_path))
+    write_histograms(writers.train, {"weights/x": tf.constant(values)}, step=1)
+    writers.close()
+    [(_, buckets)] = read_tensors(tmp_path / "train")["weights/x"]
+    edges = np.append(buckets[:, 0], buckets[-1, 1])
+    assert edges[0] == values.min() and edges[-1] == values.max()
+    np.testing.assert_array_equal(buckets[:, 2], np.histogram(values, bins=edges)[0])
+
+
+def test_hparams_read_back_through_the_plugins_own_format(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    writers = SummaryWriters(str(tmp_path))
+    write_hparams(writers.run, {"learning_rate": 0.003, "model": "cnn", "augment_flip": True}, trial_id="lr_3e-3")
+    writers.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert session.group_name == "lr_3e-3"
+    assert session.hparams["learning_rate"].number_value == pytest.approx(0.003)
+    assert session.hparams["model"].string_value == "cnn" and session.hparams["augment_flip"].bool_value
+
+
+def test_a_figure_is_logged_as_the_pixels_that_were_drawn(tmp_path):
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(1, 1))  # write_figure renders at 100 dpi: 100 x 100 pixels.
+    axes = figure.add_axes([0, 0, 1, 1])
+    axes.axis("off")
+    drawn = np.zeros((10, 10, 3))
+    drawn[:, :5, 0], drawn[:, 5:, 2] = 1.0, 1.0  # Red left half, blue right half.
+    axes.imshow(drawn, interpolation="nearest", aspect="auto")
+    writers = SummaryWriters(str(tmp_path))
+    write_figure(writers.train, "inputs", figure, step=0)
+    writers.close()
+    [(_, image)] = image_events(tmp_path / "train", "inputs")
+    image = image.numpy()
+    assert image.shape == (100, 100, 4)
+    np.testing.assert_array_equal(image[5:95, 5:45], np.broadcast_to([255, 0, 0, 255], (90, 40, 4)))
+    np.testing.assert_array_equal(image[5:95, 55:95], np.broadcast_to([0, 0, 255, 255], (90, 40, 4)))
 
 
 def test_run_summaries_write_an_evaluation_as_scalars_and_two_figures(tmp_path):

@@ -9,8 +9,10 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import make_config
+from tests.helpers import make_config
 from trainer import loop
+
+pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 CONTRACT_TRAIN_TAGS = {"loss/total", "loss/cross_entropy", "learning_rate", "accuracy", "gradients/global_norm",
                        "perf/examples_per_sec"}

@@ -1,0 +1,96 @@
+"""Shared test helpers: small configs, IDX writers, the script runner, TensorBoard event readers."""
+
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from trainer.checks import StageChecks
+from trainer.flags import parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_RANGE_CHECKS = StageChecks("standard", image_shape=(28, 28, 1), value_range=(0.0, 1.0), num_classes=10)
+IDX_TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
+
+
+# A small synthetic run through train.py (28 steps per epoch): the shared `synthetic_run` fixture's flags.
+SMALL_RUN = ("--dataset=synthetic", "--model_width=8", "--batch_size=64", "--progress=log", "--log_every_steps=5")
+
+
+def make_config(run_dir, *args: str):
+    """A TrainConfig on the synthetic dataset, small and fast, with extra flags applied."""
+    return parse_config(["--dataset=synthetic", "--model_width=8", "--batch_size=64",
+                         "--epochs=1", "--log_every_steps=5", "--progress=log",
+                         f"--run_dir={run_dir}", *args])
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encodes `array` in the IDX format (big-endian header and data)."""
+    big_endian = array.astype(array.dtype.newbyteorder(">"))
+    header = bytes([0, 0, IDX_TYPE_CODES[big_endian.dtype], array.ndim])
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + big_endian.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def write_idx_dataset(folder: Path, train_size: int = 40, test_size: int = 20, seed: int = 0) -> Path:
+    """Writes a tiny MNIST-shaped dataset as the four gzip IDX files."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, size in (("train", train_size), ("t10k", test_size)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (size, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, size, dtype=np.uint8))
+    return folder
+
+
+def run_script(name: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs scripts/<name>.py as a user would, capturing its output."""
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
+                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_tensors(folder) -> dict[str, list]:
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})  # 0: keep every event.
+    events.Reload()
+    return {tag: [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]}
+
+
+def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard log folder: tag -> [(step, value), ...]."""
+    return {tag: [(step, float(value)) for step, value in events]
+            for tag, events in read_tensors(folder).items()
+            if events[0][1].ndim == 0 and events[0][1].dtype != object}
+
+
+def read_texts(folder) -> dict[str, list[tuple[int, str]]]:
+    """Every text summary in a TensorBoard log folder: tag -> [(step, text), ...]."""
+    return {tag: [(step, value.item().decode()) for step, value in events]
+            for tag, events in read_tensors(folder).items()
+            if events[0][1].ndim == 0 and events[0][1].dtype == object}
+
+
+def copy_run(run_dir: Path, folder: Path) -> Path:
+    """A private copy of a run directory, for a test that damages or extends it."""
+    return Path(shutil.copytree(run_dir, folder / "run", ignore=shutil.ignore_patterns(".lock")))
+
+
+def random_weights(model, images: np.ndarray, seed: int):
+    """Builds `model` on `images` and sets every trainable variable to standard-normal values."""
+    model(images)
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(size=variable.shape).astype(np.float32))
+    return model
