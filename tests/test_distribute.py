@@ -121,6 +121,7 @@ def test_two_workers_train_checkpoint_and_evaluate_with_only_the_chief_writing(t
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-56")
     assert not list(scratch.iterdir())  # The other worker's scratch directory is gone.
     evaluated = run_script("evaluate", f"--run_dir={tmp_path / 'run'}", "--output=-")
+    assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["test"]["accuracy"])
 
 

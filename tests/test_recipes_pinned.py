@@ -1,5 +1,10 @@
 """The loop's numbers pinned: the two recipes, 40 deterministic steps each, must log the training
-losses recorded before the loop was split into setup, evaluation and summaries (issue 17)."""
+losses recorded before the loop was split into setup, evaluation and summaries (issue 17).
+
+oneDNN picks its kernels by processor, so the same deterministic run rounds differently on AMD
+and Intel CPUs (0.2% apart at step 9, SGD's Fashion-MNIST run 20% by step 17): the losses are
+pinned per CPU vendor, each recorded with the code of commit 4de64a8 (before the redesign).
+"""
 
 import json
 import os
@@ -11,8 +16,24 @@ from tests.helpers import REPO, read_scalars
 from trainer import loop
 from trainer.flags import parse_config
 
-PINNED = json.loads((Path(__file__).parent / "data" / "loop_losses_before_redesign.json").read_text())
+PINNED_BY_VENDOR = json.loads((Path(__file__).parent / "data" / "loop_losses_before_redesign.json").read_text())
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it).
+
+
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or 'unknown'."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "unknown")
+
+
+def pinned(recipe: str) -> dict[str, float]:
+    vendor = cpu_vendor()
+    if vendor not in PINNED_BY_VENDOR:
+        pytest.skip(f"no losses pinned for {vendor} CPUs: record them with the code of commit 4de64a8")
+    return PINNED_BY_VENDOR[vendor][recipe]
 
 
 def logged_losses(tmp_path, recipe: str, *flags: str) -> dict[str, float]:
@@ -25,12 +46,12 @@ def logged_losses(tmp_path, recipe: str, *flags: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_the_mnist_recipe_logs_the_pinned_losses(tmp_path, mnist_dir):
-    losses = logged_losses(tmp_path, "mnist", f"--data_dir={mnist_dir}")
-    assert losses == pytest.approx(PINNED["mnist"], rel=1e-5)
+    expected = pinned("mnist")
+    assert logged_losses(tmp_path, "mnist", f"--data_dir={mnist_dir}") == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR), reason="Debian's dataset-fashion-mnist is not installed")
 def test_the_fashion_mnist_recipe_logs_the_pinned_losses(tmp_path):
-    losses = logged_losses(tmp_path, "fashion_mnist")
-    assert losses == pytest.approx(PINNED["fashion_mnist"], rel=1e-5)
+    expected = pinned("fashion_mnist")
+    assert logged_losses(tmp_path, "fashion_mnist") == pytest.approx(expected, rel=1e-5)
