@@ -46,6 +46,7 @@ class PreparedData:
     """The three splits of a run; `validation` is None when --validation_split=0.
 
     `train_sample_weights` is None unless --sample_weights gave one weight per training example.
+    `train_index` and `validation_index` are each example's index in the stored training split.
     """
 
     spec: DatasetSpec
@@ -53,6 +54,17 @@ class PreparedData:
     validation: Arrays | None
     test: Arrays
     train_sample_weights: np.ndarray | None = None
+    train_index: np.ndarray | None = None
+    validation_index: np.ndarray | None = None
+
+    def training_examples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images, labels and stored indices of the training split with its validation part put back."""
+        parts = [(self.train, self.train_index)]
+        if self.validation is not None:
+            parts.append((self.validation, self.validation_index))
+        return (np.concatenate([images for (images, _), _ in parts]),
+                np.concatenate([labels for (_, labels), _ in parts]).astype(np.int64),
+                np.concatenate([index for _, index in parts]))
 
 
 def split_validation(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -111,7 +123,8 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         spec=spec, train=(images[train], labels[train]),
         validation=(images[validation], labels[validation]) if validation is not None else None,
         test=splits["test"],
-        train_sample_weights=sample_weights[train] if sample_weights is not None else None)
+        train_sample_weights=sample_weights[train] if sample_weights is not None else None,
+        train_index=train, validation_index=validation)
 
 
 FLIP_FIXES = {"--augment_flip": "drop --augment_flip; use --augment_shift, --augment_rotation or "
@@ -287,8 +300,10 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
             .with_options(without_autotuning()))
 
 
-def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig) -> tf.data.Dataset:
-    """Every example once, in order, never augmented or weighted; cached after the first pass."""
+def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig, batch_size: int | None = None
+                 ) -> tf.data.Dataset:
+    """Every example once, in order, never augmented or weighted, in batches of `batch_size`
+    (--eval_batch_size if None); cached after the first pass."""
     images, labels = split
 
     def preprocess(batch_images, batch_labels):
@@ -296,7 +311,7 @@ def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig) -> tf.da
                 format_labels(batch_labels, spec.num_classes, config.label_format))
 
     return (tf.data.Dataset.from_tensor_slices((images, labels))
-            .batch(config.eval_batch_size)
+            .batch(batch_size or config.eval_batch_size)
             .map(preprocess)
             .cache()
             .prefetch(PREFETCH_BATCHES)

@@ -1,20 +1,23 @@
 """Scores a run on the test split: `python scripts/evaluate.py --run_dir=RUN [--weights=final]`.
 
-Prints accuracy, balanced accuracy, loss and per-class precision and recall as text; `--output=FILE` also writes them as JSON (`-` for stdout).
+Prints accuracy, balanced accuracy, loss, expected calibration error and per-class precision and
+recall as text; `--output=FILE` also writes them as JSON (`-` for stdout).
 `--tta=flip|shift` adds the accuracy with test-time augmentation, reported beside (never instead of) the plain one.
 """
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
+import dataclasses
 import os
 
 import keras
 from absl import flags
 
 from data import pipeline, sources
-from trainer import losses, steps
-from trainer.checkpoints import evaluate_saved_model, final_weights_dir, restore_model_weights
-from trainer.evaluation import Evaluator, evaluation_batches, summarize_split
+from trainer import calibration, losses, steps
+from trainer.batchnorm import StatisticsEstimator
+from trainer.checkpoints import final_weights_dir, probability_scores, restore_model_weights, saved_model_probabilities
+from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split
 from trainer.flags import load_run_config, register_run_dir_validator
 from trainer.setup import build_model, make_weight_average
 
@@ -47,27 +50,36 @@ def tta_accuracy(model, batches, spec, config) -> float:
 def main(argv):
     cli.check_output_path(FLAGS.output)
     config = load_run_config(FLAGS.run_dir)
-    spec, splits = sources.load(config, FLAGS.data_dir)
+    config = dataclasses.replace(config, data_dir=FLAGS.data_dir or config.data_dir)
+    # --precise_bn_batches estimates statistics on the training split exactly as train.py held it.
+    data = pipeline.prepare_data(config) if config.precise_bn_batches else None
+    spec, splits = (data.spec, {"test": data.test}) if data else sources.load(config)
     images, labels = splits["test"]
     if FLAGS.weights == "saved_model":
         source = os.path.join(FLAGS.run_dir, "saved_model")
-        scores = evaluate_saved_model(source, spec, images, labels, config.eval_batch_size, config.input_range)
+        probabilities = saved_model_probabilities(source, images, config.eval_batch_size, config.input_range)
+        scores = probability_scores(spec, labels, probabilities)
     else:
         model = build_model(config, spec)
         folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
                   "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
         source = restore_model_weights(model, folder, make_weight_average(config, model))
+        if data:  # As train.py scored and exported it.
+            StatisticsEstimator(model, data.train, spec, config).estimate(config.precise_bn_batches)
         batches = evaluation_batches((images, labels), spec, config)
         scores = Evaluator(config, spec, model).run(batches).scores
+        probabilities = calibration.softmax(predicted_logits(model, batches))
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
-               **summarize_split(scores, spec.class_names)}
+               **summarize_split(scores, spec.class_names),
+               "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels)}
     if FLAGS.tta != "none":
         results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":
         cli.write_json("-", results)
         return
     print(f"test accuracy {results['accuracy']:.4f}, balanced accuracy {results['balanced_accuracy']:.4f}, "
-          f"loss {results['loss']:.4f} ({results['examples']} examples, weights {source})")
+          f"loss {results['loss']:.4f}, expected calibration error {results['expected_calibration_error']:.4f} "
+          f"({results['examples']} examples, weights {source})")
     for name, scores in results["per_class"].items():
         recall = "n/a (no examples)" if scores["recall"] is None else f"{scores['recall']:.4f}"
         print(f"  {name:>12}  precision {scores['precision']:.4f}  recall {recall}")

@@ -115,10 +115,32 @@ def test_training_warnings_are_issued_once_each():
     warnings.first_outputs(np.full((4, 10), 0.1))
     warnings.first_outputs(np.random.default_rng(0).normal(size=(4, 10)))
     warnings.end_of_first_epoch(first_loss=2.35, loss=2.30)
-    warnings.after_evaluation(train_accuracy=0.99, eval_accuracy=0.95)
-    warnings.after_evaluation(train_accuracy=0.99, eval_accuracy=0.80)
+    for eval_accuracy in (0.95, 0.80, 0.70):
+        if warnings.gap_to_explain(0.99, eval_accuracy):
+            warnings.accuracy_gap(train_accuracy=0.99, eval_accuracy=eval_accuracy, precise_bn_batches=32)
+    assert not warnings.gap_to_explain(0.99, 0.5)  # Explained once: no more evaluations spent on it.
     assert [warning.stage for warning in warnings.issued] == ["model output", "training", "eval"]
     assert "training 0.9900, validation 0.8000" in warnings.issued[2].found
     quiet = TrainingWarnings(num_classes=10)
     quiet.end_of_first_epoch(first_loss=2.35, loss=0.5)
     assert quiet.issued == []
+
+
+def test_a_wide_accuracy_gap_is_blamed_on_what_closes_it():
+    assert not TrainingWarnings.accuracy_gap_is_wide(0.99, 0.89) and TrainingWarnings.accuracy_gap_is_wide(0.99, 0.88)
+    cases = [({"precise_bn_accuracy": 0.96}, "batch-norm statistics that lag the weights", "--precise_bn_batches=32"),
+             ({"precise_bn_accuracy": 0.80, "raw_weights_accuracy": 0.95}, "weight average lags the weights",
+              "lower --ema_decay"),
+             ({"precise_bn_accuracy": 0.80, "raw_weights_accuracy": 0.80}, "the model is overfitting", "--dropout"),
+             ({}, "the model is overfitting", "--dropout")]
+    for scores, problem, fix in cases:
+        warnings = TrainingWarnings(num_classes=10)
+        warnings.accuracy_gap(train_accuracy=0.97, eval_accuracy=0.74, precise_bn_batches=32, **scores)
+        [warning] = warnings.issued
+        assert problem in warning.problem and fix in warning.fix
+    bn = TrainingWarnings(num_classes=10)
+    bn.accuracy_gap(0.97, 0.74, precise_bn_batches=32, precise_bn_accuracy=0.86)  # Closes half of 23 points.
+    assert "0.8600 with statistics re-estimated on 32 training batches" in bn.issued[0].found
+    ruled_out = TrainingWarnings(num_classes=10)
+    ruled_out.accuracy_gap(0.97, 0.74, precise_bn_batches=32, precise_bn_accuracy=0.85)
+    assert "re-estimated batch-norm statistics do not close it" in ruled_out.issued[0].found

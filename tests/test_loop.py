@@ -8,8 +8,9 @@ import tensorflow as tf
 from data import catalog, pipeline, sources
 from models import registry
 from tests.helpers import make_config, read_scalars, read_texts, run_script
-from trainer import loop, setup
+from trainer import calibration, loop, setup
 from trainer.averaging import WeightAverage
+from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import restore_model_weights
 from trainer.setup import model_settings
 from trainer.errors import TapeloopError
@@ -265,3 +266,25 @@ def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["test"]["accuracy"])
     # Validation scores were taken with the average: the last one is the final weights' score.
     assert read_scalars(tmp_path / "eval")["accuracy"][-1][1] == pytest.approx(results["eval"]["accuracy"])
+
+
+def test_precise_batch_norm_scores_and_exports_re_estimated_statistics_and_trains_on_the_moving_ones(tmp_path):
+    results = loop.train(make_config(tmp_path, "--epochs=2", "--precise_bn_batches=3"))
+    spec, config = catalog.SYNTHETIC, make_config(tmp_path, "--precise_bn_batches=3")
+    data = pipeline.prepare_data(config)
+    images = data.test[0][:64]
+    checkpointed, precise = setup.build_model(config, spec), setup.build_model(config, spec)
+    restore_model_weights(checkpointed, str(tmp_path / "best"))
+    restore_model_weights(precise, str(tmp_path / "best"))
+    StatisticsEstimator(precise, data.train, spec, config).estimate(3)
+    inputs = pipeline.to_model_input(images, spec, config.standardize)
+    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
+        images=tf.constant(images))["probabilities"]
+    np.testing.assert_allclose(served, tf.nn.softmax(precise(inputs)), atol=1e-5)
+    assert not np.allclose(served, tf.nn.softmax(checkpointed(inputs)), atol=1e-3)  # best/ keeps the moving ones.
+    evaluated = json.loads(run_script("evaluate", f"--run_dir={tmp_path}", "--output=-").stdout)
+    assert evaluated["accuracy"] == pytest.approx(results["test"]["accuracy"])
+    all_served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](
+        images=tf.constant(data.test[0]))["probabilities"].numpy()
+    expected_ece = calibration.expected_calibration_error(all_served, data.test[1])
+    assert evaluated["expected_calibration_error"] == pytest.approx(expected_ece, abs=1e-4)

@@ -328,10 +328,8 @@ def load_saved_model(path: str):
     return exported
 
 
-def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
-                         batch_size: int, input_range=(0.0, 1.0)) -> dict[str, float]:
-    """Scores an exported model fed raw images as a user would: accuracy, mean cross-entropy
-    (as `loss/total`) and the per-class report, keyed like the eval metrics.
+def saved_model_probabilities(path: str, images: np.ndarray, batch_size: int, input_range=(0.0, 1.0)) -> np.ndarray:
+    """The exported model's class probabilities for raw images, fed as a user would feed them.
 
     uint8 images go to `serving_default`; float images, mapped from `input_range` to [0, 1], to `serving_float`.
     """
@@ -339,14 +337,23 @@ def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, label
     serve = load_saved_model(path).signatures["serving_float" if floating else "serving_default"]
     if floating:
         images = unit_scaled(images, input_range)
+    return np.concatenate([serve(images=tf.constant(images[start:start + batch_size]))["probabilities"].numpy()
+                           for start in range(0, len(images), batch_size)])
+
+
+def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
+                         batch_size: int, input_range=(0.0, 1.0)) -> dict[str, float]:
+    """Scores an exported model fed raw images as a user would: accuracy, mean cross-entropy
+    (as `loss/total`) and the per-class report, keyed like the eval metrics."""
+    return probability_scores(spec, labels, saved_model_probabilities(path, images, batch_size, input_range))
+
+
+def probability_scores(spec: DatasetSpec, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy, mean cross-entropy (as `loss/total`) and the per-class report of class probabilities."""
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy()
     confusion = ConfusionMatrix(spec.class_names)
-    for start in range(0, len(labels), batch_size):
-        batch_labels = labels[start:start + batch_size]
-        probabilities = serve(images=tf.constant(images[start:start + batch_size]))["probabilities"]
-        accuracy.update_state(batch_labels, probabilities)
-        cross_entropy.update_state(batch_labels, probabilities)
-        confusion.update_state(batch_labels, probabilities)
+    for metric in (accuracy, cross_entropy, confusion):
+        metric.update_state(labels, probabilities)
     return {"accuracy": float(accuracy.result()), "loss/total": float(cross_entropy.result()),
             **confusion.report()}

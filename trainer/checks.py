@@ -183,6 +183,10 @@ class StageChecks:
             found=found, fix=fix)
 
 
+WIDE_ACCURACY_GAP = 0.1  # Validation this far below training is worth a warning.
+GAP_WARNINGS = frozenset({"batch-norm statistics", "weight average lags", "overfitting"})
+
+
 class TrainingWarnings:
     """Likely mistakes seen in the logged numbers; each is logged once, as a `tapeloop: warning:`."""
 
@@ -220,13 +224,41 @@ class TrainingWarnings:
                     "images and labels together, as one dataset); otherwise raise --learning_rate or "
                     "check the loss and model"))
 
-    def after_evaluation(self, train_accuracy: float, eval_accuracy: float) -> None:
-        """Warns when validation accuracy trails training accuracy by over 10 points."""
-        if train_accuracy - eval_accuracy > 0.1:
+    @staticmethod
+    def accuracy_gap_is_wide(train_accuracy: float, eval_accuracy: float) -> bool:
+        """Whether validation accuracy trails training accuracy by over WIDE_ACCURACY_GAP."""
+        return train_accuracy - eval_accuracy > WIDE_ACCURACY_GAP
+
+    def gap_to_explain(self, train_accuracy: float, eval_accuracy: float) -> bool:
+        """A wide gap, and no warning about one yet (working out its cause costs an evaluation)."""
+        return self.accuracy_gap_is_wide(train_accuracy, eval_accuracy) and not self._kinds & GAP_WARNINGS
+
+    def accuracy_gap(self, train_accuracy: float, eval_accuracy: float, precise_bn_batches: int,
+                     precise_bn_accuracy: float | None = None, raw_weights_accuracy: float | None = None) -> None:
+        """Warns about a wide train/validation gap, naming its cause: batch-norm statistics that lag
+        the weights if re-estimating them closes half the gap or more, else a lagging weight average
+        if the raw weights score close to training, else overfitting."""
+        found = f"training {train_accuracy:.4f}, validation {eval_accuracy:.4f}"
+        half_gap = (train_accuracy - eval_accuracy) / 2
+        if precise_bn_accuracy is not None and precise_bn_accuracy - eval_accuracy >= half_gap:
+            self._warn("batch-norm statistics", TapeloopWarning(
+                stage="eval", problem="evaluation is hurt by batch-norm statistics that lag the weights (this "
+                "is not overfitting)", expected="validation accuracy close to training accuracy",
+                found=f"{found} with the moving averages, {precise_bn_accuracy:.4f} with statistics "
+                      f"re-estimated on {precise_bn_batches} training batches",
+                fix=f"pass --precise_bn_batches={precise_bn_batches} (re-estimates them before every evaluation "
+                    "and the export), or train for more epochs"))
+        elif raw_weights_accuracy is not None and not self.accuracy_gap_is_wide(train_accuracy, raw_weights_accuracy):
+            self._warn("weight average lags", TapeloopWarning(
+                stage="eval", problem="the --ema_decay weight average lags the weights (this is not overfitting)",
+                expected="validation accuracy close to training accuracy",
+                found=f"{found} with the averaged weights, {raw_weights_accuracy:.4f} with the raw weights",
+                fix="lower --ema_decay (the average spans about 1 / (1 - decay) steps) or train for more steps"))
+        else:
+            ruled_out = "; re-estimated batch-norm statistics do not close it" if precise_bn_accuracy else ""
             self._warn("overfitting", TapeloopWarning(
                 stage="eval", problem="the model is overfitting",
-                expected="validation accuracy close to training accuracy",
-                found=f"training {train_accuracy:.4f}, validation {eval_accuracy:.4f}",
+                expected="validation accuracy close to training accuracy", found=found + ruled_out,
                 fix="add --dropout, augmentation or --weight_decay (with adamw), or stop earlier with "
                     "--early_stopping_patience"))
 

@@ -58,6 +58,7 @@ class TrainConfig:
     cpu_devices: int
     tpu: str
     ema_decay: float
+    precise_bn_batches: int
     # Learning-rate schedule
     lr_schedule: str
     warmup_steps: int

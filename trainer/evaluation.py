@@ -5,6 +5,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from data import catalog, pipeline
 from data.sources import Arrays
@@ -46,6 +47,12 @@ class Evaluator:
         confusion = self.metrics["confusion_matrix"].result().numpy()
         misclassified = tuple(np.concatenate(store)[:keep_misclassified] for store in kept) if kept[0] else None
         return Evaluation(steps.read_and_reset(self.metrics), confusion, misclassified)
+
+
+def predicted_logits(model: keras.Model, batches) -> np.ndarray:
+    """The model's float32 logits for every batch of (images, labels), in order."""
+    forward = tf.function(lambda images: model(images, training=False))
+    return np.concatenate([tf.cast(forward(images), tf.float32).numpy() for images, _ in batches])
 
 
 def evaluation_batches(split: Arrays, spec: catalog.DatasetSpec, config: TrainConfig):

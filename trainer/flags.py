@@ -232,6 +232,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float("ema_decay", 0.0, "Keep an exponential moving average of the weights with this "
                        "decay (e.g. 0.999) and use it for evaluation, best/ and the export (0: off).",
                        lower_bound=0.0, upper_bound=0.99999, **fv)
+    flags.DEFINE_integer("precise_bn_batches", 0, "Precise batch norm: before every evaluation and the export, "
+                         "re-estimate each batch-norm layer's statistics on this many --batch_size batches of "
+                         "(unaugmented) training images with the weights fixed, instead of the moving averages, "
+                         "which lag the weights in short runs (0: off; pycls and mmpretrain use 8,192 images, "
+                         "64 batches of 128).", lower_bound=0, **fv)
     flags.DEFINE_integer("steps_per_loop", 1, "Train steps per tf.function call (a tf.while_loop over the "
                          "batches); logs and checkpoints fall on loop boundaries.", lower_bound=1, **fv)
     # Distribution

@@ -19,6 +19,7 @@ from absl import logging
 
 from data import pipeline
 from trainer import distribute, losses, run_directory, steps
+from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, TrainingWarnings
 from trainer.config import TrainConfig
@@ -28,6 +29,8 @@ from trainer.interrupts import StopRequest
 from trainer.progress import IntervalTimer, Progress
 from trainer.setup import RunInputs, make_stage_checks, prepare_run
 from trainer.summaries import ProfilerWindow, RunSummaries
+
+GAP_CHECK_BATCHES = 32  # Training batches the statistics are re-estimated on to rule batch norm out.
 
 
 def train(config: TrainConfig) -> dict:
@@ -98,6 +101,7 @@ class RunParts:
     profiler: ProfilerWindow
     stop: StopRequest
     write_dir: str
+    bn_statistics: StatisticsEstimator  # --precise_bn_batches, and the check behind the overfitting warning.
     last_training_scalars: dict = dataclasses.field(default_factory=dict)
 
 
@@ -136,7 +140,8 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
         evaluator=Evaluator(config, inputs.spec, model, inputs.loss),  # Evaluation runs on one device.
         progress=Progress(config.progress, inputs.steps_per_epoch, inputs.total_steps), timer=IntervalTimer(),
         divergence=DivergenceGuard(config.divergence_factor), warnings=TrainingWarnings(inputs.spec.num_classes),
-        profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir)
+        profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir,
+        bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config))
 
 
 def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
@@ -210,20 +215,53 @@ def log_input_images(parts: RunParts, epoch: int, step: int) -> None:
 
 
 def evaluate_and_keep_best(parts: RunParts, validation, epoch: int, step: int) -> None:
-    """Scores the (averaged) weights on the validation split, saves them to best/ if they beat every
-    earlier evaluation, and lets the plateau schedule react."""
-    weight_average = parts.inputs.weight_average
-    with weight_average.swapped_in() if weight_average else contextlib.nullcontext():
-        evaluation = parts.evaluator.run(validation)
+    """Scores the weights evaluation uses on the validation split, saves them to best/ if they beat
+    every earlier evaluation, warns about a wide train/validation gap, and lets the plateau
+    schedule react."""
+    with evaluated_weights(parts):
+        evaluation = scored(parts, validation)
     results = evaluation.scores
     parts.summaries.evaluation(evaluation, step)
     improved = parts.checkpoints.save_best_if_improved(results, epochs_done=step // parts.inputs.steps_per_epoch)
     parts.progress.log_eval(epoch, step, results, improved)
-    parts.warnings.after_evaluation(parts.last_training_scalars["accuracy"], results["accuracy"])
+    warn_about_accuracy_gap(parts, validation, results["accuracy"])
     if parts.inputs.learning_rate.end_of_evaluation(results):
         logging.info("Validation %s has not improved for %d evaluations: learning rate lowered to %.3g.",
                      parts.config.plateau_metric, parts.config.plateau_patience,
                      current_learning_rate(parts.inputs.optimizer))
+
+
+def evaluated_weights(parts: RunParts):
+    """The weights evaluation scores, in the model for the block: the --ema_decay average, else the raw ones."""
+    weight_average = parts.inputs.weight_average
+    return weight_average.swapped_in() if weight_average else contextlib.nullcontext()
+
+
+def scored(parts: RunParts, batches, precise_bn_batches: int | None = None):
+    """One evaluation of the model's weights, with batch-norm statistics re-estimated on
+    `precise_bn_batches` (--precise_bn_batches if None; 0: the moving averages). Training keeps
+    its own moving averages."""
+    count = parts.config.precise_bn_batches if precise_bn_batches is None else precise_bn_batches
+    if not count:
+        return parts.evaluator.run(batches)
+    with parts.bn_statistics.kept():
+        parts.bn_statistics.estimate(count)
+        return parts.evaluator.run(batches)
+
+
+def warn_about_accuracy_gap(parts: RunParts, validation, eval_accuracy: float) -> None:
+    """Warns when validation trails training by over 10 points, after ruling out the two causes that
+    are not overfitting: batch-norm statistics and a weight average that lag the weights."""
+    train_accuracy = parts.last_training_scalars["accuracy"]
+    if not parts.warnings.gap_to_explain(train_accuracy, eval_accuracy):
+        return
+    other_scores = {}
+    if parts.bn_statistics.layers and not parts.config.precise_bn_batches:
+        with evaluated_weights(parts):
+            other_scores["precise_bn_accuracy"] = scored(parts, validation, GAP_CHECK_BATCHES).scores["accuracy"]
+    if parts.inputs.weight_average:
+        other_scores["raw_weights_accuracy"] = scored(parts, validation).scores["accuracy"]
+    parts.warnings.accuracy_gap(train_accuracy, eval_accuracy, precise_bn_batches=GAP_CHECK_BATCHES, **other_scores)
 
 
 def stop_for_signal(parts: RunParts, epoch: int, step: int) -> None:
@@ -247,6 +285,8 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
     averaged with --ema_decay), scored once more and on test, exported; results.json written."""
     config, inputs, write_dir = parts.config, parts.inputs, parts.write_dir
     weights = restore_model_weights(inputs.model, final_weights_dir(write_dir), inputs.weight_average)
+    if config.precise_bn_batches:  # Kept in the model: the export carries these statistics.
+        parts.bn_statistics.estimate(config.precise_bn_batches)
     final_eval = parts.evaluator.run(validation).scores if validation is not None else None
     final_test = parts.evaluator.run(test).scores
     export_saved_model(inputs.model, inputs.spec, config.standardize, os.path.join(write_dir, "saved_model"))

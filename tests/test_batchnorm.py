@@ -1,0 +1,77 @@
+"""Precise batch norm alone: the layers it finds, and statistics re-estimated against NumPy."""
+
+import keras
+import numpy as np
+
+from data import catalog
+from models import cnn, mlp
+from tests.helpers import make_config
+from trainer.batchnorm import StatisticsEstimator, batch_norm_layers
+
+EPSILON = 1e-3  # Keras' BatchNormalization default.
+
+
+def two_norm_model():
+    """Batch norm on the pixels, a 1x1 convolution that doubles them, batch norm again."""
+    model = keras.Sequential([keras.layers.BatchNormalization(),
+                              keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones"),
+                              keras.layers.BatchNormalization()])
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    model.layers[1].kernel.assign(np.full((1, 1, 1, 1), 2.0, np.float32))
+    return model
+
+
+def test_every_nested_batch_norm_layer_is_found():
+    model = cnn.build((28, 28, 1), 10, width=4, depth=3, dropout=0.1)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    assert len(batch_norm_layers(model)) == 6  # Two conv blocks a stage.
+    assert batch_norm_layers(mlp.build((28, 28, 1), 10, width=8, depth=1, dropout=0.1)) == []
+
+
+def test_statistics_are_the_mean_over_batches_of_each_batchs_statistics_in_training_mode(tmp_path):
+    config = make_config(tmp_path, "--batch_size=4", "--standardize=false")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 28, 28, 1), dtype=np.uint8)
+    train = (images, np.arange(12) % 10)
+    model = two_norm_model()
+    first, second = batch_norm_layers(model)
+    estimator = StatisticsEstimator(model, train, catalog.SYNTHETIC, config)
+    estimator.estimate(count=3)  # Three batches of four: all twelve images, in stored order.
+
+    batches = images.astype(np.float64).reshape(3, 4, 28, 28) / 255.0
+    means, variances = batches.mean(axis=(1, 2, 3)), batches.var(axis=(1, 2, 3))
+    # In training mode the second layer sees the first's output normalized with batch statistics.
+    doubled = 2 * (batches - means[:, None, None, None]) / np.sqrt(variances[:, None, None, None] + EPSILON)
+    np.testing.assert_allclose(first.moving_mean.numpy(), [means.mean()], rtol=1e-5)
+    np.testing.assert_allclose(first.moving_variance.numpy(), [variances.mean()], rtol=1e-4)
+    np.testing.assert_allclose(second.moving_mean.numpy(), [doubled.mean(axis=(1, 2, 3)).mean()], atol=1e-5)
+    np.testing.assert_allclose(second.moving_variance.numpy(), [doubled.var(axis=(1, 2, 3)).mean()], rtol=1e-4)
+    assert first.momentum == second.momentum == 0.99  # The layers' own momentum is back.
+
+
+def test_kept_puts_the_moving_statistics_back(tmp_path):
+    config = make_config(tmp_path, "--batch_size=4")
+    images = np.random.default_rng(1).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    model = two_norm_model()
+    estimator = StatisticsEstimator(model, (images, np.zeros(8)), catalog.SYNTHETIC, config)
+    before = [variable.numpy().copy() for variable in model.non_trainable_variables]
+    with estimator.kept():
+        estimator.estimate(count=2)
+        assert not np.allclose(model.non_trainable_variables[0].numpy(), before[0])
+    for variable, value in zip(model.non_trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_the_batches_are_drawn_by_seed_without_replacement_and_never_augmented(tmp_path):
+    images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 28, 28, 1), np.uint8)
+    train = (images, np.zeros(40))
+    config = make_config(tmp_path, "--batch_size=8", "--standardize=false", "--augment_shift=0.2")
+    drawn = StatisticsEstimator(two_norm_model(), train, catalog.SYNTHETIC, config).batches(3)
+    pixels = np.concatenate([batch.numpy() for batch in drawn]) * 255.0
+    assert len(drawn) == 3 and all(batch.shape == (8, 28, 28, 1) for batch in drawn)
+    assert np.allclose(pixels, pixels[:, :1, :1, :])  # Each image still one flat value: unshifted.
+    values = np.round(pixels[:, 0, 0, 0]).astype(int)
+    assert len(set(values)) == 24  # No image twice.
+    other_seed = make_config(tmp_path, "--batch_size=8", "--standardize=false", "--seed=1")
+    redrawn = StatisticsEstimator(two_norm_model(), train, catalog.SYNTHETIC, other_seed).batches(3)
+    assert set(np.round(np.concatenate([b.numpy() for b in redrawn])[:, 0, 0, 0] * 255).astype(int)) != set(values)

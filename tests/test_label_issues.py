@@ -1,0 +1,57 @@
+"""Label issues alone: confident learning on constructed probabilities, the fold models' flags, and
+out-of-fold probabilities from models that never saw the examples they score."""
+
+import numpy as np
+import pytest
+
+from data import catalog, sources
+from tests.helpers import make_config
+from trainer import label_issues
+
+
+def confident_probabilities(true_labels, num_classes=4, confidence=0.9, seed=0):
+    rng = np.random.default_rng(seed)
+    probabilities = np.full((len(true_labels), num_classes), (1 - confidence) / (num_classes - 1))
+    probabilities[np.arange(len(true_labels)), true_labels] = confidence
+    probabilities += rng.uniform(0, 0.01, probabilities.shape)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def test_examples_whose_label_the_out_of_sample_model_contradicts_are_found_likeliest_first():
+    true = np.arange(400) % 4
+    stored = true.copy()
+    flipped = np.array([7, 50, 123, 333])
+    stored[flipped] = (true[flipped] + 1) % 4
+    probabilities = confident_probabilities(true)
+    probabilities[333] = [0.97, 0.01, 0.01, 0.01]  # The surest contradiction: ranked first.
+    images = np.arange(400)[:, None, None] * np.ones((1, 2, 2))
+    issues = label_issues.issues_in("test", images, stored, probabilities, stored_index=np.arange(400) + 1000)
+    assert sorted(issues.indices.tolist()) == sorted((flipped + 1000).tolist())
+    assert issues.indices[0] == 1333 and issues.labels[0] == 2 and issues.suggested[0] == 0
+    assert issues.examined == 400 and issues.images[0, 0, 0] == 333
+
+
+def test_fold_models_train_the_runs_model_on_the_given_data_without_a_validation_split(tmp_path):
+    config = make_config(tmp_path, "--lr_schedule=plateau", "--early_stopping_patience=2", "--class_imbalance=10",
+                         "--epochs=30", "--strategy=mirrored")
+    fold = label_issues.fold_config(config, "/data/fold0", "/scratch/run0", epochs=2)
+    assert (fold.dataset, fold.data_dir, fold.run_dir, fold.epochs) == ("npz", "/data/fold0", "/scratch/run0", 2)
+    assert fold.validation_split == 0 and fold.early_stopping_patience == 0 and fold.lr_schedule == "constant"
+    assert fold.class_imbalance == 1 and fold.precise_bn_batches == 50 and fold.strategy == "default"
+    assert (fold.model, fold.model_width, fold.optimizer) == (config.model, config.model_width, config.optimizer)
+
+
+@pytest.mark.slow
+def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_example(tmp_path):
+    images, labels = sources.synthetic_splits(catalog.SYNTHETIC)["train"]
+    images, labels = images[:512], labels[:512].astype(np.int64)
+    labels[:20] = (labels[:20] + 1) % 10  # Wrong labels the fold models cannot have learnt.
+    config = make_config(tmp_path, "--model=mlp", "--model_width=64", "--batch_size=32")
+    probabilities = label_issues.out_of_fold_probabilities(config, images, labels, catalog.SYNTHETIC.class_names,
+                                                           "cheap")
+    assert probabilities.shape == (512, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    true = labels.copy()
+    true[:20] = (true[:20] - 1) % 10
+    assert np.mean(probabilities.argmax(axis=1)[:20] == true[:20]) >= 0.9  # They predict the true class...
+    found = label_issues.ranked_issues(labels, probabilities)
+    assert set(range(20)) <= set(found.tolist()) and len(found) <= 30  # ... so confident learning finds them.

@@ -1,0 +1,323 @@
+"""What a finished run's curves say about why its accuracy is what it is: one detector per cause,
+each a pure function of logged numbers that returns a Finding (or None), and their ranking.
+
+Each finding carries its evidence (the numbers, steps and epochs it rests on), the flags to try,
+and `cost`: the accuracy (fraction) the cause likely costs, an estimate from the same numbers,
+which orders the report. Severity follows the cost: major from 2 points, moderate from 0.5, else
+minor; findings that describe the model rather than a cause of lost accuracy (its confusions,
+its calibration) have no cost, severity "info", and come last.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+KINDS = ("batchnorm_statistics", "overfitting", "underfitting", "learning_rate_high", "learning_rate_low",
+         "too_few_epochs", "capacity", "label_issues", "leakage", "class_confusion", "class_imbalance",
+         "calibration")
+MAJOR_COST, MODERATE_COST = 0.02, 0.005
+# Rates below these rarely train a network in a few epochs (Adam's usual range is 1e-4 to 3e-3, SGD's 0.01 to 0.5).
+LOWEST_USUAL_RATE = {"adam": 1e-5, "adamw": 1e-5, "sgd": 1e-3}
+BLOW_UP = 3.0  # A logged loss this many times chance level is a near-divergence (initial losses are below 2x).
+CURVE_LOGS_NEEDED = 8  # Training logs below which most curve detectors say nothing.
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    kind: str
+    cost: float | None  # Accuracy (fraction) it likely costs; orders the report. None: descriptive.
+    evidence: str
+    suggestion: str
+
+    @property
+    def severity(self) -> str:
+        if self.cost is None:
+            return "info"
+        return "major" if self.cost >= MAJOR_COST else "moderate" if self.cost >= MODERATE_COST else "minor"
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "severity": self.severity,
+                "cost": None if self.cost is None else round(self.cost, 4),
+                "evidence": self.evidence, "suggestion": self.suggestion}
+
+
+def ranked(findings) -> list[Finding]:
+    """The findings that were made, costliest first, the descriptive ones last."""
+    return sorted((finding for finding in findings if finding),
+                  key=lambda finding: 1.0 if finding.cost is None else -finding.cost)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """A run's logged numbers: training scalars by step, validation scalars by epoch (may be empty)."""
+
+    steps: np.ndarray  # Steps of the training logs.
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    learning_rate: np.ndarray
+    steps_per_epoch: int
+    eval_epochs: np.ndarray  # 1-based epochs of the validation evaluations.
+    eval_loss: np.ndarray
+    eval_accuracy: np.ndarray
+    num_classes: int
+    optimizer: str = "adam"
+
+    @property
+    def chance_loss(self) -> float:
+        return math.log(self.num_classes)
+
+    def final_train_accuracy(self) -> float:
+        """Mean over the last tenth of the logs (at least one): one log is noisy."""
+        return float(np.mean(self.train_accuracy[-max(1, len(self.train_accuracy) // 10):]))
+
+
+def tail_fall(losses: np.ndarray, fraction: float = 0.25) -> float:
+    """How much the loss fell over the last `fraction` of the logs: the mean of that window's first
+    half against the mean of its second half, relative to the first."""
+    window = losses[-max(2, int(len(losses) * fraction)):]
+    half = len(window) // 2
+    start, end = float(np.mean(window[:half])), float(np.mean(window[half:]))
+    return (start - end) / max(start, 1e-8)
+
+
+def overfitting(curves: Curves) -> Finding | None:
+    """Training accuracy well above validation, with the validation loss rising from its minimum or
+    the training set learnt by heart (training accuracy 99% or more)."""
+    if len(curves.eval_loss) < 3:
+        return None
+    best = int(np.argmin(curves.eval_loss))
+    rise = float(curves.eval_loss[-1] / curves.eval_loss[best] - 1)
+    train_accuracy = curves.final_train_accuracy()
+    gap = train_accuracy - float(curves.eval_accuracy[-1])
+    rising = rise >= 0.1 and best < len(curves.eval_loss) - 1 and gap >= 0.01
+    memorized = train_accuracy >= 0.99 and gap >= 0.02
+    if not (rising or memorized):
+        return None
+    loss_story = (f"validation loss was lowest at epoch {curves.eval_epochs[best]} ({curves.eval_loss[best]:.4f}) and "
+                  f"rose {rise:.0%} to {curves.eval_loss[-1]:.4f} by epoch {curves.eval_epochs[-1]}" if rising else
+                  f"the model has learnt its training set ({train_accuracy:.4f}) by epoch {curves.eval_epochs[-1]}")
+    return Finding(
+        "overfitting", cost=gap,
+        evidence=f"{loss_story}, and training accuracy ({train_accuracy:.4f}) is {gap * 100:.1f} points above "
+                 f"validation ({curves.eval_accuracy[-1]:.4f})",
+        suggestion="regularize: --augment_shift=0.1 --augment_rotation=10 (--augment_flip for classes a mirror "
+                   "keeps), --dropout=0.5, --optimizer=adamw --weight_decay=5e-4; or keep the best epoch with "
+                   "--early_stopping_patience=3; more training data helps most")
+
+
+def underfitting(curves: Curves) -> Finding | None:
+    """Training accuracy itself low, with a training loss that has stopped falling."""
+    accuracy = curves.final_train_accuracy()
+    if accuracy >= 0.9 or len(curves.train_loss) < 4:
+        return None
+    flat = tail_fall(curves.train_loss) < 0.05
+    high = curves.train_loss[-1] > 0.5 * curves.chance_loss
+    if not (flat or high):
+        return None
+    return Finding(
+        "underfitting", cost=min(1 - accuracy, 0.9),
+        evidence=f"training accuracy is {accuracy:.4f} at step {curves.steps[-1]}; the training loss "
+                 f"({curves.train_loss[-1]:.4f}, chance level {curves.chance_loss:.4f}) "
+                 + ("has stopped falling" if flat else "is still high"),
+        suggestion="the model does not fit its own training data: check --learning_rate first (see the learning "
+                   "rate findings), then a larger model (--model=cnn, --model_width, --model_depth) and less "
+                   "regularization (--dropout, --weight_decay, augmentation)")
+
+
+def learning_rate_low(curves: Curves) -> Finding | None:
+    """A rate below the optimizer's usual range with the loss still high, or a slow, steady fall still
+    going at the end at an undecayed rate: either way the loss had further to go."""
+    losses, rate = curves.train_loss, float(curves.learning_rate.max())
+    if len(losses) < CURVE_LOGS_NEEDED or curves.learning_rate[-1] < 0.5 * rate:
+        return None  # A schedule that decays the rate explains a fall at the end by itself.
+    changes = np.diff(losses)
+    steadiness = float(-changes.sum() / max(np.abs(changes).sum(), 1e-12))  # 1: every log below the last.
+    total_fall = float((losses[0] - losses[-1]) / losses[0])
+    still_falling = tail_fall(losses)
+    unusual = rate < LOWEST_USUAL_RATE.get(curves.optimizer, 0.0) and losses[-1] > 0.2 * curves.chance_loss
+    slow = steadiness >= 0.5 and still_falling >= 0.005 and total_fall < 0.5
+    if not (unusual or slow):
+        return None
+    return Finding(  # Costs what the run did not reach, and a little more than underfitting, its symptom.
+        "learning_rate_low", cost=min(1 - curves.final_train_accuracy(), 0.9) + 0.001,
+        evidence=(f"the learning rate {rate:.3g} is below {curves.optimizer}'s usual range (from "
+                  f"{LOWEST_USUAL_RATE.get(curves.optimizer, 0.0):.0e}), " if unusual else "")
+        + f"the training loss fell {total_fall:.0%} from {losses[0]:.4f} to {losses[-1]:.4f} over "
+          f"{curves.steps[-1]} steps ({still_falling:.1%} over the last quarter)",
+        suggestion=f"raise --learning_rate about tenfold (to {rate * 10:.3g}; for {curves.optimizer} "
+                   f"{'1e-3' if curves.optimizer != 'sgd' else '0.05'} is a usual start) and compare the first "
+                   "epoch's loss; --lr_schedule=onecycle finds a good range by itself")
+
+
+def learning_rate_high(curves: Curves) -> Finding | None:
+    """Loss spikes after the first epoch (logged losses far above the best before them), or a
+    collapse: the loss pinned at chance level, the mark of a model that outputs the same for
+    every image, as a too-large step leaves it (dead ReLUs, saturated logits)."""
+    losses = curves.train_loss
+    best_so_far = np.minimum.accumulate(losses)
+    spikes = np.flatnonzero((curves.steps > curves.steps_per_epoch) & (losses > 1.5 * best_so_far)
+                            & (losses - best_so_far > 0.1))
+    tail = losses[-max(2, len(losses) // 4):]
+    collapsed = len(losses) >= 4 and bool(np.all(np.abs(tail / curves.chance_loss - 1) < 0.01))
+    blew_up = np.flatnonzero(losses > BLOW_UP * curves.chance_loss)
+    if len(spikes) < 2 and not collapsed and not len(blew_up):
+        return None
+    if len(blew_up) and not collapsed:
+        evidence = (f"the training loss reached {losses[blew_up].max():.4f} by step {curves.steps[blew_up[0]]}, "
+                    f"{losses[blew_up].max() / curves.chance_loss:.0f} times chance level: a near-divergence")
+    elif collapsed:
+        evidence = (f"the training loss sits at chance level ({curves.chance_loss:.4f}) from step "
+                    f"{curves.steps[-len(tail)]} on ({tail[-1]:.4f} at step {curves.steps[-1]}), training accuracy "
+                    f"{curves.final_train_accuracy():.4f}: the model predicts the same for every image")
+    else:
+        worst = int(spikes[np.argmax(losses[spikes] / best_so_far[spikes])])
+        evidence = (f"{len(spikes)} logged training losses after epoch 1 were over 1.5 times the best before them "
+                    f"(worst: {losses[worst]:.4f} at step {curves.steps[worst]}, best until then "
+                    f"{best_so_far[worst]:.4f})")
+    return Finding(  # Costs what the run did not reach, and a little more than underfitting, its symptom.
+        "learning_rate_high", cost=min(1 - curves.final_train_accuracy(), 0.9) + 0.001 * max(len(spikes), 1),
+        evidence=f"{evidence}, at learning rate {curves.learning_rate.max():.3g}",
+        suggestion=f"lower --learning_rate three to ten times (to {curves.learning_rate.max() / 3:.3g} or less), "
+                   "or add --warmup_steps=500, --clip_grad_norm=1 or a decay (--lr_schedule=cosine)")
+
+
+def too_few_epochs(curves: Curves) -> Finding | None:
+    """Validation accuracy still rising at the last epoch, with no sign of overfitting."""
+    if len(curves.eval_accuracy) < 2 or np.argmax(curves.eval_accuracy) != len(curves.eval_accuracy) - 1:
+        return None
+    gain = float(curves.eval_accuracy[-1] - curves.eval_accuracy[-2])
+    if gain < 0.001 or curves.eval_loss[-1] > curves.eval_loss.min() * 1.02:
+        return None
+    return Finding(
+        "too_few_epochs", cost=gain,
+        evidence=f"validation accuracy was still rising at the last epoch ({curves.eval_accuracy[-2]:.4f} -> "
+                 f"{curves.eval_accuracy[-1]:.4f} at epoch {curves.eval_epochs[-1]}), validation loss at its lowest",
+        suggestion=f"train longer: --epochs={2 * int(curves.eval_epochs[-1])} (with a decaying schedule, e.g. "
+                   "--lr_schedule=cosine, the last epochs gain most)")
+
+
+def capacity(curves: Curves) -> Finding | None:
+    """Training and validation accuracy equal and flat below 99%: the model cannot fit more."""
+    accuracy = curves.final_train_accuracy()
+    if (not len(curves.eval_accuracy) or accuracy >= 0.99 or accuracy < 0.5
+            or len(curves.train_loss) < CURVE_LOGS_NEEDED):
+        return None
+    gap = accuracy - float(curves.eval_accuracy[-1])
+    if abs(gap) > 0.02 or tail_fall(curves.train_loss) > 0.05:
+        return None
+    return Finding(
+        "capacity", cost=(1 - accuracy) / 2,
+        evidence=f"training accuracy has levelled off at {accuracy:.4f}, no better than validation "
+                 f"({curves.eval_accuracy[-1]:.4f}): the model fits its training data no better than unseen data",
+        suggestion="a larger model: --model=cnn, a higher --model_width (x2) or --model_depth (+1); then less "
+                   "regularization (--dropout, --weight_decay)")
+
+
+CURVE_DETECTORS = (overfitting, underfitting, learning_rate_low, learning_rate_high, too_few_epochs, capacity)
+EVAL_CURVE_KINDS = ("overfitting", "too_few_epochs", "capacity")  # Read the validation curve.
+
+
+def from_curves(curves: Curves) -> list[Finding]:
+    return [finding for detector in CURVE_DETECTORS if (finding := detector(curves))]
+
+
+def batchnorm_statistics(split: str, moving_accuracy: float, precise_accuracy: float, batches: int) -> Finding | None:
+    """Accuracy gained by re-estimating the batch-norm statistics on training batches."""
+    gain = precise_accuracy - moving_accuracy
+    if gain < 0.002:
+        return None
+    return Finding(
+        "batchnorm_statistics", cost=gain,
+        evidence=f"{split} accuracy is {moving_accuracy:.4f} with the batch-norm moving averages and "
+                 f"{precise_accuracy:.4f} with statistics re-estimated on {batches} training batches: the moving "
+                 "averages lag the weights",
+        suggestion=f"train with --precise_bn_batches={batches} (re-estimates them before every evaluation and the "
+                   "export), or train for more epochs")
+
+
+def class_confusion(split: str, confusion: np.ndarray, class_names: tuple[str, ...], pairs: int = 3
+                    ) -> tuple[Finding | None, list[tuple[int, int]]]:
+    """The most confused (true, predicted) pairs (descriptive: whether they can be told apart is for a
+    person to judge from the images)."""
+    mistakes = confusion.astype(float).copy()
+    np.fill_diagonal(mistakes, 0)
+    order = np.argsort(mistakes, axis=None)[::-1][:pairs]
+    top = [tuple(int(index) for index in np.unravel_index(flat, mistakes.shape)) for flat in order
+           if mistakes.flat[flat] > 0]
+    if not top:
+        return None, []
+    described = ", ".join(f"{class_names[true]} as {class_names[predicted]} {int(confusion[true, predicted])} "
+                          f"times ({confusion[true, predicted] / max(confusion[true].sum(), 1):.1%} of "
+                          f"{class_names[true]})" for true, predicted in top)
+    return Finding(
+        "class_confusion", cost=None,
+        evidence=f"the most frequent {split} mistakes: {described} (images in the report)",
+        suggestion="look at the confused examples: if they are ambiguous or mislabeled the data is the limit; "
+                   "otherwise more capacity (--model_width) or augmentation that keeps the classes apart"), top
+
+
+def class_imbalance(train_counts: np.ndarray, recalls: np.ndarray, class_names: tuple[str, ...],
+                    accuracy: float, balanced_accuracy: float) -> Finding | None:
+    """Rare training classes recalled worse than frequent ones."""
+    present = train_counts > 0
+    if present.sum() < 2:
+        return None
+    ratio = train_counts[present].max() / train_counts[present].min()
+    rare = int(np.flatnonzero(present)[np.argmin(train_counts[present])])
+    if ratio < 3 or recalls[rare] >= np.mean(recalls[present]) - 0.02:
+        return None
+    return Finding(
+        "class_imbalance",
+        cost=max(0.0, accuracy - balanced_accuracy) + (np.mean(recalls[present]) - recalls[rare]) / 10,
+        evidence=f"the largest training class has {ratio:.0f} times the examples of the smallest "
+                 f"({class_names[rare]}: {train_counts[rare]}), whose recall is {recalls[rare]:.4f} against a mean of "
+                 f"{np.mean(recalls[present]):.4f}; balanced accuracy {balanced_accuracy:.4f}, accuracy {accuracy:.4f}",
+        suggestion="weight the classes: --class_weights=balanced (or effective_number), or --loss_weights=focal=1; "
+                   "more examples of the rare classes help most")
+
+
+def calibration(split: str, ece: float, temperature: float, ece_after: float) -> Finding:
+    """How far confidence is from accuracy (descriptive: it costs no accuracy), always reported."""
+    direction = "over-confident" if temperature > 1 else "under-confident"
+    return Finding(
+        "calibration", cost=None,
+        evidence=f"expected calibration error on {split}: {ece:.4f} ({direction}); dividing the logits by "
+                 f"the temperature {temperature:.3f} brings it to {ece_after:.4f} (reliability diagram in the report)",
+        suggestion="if the probabilities are used as confidences, divide the logits by the temperature above; "
+                   "--label_smoothing=0.1 in training also tempers over-confidence" if ece > 0.01
+                   else "well calibrated: nothing to do")
+
+
+def label_issues(issues: list, class_names: tuple[str, ...], method: str) -> Finding | None:
+    """Likely mislabeled examples (label_issues.LabelIssues per split); costs the test share (each one
+    the model gets right counts as its mistake) and a tenth of the training share (noise it fits)."""
+    found = [split for split in issues if len(split.indices)]
+    if not found:
+        return None
+    shares = {split.split: len(split.indices) / max(split.examined, 1) for split in issues}
+    counts = "; ".join(f"{len(split.indices)} of {split.examined} {split.split} examples ({shares[split.split]:.2%})"
+                       for split in issues)
+    first = found[0]
+    examples = ", ".join(f"#{index} labelled {class_names[label]}, looks like {class_names[suggested]}"
+                         for index, label, suggested in zip(first.indices[:3], first.labels, first.suggested))
+    return Finding(
+        "label_issues", cost=shares.get("test", 0.0) + shares.get("train", 0.0) / 10,
+        evidence=f"likely mislabeled: {counts}, by confident learning (cleanlab) on {method}; the likeliest "
+                 f"{first.split} ones: {examples} (images in the report)",
+        suggestion="look at them: relabel or drop the ones a person agrees are wrong (indices in the JSON, in "
+                   "the split's stored order); many noisy training labels also call for --label_smoothing=0.1")
+
+
+def leakage(pairs: list[tuple[int, int, float]], test_examples: int) -> Finding | None:
+    """Test images with a near copy in the training split: their accuracy is memory, not generalization."""
+    if not pairs:
+        return None
+    share = len(pairs) / test_examples
+    shown = ", ".join(f"train #{train} ~ test #{test} ({correlation:.3f})" for train, test, correlation in pairs[:3])
+    return Finding(
+        "leakage", cost=share,
+        evidence=f"{len(pairs)} of {test_examples} test images ({share:.2%}) have an exact or near copy in the "
+                 f"training split (perceptual hash, then pixel correlation), e.g. {shown}; pairs in the report",
+        suggestion="drop the copies from the training split (pairs in the JSON as [train index, test index]); "
+                   "until then the test accuracy overstates what the model does on new images")

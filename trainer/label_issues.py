@@ -1,0 +1,96 @@
+"""Likely mislabeled examples (the label_issues finding): confident learning, from the cleanlab
+library, on out-of-sample predicted probabilities.
+
+The test split's probabilities come from the run's own model, which never trained on it. Its
+training split's cannot: the model has fit those labels, wrong ones included. They come from
+cross-validation instead: the training examples are cut into folds, and for each fold a model of
+the run's own flags is trained on the others (through loop.train, in a scratch folder) and
+predicts it. That costs `folds` trainings of `epochs` epochs on (folds - 1) / folds of the data:
+the cheap mode is 2 folds x 2 epochs, the thorough one 5 folds x the run's epochs.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+from absl import logging
+from cleanlab.filter import find_label_issues
+
+from data import pipeline
+from trainer import loop
+from trainer.checkpoints import saved_model_probabilities
+from trainer.config import TrainConfig
+
+MODES = {"cheap": (2, 2), "thorough": (5, None)}  # mode -> (folds, epochs; None: the run's own).
+FOLD_SEED = 11
+IMAGES_KEPT = 32  # Of the likeliest issues, for the report's grid.
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelIssues:
+    """The likely mislabeled examples of one split, most likely first."""
+
+    split: str
+    examined: int
+    indices: np.ndarray  # Into the split as stored (file order, before any validation split).
+    labels: np.ndarray  # Their stored labels...
+    suggested: np.ndarray  # ... and the class the out-of-sample probabilities favour.
+    images: np.ndarray  # The stored images of the first IMAGES_KEPT.
+
+
+def issues_in(split: str, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+              stored_index: np.ndarray | None = None) -> LabelIssues:
+    """Confident learning on one split's out-of-sample probabilities."""
+    ranked = ranked_issues(labels, probabilities)
+    stored_index = np.arange(len(labels)) if stored_index is None else stored_index
+    return LabelIssues(split=split, examined=len(labels), indices=stored_index[ranked], labels=labels[ranked],
+                       suggested=probabilities[ranked].argmax(axis=1), images=images[ranked[:IMAGES_KEPT]])
+
+
+def ranked_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Indices of the likely mislabeled examples, most likely first (cleanlab's confident learning,
+    ranked by self-confidence: the probability the model gives the stored label)."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return np.array([], int)
+    return np.asarray(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence"), int)
+
+
+def fold_config(config: TrainConfig, data_dir: str, run_dir: str, epochs: int) -> TrainConfig:
+    """The run's flags for a fold model: its data from `data_dir` as given, no validation split, no
+    schedule or stopping that needs one, precise batch norm (short runs need it), one device."""
+    return dataclasses.replace(
+        config, dataset="npz", data_dir=data_dir, validation_split=0.0, class_imbalance=1.0, sample_weights=None,
+        label_format="sparse", epochs=epochs, max_steps=0, run_dir=run_dir, early_stopping_patience=0,
+        lr_schedule="constant" if config.lr_schedule == "plateau" else config.lr_schedule,
+        checkpoint_every_steps=0, image_summary_every_steps=0, histogram_every_steps=0, profile_steps=(),
+        precise_bn_batches=config.precise_bn_batches or 50, strategy="default", cpu_devices=1, progress="log")
+
+
+def out_of_fold_probabilities(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
+                              class_names: tuple[str, ...], mode: str) -> np.ndarray:
+    """Each example's class probabilities from a model that never saw it (cross-validation)."""
+    folds, epochs = MODES[mode]
+    fold_of = np.random.default_rng([config.seed, FOLD_SEED]).permutation(len(labels)) % folds
+    probabilities = np.zeros((len(labels), len(class_names)), np.float32)
+    with tempfile.TemporaryDirectory(prefix="tapeloop-folds-") as scratch:
+        for fold in range(folds):
+            held_out = fold_of == fold
+            data_dir, run_dir = os.path.join(scratch, f"data{fold}"), os.path.join(scratch, f"run{fold}")
+            os.makedirs(data_dir)
+            np.savez(os.path.join(data_dir, "fold.npz"), x_train=images[~held_out], y_train=labels[~held_out],
+                     x_test=images[held_out], y_test=labels[held_out], class_names=np.array(class_names))
+            logging.info("Label issues: training fold model %d of %d on %d examples for %d epochs.",
+                         fold + 1, folds, int((~held_out).sum()), epochs or config.epochs)
+            loop.train(fold_config(config, data_dir, run_dir, epochs or config.epochs))
+            probabilities[held_out] = saved_model_probabilities(
+                os.path.join(run_dir, "saved_model"), images[held_out], config.eval_batch_size, config.input_range)
+    return probabilities
+
+
+def training_split_issues(config: TrainConfig, data: pipeline.PreparedData, mode: str) -> LabelIssues:
+    """The likely mislabeled examples of the stored training split (validation part included)."""
+    images, labels, stored_index = data.training_examples()
+    probabilities = out_of_fold_probabilities(config, images, labels, data.spec.class_names, mode)
+    return issues_in("train", images, labels, probabilities, stored_index)

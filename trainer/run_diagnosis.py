@@ -1,0 +1,263 @@
+"""Why a finished run scored what it did (scripts/diagnose.py --run_dir=RUN): its logged curves and
+measurements on its final weights, as ranked findings (trainer/findings.py), written as text, as
+JSON and to RUN/diagnosis for TensorBoard.
+
+The measurements use the validation split when the run held one out (so that acting on them does
+not tune to the test split), else the test split, and say which.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from data import near_duplicates, pipeline
+from trainer import calibration, findings, label_issues, summaries
+from trainer.batchnorm import StatisticsEstimator
+from trainer.checkpoints import final_weights_dir, restore_model_weights
+from trainer.evaluation import predicted_logits
+from trainer.flags import load_run_config
+from trainer.setup import build_model, make_weight_average
+
+PRECISE_BN_CHECK_BATCHES = 50
+LABEL_NOISE_CEILING = 0.02  # A share of likely-wrong training labels that caps training accuracy visibly.
+CONFUSED_IMAGES_SHOWN = 8  # Per confused pair, in the report's image grid.
+
+
+@dataclasses.dataclass
+class RunDiagnosis:
+    findings: list[findings.Finding]
+    split: str
+    calibration: dict
+    notes: list[str]
+    reliability: tuple[np.ndarray, np.ndarray, np.ndarray]  # Per bin: count, mean confidence, accuracy.
+    grids: dict[str, tuple[np.ndarray, list[str]]]  # Name -> images in [0, 1] and their captions.
+    label_issues: list  # label_issues.LabelIssues per split examined.
+    duplicates: list[tuple[int, int, float]]  # (stored train index, test index, pixel correlation).
+
+    def as_json(self) -> dict:
+        examined = {issues.split: issues.indices.tolist() for issues in self.label_issues}
+        return {"split": self.split, "findings": [finding.as_json() for finding in self.findings],
+                "label_issues": {"train": examined.get("train"), "test": examined.get("test")},
+                "duplicates": [[train, test] for train, test, _ in self.duplicates],
+                "calibration": self.calibration, "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        """The report as text, a finding a paragraph, costliest first."""
+        lines = [f"Diagnosis on the {self.split} split ({len(self.findings)} findings, costliest first):"]
+        for rank, finding in enumerate(self.findings, 1):
+            cost = "" if finding.cost is None else f" (likely cost {finding.cost * 100:.1f} points)"
+            lines.append(f"{rank}. [{finding.severity}] {finding.kind}{cost}: {finding.evidence}. "
+                         f"Try: {finding.suggestion}.")
+        return lines + [f"Note: {note}" for note in self.notes]
+
+
+def read_scalars(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Tag -> (steps, values) of the scalar summaries in a TensorBoard folder (empty if none)."""
+    if not os.path.isdir(folder):
+        return {}
+    events = EventAccumulator(folder, size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = {}
+    for tag in events.Tags()["tensors"]:
+        records = [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
+        if records and records[0][1].ndim == 0 and records[0][1].dtype != object:
+            steps, values = zip(*sorted(dict(records).items()))  # A resumed run logs some steps twice: keep the last.
+            scalars[tag] = (np.array(steps), np.array(values, np.float64))
+    return scalars
+
+
+def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int, optimizer: str = "adam") -> findings.Curves:
+    """The run's training and validation curves from its event files."""
+    train, evaluation = read_scalars(os.path.join(run_dir, "train")), read_scalars(os.path.join(run_dir, "eval"))
+    steps, loss = train["loss/total"]
+    eval_steps, eval_loss = evaluation.get("loss/total", (np.array([], int), np.array([])))
+    return findings.Curves(
+        steps=steps, train_loss=loss, train_accuracy=train["accuracy"][1], learning_rate=train["learning_rate"][1],
+        steps_per_epoch=steps_per_epoch, eval_epochs=np.round(eval_steps / steps_per_epoch).astype(int),
+        eval_loss=eval_loss, eval_accuracy=evaluation.get("accuracy", (None, np.array([])))[1],
+        num_classes=num_classes, optimizer=optimizer)
+
+
+def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap") -> RunDiagnosis:
+    """Reads the run, rebuilds its final model and data, and returns its ranked findings.
+
+    `label_issue_mode`: off, test (the test split only: seconds), cheap or thorough (the training
+    split too, by cross-validation: label_issues.MODES).
+    """
+    config, data, model, bn_statistics = final_model(run_dir, data_dir)
+    spec = data.spec
+    split_name, (images, labels) = (("validation", data.validation) if data.validation is not None
+                                    else ("test", data.test))
+    logits = predicted_logits(model, pipeline.eval_batches((images, labels), spec, config))
+    found, notes = [], []
+    if bn_statistics.layers and not config.precise_bn_batches:
+        with bn_statistics.kept():
+            bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
+            precise = predicted_logits(model, pipeline.eval_batches((images, labels), spec, config))
+        found.append(findings.batchnorm_statistics(split_name, accuracy(logits, labels), accuracy(precise, labels),
+                                                   PRECISE_BN_CHECK_BATCHES))
+    bn_lags = bool(found and found[0] and found[0].cost >= findings.MAJOR_COST)
+    if bn_lags:  # What follows is measured on the model with its statistics fixed.
+        bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
+        logits = precise
+    issues = split_label_issues(config, data, model, label_issue_mode)
+    label_noise = next((len(split.indices) / split.examined for split in issues if split.split == "train"), 0.0)
+    found += curve_findings(run_dir, config, data, bn_lags, label_noise, notes)
+    prediction_findings, confused, calibration_report = from_predictions(spec, data.train[1], split_name, logits,
+                                                                         labels)
+    train_images, _, stored_index = data.training_examples()
+    pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
+    method = ("the run's model for the test split" + (f", {label_issues.MODES[label_issue_mode][0]}-fold "
+              "cross-validation for the training split" if label_issue_mode in label_issues.MODES else ""))
+    grids = {"confused_pairs": confused_examples(images, labels, logits.argmax(axis=1), confused, spec, config),
+             "leakage": duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config),
+             **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues}}
+    pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
+    found += [findings.label_issues(issues, spec.class_names, method), findings.leakage(pairs, len(data.test[1]))]
+    return RunDiagnosis(
+        findings=findings.ranked(found + prediction_findings), split=split_name, calibration=calibration_report,
+        notes=notes, reliability=calibration.reliability_bins(calibration.softmax(logits), labels),
+        grids=grids, label_issues=issues, duplicates=pairs)
+
+
+def final_model(run_dir: str, data_dir: str | None):
+    """The run's config, data, and final model as train.py scored it (averaged weights, precise
+    batch-norm statistics if the run used them), with its batch-norm statistics estimator."""
+    config = load_run_config(run_dir)
+    config = dataclasses.replace(config, data_dir=data_dir or config.data_dir)
+    data = pipeline.prepare_data(config)
+    model = build_model(config, data.spec)
+    restore_model_weights(model, final_weights_dir(run_dir), make_weight_average(config, model))
+    bn_statistics = StatisticsEstimator(model, data.train, data.spec, config)
+    if config.precise_bn_batches:
+        bn_statistics.estimate(config.precise_bn_batches)
+    return config, data, model, bn_statistics
+
+
+def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float,
+                   notes: list[str]) -> list[findings.Finding]:
+    """The curve detectors' findings, leaving out those that read a validation curve measured with
+    lagging batch-norm statistics, and underfitting and capacity when the share of training labels
+    that look wrong (`label_noise`) explains the training accuracy; what was left out goes to `notes`."""
+    steps_per_epoch = pipeline.steps_per_epoch(len(data.train[1]), config.batch_size)
+    curves = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer)
+    found = findings.from_curves(curves)
+    ceiling = 1 - label_noise  # The accuracy a model that ignores wrong labels reaches on training data.
+    if label_noise >= LABEL_NOISE_CEILING and curves.final_train_accuracy() >= ceiling - 0.03:
+        notes.append(f"training accuracy {curves.final_train_accuracy():.4f} is near the {ceiling:.4f} that the "
+                     f"{label_noise:.1%} of training labels that look wrong leave: underfitting and capacity are "
+                     "not judged")
+        found = [finding for finding in found if finding.kind not in ("underfitting", "capacity")]
+    if len(curves.train_loss) < findings.CURVE_LOGS_NEEDED:
+        notes.append(f"only {len(curves.train_loss)} training logs: most curve findings need "
+                     f"{findings.CURVE_LOGS_NEEDED} or more; rerun with --log_every_steps="
+                     f"{max(1, int(curves.steps[-1]) // 20)}")
+    if bn_lags:
+        notes.append("the validation curve was measured with lagging batch-norm statistics, so the findings that "
+                     "read it (" + ", ".join(findings.EVAL_CURVE_KINDS) + ") are left out until they are fixed; "
+                     "what follows the curves is measured with re-estimated statistics")
+        found = [finding for finding in found if finding.kind not in findings.EVAL_CURVE_KINDS]
+    return found
+
+
+def split_label_issues(config, data, model, mode: str) -> list:
+    """Label issues of the test split (the final model's probabilities) and, in the cheap and
+    thorough modes, of the training split (cross-validation)."""
+    if mode == "off":
+        return []
+    test_images, test_labels = data.test
+    probabilities = calibration.softmax(predicted_logits(model, pipeline.eval_batches(data.test, data.spec, config)))
+    issues = [label_issues.issues_in("test", test_images, test_labels.astype(np.int64), probabilities)]
+    if mode in label_issues.MODES:
+        issues.insert(0, label_issues.training_split_issues(config, data, mode))
+    return issues
+
+
+def displayed(images: np.ndarray, spec, config) -> np.ndarray:
+    """Stored images as a person sees them: [N, H, W, C] in [0, 1]."""
+    return pipeline.to_display(pipeline.to_model_input(images, spec, False, config.input_range), spec, False)
+
+
+def confused_examples(images, labels, predicted, pairs, spec, config) -> tuple[np.ndarray, list[str]]:
+    """Up to CONFUSED_IMAGES_SHOWN images of each confused (true, predicted) pair."""
+    chosen = np.concatenate([np.flatnonzero((labels == true) & (predicted == guess))[:CONFUSED_IMAGES_SHOWN]
+                             for true, guess in pairs]).astype(int) if pairs else np.array([], int)
+    captions = [f"{spec.class_names[labels[index]]} as {spec.class_names[predicted[index]]}" for index in chosen]
+    return displayed(images[chosen], spec, config), captions
+
+
+def issue_examples(issues, spec, config) -> tuple[np.ndarray, list[str]]:
+    """The likeliest label issues of a split, captioned "#index labelled A, looks like B"."""
+    captions = [f"#{index} labelled {spec.class_names[label]},\nlooks like {spec.class_names[suggested]}"
+                for index, label, suggested in zip(issues.indices, issues.labels, issues.suggested)]
+    return displayed(issues.images, spec, config), captions[:len(issues.images)]
+
+
+def duplicate_examples(train_images, test_images, pairs, stored_index, spec, config, shown: int = 16):
+    """The first `shown` leakage pairs, each training image beside its test image."""
+    chosen = pairs[:shown]
+    images = [image for train, test, _ in chosen for image in (train_images[train], test_images[test])]
+    captions = [caption for train, test, correlation in chosen
+                for caption in (f"train #{stored_index[train]}", f"test #{test} ({correlation:.3f})")]
+    return displayed(np.array(images) if images else train_images[:0], spec, config), captions
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(axis=1) == labels))
+
+
+def from_predictions(spec, train_labels: np.ndarray, split_name: str, logits: np.ndarray, labels: np.ndarray):
+    """Confusion, imbalance and calibration findings from the split's logits; also the confused pairs
+    and the calibration numbers for the JSON."""
+    num_classes = spec.num_classes
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
+    recalls = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    seen = confusion.sum(axis=1) > 0
+    confusion_finding, confused = findings.class_confusion(split_name, confusion, spec.class_names)
+    imbalance = findings.class_imbalance(np.bincount(train_labels, minlength=num_classes), recalls,
+                                         spec.class_names, accuracy(logits, labels), float(recalls[seen].mean()))
+    probabilities = calibration.softmax(logits)
+    temperature = calibration.fit_temperature(logits, labels)
+    ece = calibration.expected_calibration_error(probabilities, labels)
+    ece_after = calibration.expected_calibration_error(calibration.softmax(logits, temperature), labels)
+    report = {"split": split_name, "ece": ece, "temperature": temperature, "ece_after_temperature": ece_after}
+    return ([confusion_finding, imbalance, findings.calibration(split_name, ece, temperature, ece_after)],
+            confused, report)
+
+
+def reliability_figure(reliability, split: str):
+    """The reliability diagram: accuracy against confidence per bin, the diagonal being perfect."""
+    counts, confidence, bin_accuracy = reliability
+    edges = np.linspace(0, 1, len(counts) + 1)
+    figure, axis = summaries.plt.subplots(figsize=(4, 4))
+    used = counts > 0
+    axis.bar(edges[:-1][used], bin_accuracy[used], width=1 / len(counts), align="edge", edgecolor="black",
+             label="accuracy")
+    axis.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    axis.scatter(confidence[used], bin_accuracy[used], s=8, color="red", label="mean confidence")
+    axis.set_xlabel("confidence")
+    axis.set_ylabel("accuracy")
+    axis.set_title(f"reliability on {split}")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def write_to_tensorboard(run_dir: str, diagnosis: RunDiagnosis) -> str:
+    """The report as text and its figures as images under RUN/diagnosis; returns that folder."""
+    folder = os.path.join(run_dir, "diagnosis")
+    os.makedirs(folder, exist_ok=True)
+    writer = tf.summary.create_file_writer(folder)
+    summaries.write_text(writer, "diagnosis/report", "\n".join(diagnosis.lines()), step=0)
+    figures = {"reliability": reliability_figure(diagnosis.reliability, diagnosis.split),
+               **{name: summaries.labelled_grid(images, captions)
+                  for name, (images, captions) in diagnosis.grids.items() if len(images)}}
+    for name, figure in figures.items():  # Also as PNG files, to look at without TensorBoard.
+        figure.savefig(os.path.join(folder, f"{name}.png"), dpi=100)
+        summaries.write_figure(writer, f"diagnosis/{name}", figure, step=0)
+    writer.close()
+    return folder
