@@ -25,8 +25,8 @@ define_flags()
 flags.DEFINE_string("output", None, "With --run_dir: also write the findings as JSON to this file ('-': stdout only).")
 flags.DEFINE_enum("label_issues", "cheap", ("off", "test", "cheap", "thorough"), "With --run_dir: which splits "
                   "to search for mislabeled examples: off; test (the run's own model: seconds); cheap (also the "
-                  "training split, by 2-fold cross-validation of 2 epochs each: minutes); thorough (5 folds of the "
-                  "run's epochs).")
+                  "training split, by 2-fold cross-validation of 2 epochs or 400 steps each: minutes); thorough (5 "
+                  "folds of the run's epochs).")
 FLAGS = flags.FLAGS
 
 

@@ -28,7 +28,9 @@ def test_examples_whose_label_the_out_of_sample_model_contradicts_are_found_like
     issues = label_issues.issues_in("test", images, stored, probabilities, stored_index=np.arange(400) + 1000)
     assert sorted(issues.indices.tolist()) == sorted((flipped + 1000).tolist())
     assert issues.indices[0] == 1333 and issues.labels[0] == 2 and issues.suggested[0] == 0
-    assert issues.examined == 400 and issues.images[0, 0, 0] == 333
+    assert issues.examined == 400 and issues.images[0, 0, 0] == 333 and issues.usable
+    guessing = label_issues.issues_in("test", images, stored, confident_probabilities((true + 2) % 4))
+    assert not guessing.usable and len(guessing.indices) == 0  # A model that is mostly wrong judges no label.
 
 
 def test_fold_models_train_the_runs_model_on_the_given_data_without_a_validation_split(tmp_path):

@@ -200,12 +200,13 @@ def too_few_epochs(curves: Curves) -> Finding | None:
 def capacity(curves: Curves) -> Finding | None:
     """Training and validation accuracy equal and flat below 99%: the model cannot fit more."""
     accuracy = curves.final_train_accuracy()
-    if (not len(curves.eval_accuracy) or accuracy >= 0.99 or accuracy < 0.5
+    if (len(curves.eval_accuracy) < 3 or accuracy >= 0.99 or accuracy < 0.5
             or len(curves.train_loss) < CURVE_LOGS_NEEDED):
         return None
     gap = accuracy - float(curves.eval_accuracy[-1])
-    if abs(gap) > 0.02 or tail_fall(curves.train_loss) > 0.05:
-        return None
+    recent_gain = float(curves.eval_accuracy[-1] - curves.eval_accuracy[-max(2, len(curves.eval_accuracy) // 3)])
+    if abs(gap) > 0.02 or tail_fall(curves.train_loss) > 0.05 or recent_gain > 0.002:
+        return None  # Still learning: too_few_epochs speaks for that.
     return Finding(
         "capacity", cost=(1 - accuracy) / 2,
         evidence=f"training accuracy has levelled off at {accuracy:.4f}, no better than validation "
@@ -292,6 +293,7 @@ def calibration(split: str, ece: float, temperature: float, ece_after: float) ->
 def label_issues(issues: list, class_names: tuple[str, ...], method: str) -> Finding | None:
     """Likely mislabeled examples (label_issues.LabelIssues per split); costs the test share (each one
     the model gets right counts as its mistake) and a tenth of the training share (noise it fits)."""
+    issues = [split for split in issues if split.usable]
     found = [split for split in issues if len(split.indices)]
     if not found:
         return None

@@ -6,7 +6,8 @@ training split's cannot: the model has fit those labels, wrong ones included. Th
 cross-validation instead: the training examples are cut into folds, and for each fold a model of
 the run's own flags is trained on the others (through loop.train, in a scratch folder) and
 predicts it. That costs `folds` trainings of `epochs` epochs on (folds - 1) / folds of the data:
-the cheap mode is 2 folds x 2 epochs, the thorough one 5 folds x the run's epochs.
+the cheap mode is 2 folds x 2 epochs (more on small datasets, up to the run's epochs, so that each
+fold model trains MIN_FOLD_STEPS steps), the thorough one 5 folds x the run's epochs.
 """
 
 import dataclasses
@@ -24,7 +25,9 @@ from trainer.config import TrainConfig
 
 MODES = {"cheap": (2, 2), "thorough": (5, None)}  # mode -> (folds, epochs; None: the run's own).
 FOLD_SEED = 11
+MIN_FOLD_STEPS = 400  # A cheap fold model trains at least this many steps (up to the run's epochs).
 IMAGES_KEPT = 32  # Of the likeliest issues, for the report's grid.
+MIN_MODEL_ACCURACY = 0.5  # Below it, the model disagreeing with a label says more about the model.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +40,24 @@ class LabelIssues:
     labels: np.ndarray  # Their stored labels...
     suggested: np.ndarray  # ... and the class the out-of-sample probabilities favour.
     images: np.ndarray  # The stored images of the first IMAGES_KEPT.
+    model_accuracy: float  # Of the out-of-sample probabilities against the stored labels.
+
+    @property
+    def usable(self) -> bool:
+        """Whether the probabilities are good enough for confident learning to mean anything."""
+        return self.model_accuracy >= MIN_MODEL_ACCURACY
 
 
 def issues_in(split: str, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
               stored_index: np.ndarray | None = None) -> LabelIssues:
-    """Confident learning on one split's out-of-sample probabilities."""
-    ranked = ranked_issues(labels, probabilities)
+    """Confident learning on one split's out-of-sample probabilities (none if they are no better
+    than MIN_MODEL_ACCURACY)."""
+    model_accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    ranked = ranked_issues(labels, probabilities) if model_accuracy >= MIN_MODEL_ACCURACY else np.array([], int)
     stored_index = np.arange(len(labels)) if stored_index is None else stored_index
     return LabelIssues(split=split, examined=len(labels), indices=stored_index[ranked], labels=labels[ranked],
-                       suggested=probabilities[ranked].argmax(axis=1), images=images[ranked[:IMAGES_KEPT]])
+                       suggested=probabilities[ranked].argmax(axis=1), images=images[ranked[:IMAGES_KEPT]],
+                       model_accuracy=model_accuracy)
 
 
 def ranked_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -73,6 +85,8 @@ def out_of_fold_probabilities(config: TrainConfig, images: np.ndarray, labels: n
     """Each example's class probabilities from a model that never saw it (cross-validation)."""
     folds, epochs = MODES[mode]
     fold_of = np.random.default_rng([config.seed, FOLD_SEED]).permutation(len(labels)) % folds
+    steps_per_epoch = max(1, int(len(labels) * (folds - 1) / folds) // config.batch_size)
+    epochs = max(epochs, min(config.epochs, -(-MIN_FOLD_STEPS // steps_per_epoch))) if epochs else config.epochs
     probabilities = np.zeros((len(labels), len(class_names)), np.float32)
     with tempfile.TemporaryDirectory(prefix="tapeloop-folds-") as scratch:
         for fold in range(folds):
@@ -82,8 +96,8 @@ def out_of_fold_probabilities(config: TrainConfig, images: np.ndarray, labels: n
             np.savez(os.path.join(data_dir, "fold.npz"), x_train=images[~held_out], y_train=labels[~held_out],
                      x_test=images[held_out], y_test=labels[held_out], class_names=np.array(class_names))
             logging.info("Label issues: training fold model %d of %d on %d examples for %d epochs.",
-                         fold + 1, folds, int((~held_out).sum()), epochs or config.epochs)
-            loop.train(fold_config(config, data_dir, run_dir, epochs or config.epochs))
+                         fold + 1, folds, int((~held_out).sum()), epochs)
+            loop.train(fold_config(config, data_dir, run_dir, epochs))
             probabilities[held_out] = saved_model_probabilities(
                 os.path.join(run_dir, "saved_model"), images[held_out], config.eval_batch_size, config.input_range)
     return probabilities

@@ -38,7 +38,7 @@ class RunDiagnosis:
     duplicates: list[tuple[int, int, float]]  # (stored train index, test index, pixel correlation).
 
     def as_json(self) -> dict:
-        examined = {issues.split: issues.indices.tolist() for issues in self.label_issues}
+        examined = {issues.split: issues.indices.tolist() for issues in self.label_issues if issues.usable}
         return {"split": self.split, "findings": [finding.as_json() for finding in self.findings],
                 "label_issues": {"train": examined.get("train"), "test": examined.get("test")},
                 "duplicates": [[train, test] for train, test, _ in self.duplicates],
@@ -104,6 +104,9 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
         bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
         logits = precise
     issues = split_label_issues(config, data, model, label_issue_mode)
+    notes += [f"label issues in the {split.split} split are not judged: the out-of-sample model's accuracy there "
+              f"({split.model_accuracy:.4f}) is below {label_issues.MIN_MODEL_ACCURACY}" for split in issues
+              if not split.usable]
     label_noise = next((len(split.indices) / split.examined for split in issues if split.split == "train"), 0.0)
     found += curve_findings(run_dir, config, data, bn_lags, label_noise, notes)
     prediction_findings, confused, calibration_report = from_predictions(spec, data.train[1], split_name, logits,
@@ -114,7 +117,8 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
               "cross-validation for the training split" if label_issue_mode in label_issues.MODES else ""))
     grids = {"confused_pairs": confused_examples(images, labels, logits.argmax(axis=1), confused, spec, config),
              "leakage": duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config),
-             **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues}}
+             **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues
+                if split.usable}}
     pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
     found += [findings.label_issues(issues, spec.class_names, method), findings.leakage(pairs, len(data.test[1]))]
     return RunDiagnosis(
@@ -146,7 +150,7 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
     curves = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer)
     found = findings.from_curves(curves)
     ceiling = 1 - label_noise  # The accuracy a model that ignores wrong labels reaches on training data.
-    if label_noise >= LABEL_NOISE_CEILING and curves.final_train_accuracy() >= ceiling - 0.03:
+    if label_noise >= LABEL_NOISE_CEILING and ceiling - 0.03 <= curves.final_train_accuracy() <= ceiling + 0.01:
         notes.append(f"training accuracy {curves.final_train_accuracy():.4f} is near the {ceiling:.4f} that the "
                      f"{label_noise:.1%} of training labels that look wrong leave: underfitting and capacity are "
                      "not judged")
