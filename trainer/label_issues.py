@@ -27,7 +27,7 @@ MODES = {"cheap": (2, 2), "thorough": (5, None)}  # mode -> (folds, epochs; None
 FOLD_SEED = 11
 MIN_FOLD_STEPS = 400  # A cheap fold model trains at least this many steps (up to the run's epochs).
 IMAGES_KEPT = 32  # Of the likeliest issues, for the report's grid.
-MIN_MODEL_ACCURACY = 0.5  # Below it, the model disagreeing with a label says more about the model.
+MIN_MODEL_ACCURACY = 0.8  # Below it, the model disagreeing with a label says more about the model.
 
 
 @dataclasses.dataclass(frozen=True)
