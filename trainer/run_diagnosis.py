@@ -91,12 +91,13 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     spec = data.spec
     split_name, (images, labels) = (("validation", data.validation) if data.validation is not None
                                     else ("test", data.test))
-    logits = predicted_logits(model, pipeline.eval_batches((images, labels), spec, config))
+    batches = pipeline.eval_batches((images, labels), spec, config)
+    logits = predicted_logits(model, batches)
     found, notes = [], []
     if bn_statistics.layers and not config.precise_bn_batches:
         with bn_statistics.kept():
             bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
-            precise = predicted_logits(model, pipeline.eval_batches((images, labels), spec, config))
+            precise = predicted_logits(model, batches)
         found.append(findings.batchnorm_statistics(split_name, accuracy(logits, labels), accuracy(precise, labels),
                                                    PRECISE_BN_CHECK_BATCHES))
     bn_lags = bool(found and found[0] and found[0].cost >= findings.MAJOR_COST)
