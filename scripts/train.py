@@ -19,8 +19,8 @@ def main(argv):
     if "test" not in results:  # A multi_worker worker: the chief writes the run directory.
         print(f"worker finished at step {results['steps']}; the chief wrote {flags.FLAGS.run_dir}")
         return
-    test = results["test"]
-    print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+    split, scores = ("test", results["test"]) if results["test"] else ("validation", results["eval"])
+    print(f"{split} accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
           f"({results['steps']} steps, {results['wall_seconds']:.0f} s); "
           f"results in {flags.FLAGS.run_dir}/results.json")
 

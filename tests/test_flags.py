@@ -44,6 +44,7 @@ def test_serialized_config_reproduces_the_config(tmp_path):
     (["--class_weights=balance"], "expected none, balanced or comma-separated numbers, not 'balance'"),
     (["--class_weights=1,-2"], "class weights must be >= 0 and not all 0"),
     (["--class_imbalance=0.5"], "--class_imbalance=0.5: 0.5 is not number >= 1.0"),
+    (["--noscore_test", "--validation_split=0"], "--noscore_test leaves the run no split to be scored on"),
 ])
 def test_invalid_values_fail_naming_the_flag_and_the_allowed_values(argv, message):
     with pytest.raises(flags.Error, match=message):

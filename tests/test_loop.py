@@ -288,3 +288,19 @@ def test_precise_batch_norm_scores_and_exports_re_estimated_statistics_and_train
         images=tf.constant(data.test[0]))["probabilities"].numpy()
     expected_ece = calibration.expected_calibration_error(all_served, data.test[1])
     assert evaluated["expected_calibration_error"] == pytest.approx(expected_ece, abs=1e-4)
+
+
+def test_the_after_evaluation_call_sees_every_evaluation_and_can_stop_the_run(tmp_path):
+    reports = []
+
+    def after_evaluation(epochs_done, scores):
+        reports.append((epochs_done, scores["accuracy"]))
+        return epochs_done == 2  # Stop after the second of three epochs.
+
+    results = loop.train(make_config(tmp_path / "run", "--epochs=3", "--noscore_test"), after_evaluation)
+    assert [epochs for epochs, _ in reports] == [1, 2]
+    assert results["stopped_by_caller"] and not results["stopped_early"]
+    assert results["steps"] == 2 * (1843 // 64)
+    assert results["test"] is None and results["eval"]["accuracy"] == max(accuracy for _, accuracy in reports)
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results  # Finished as usual.
+    assert (tmp_path / "run" / "saved_model").is_dir()

@@ -77,6 +77,7 @@ class TrainConfig:
     early_stopping_metric: str
     early_stopping_patience: int
     divergence_factor: float
+    score_test: bool
     # Checks
     checks: str
     # Run directory, logging, checkpoints

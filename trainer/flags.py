@@ -215,6 +215,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float("divergence_factor", 10.0, "Stop with an error when the logged training loss is "
                        "NaN or Inf, or exceeds both this multiple of its running minimum and the "
                        "first step's loss (0: only NaN and Inf).", lower_bound=0.0, **fv)
+    flags.DEFINE_boolean("score_test", True, "Score the final weights on the test split (results.json \"test\"); "
+                         "tune.py turns it off for its trials, so that a search never sees the test split.", **fv)
     flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1, **fv)
     flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.", lower_bound=1, **fv)
     flags.DEFINE_integer("epochs", 10, "Passes over the training split.", lower_bound=1, **fv)
@@ -307,6 +309,10 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
             values["lr_schedule"] == "plateau" or values["early_stopping_patience"]),
         "--lr_schedule=plateau and --early_stopping_patience react to validation results: "
         "set --validation_split above 0", flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["score_test", "validation_split"], lambda values: values["score_test"] or values["validation_split"] > 0,
+        "--noscore_test leaves the run no split to be scored on: set --validation_split above 0",
+        flag_values=flag_values)
     flags.register_multi_flags_validator(
         ["lr_schedule", "learning_rate", "min_learning_rate"],
         lambda values: values["lr_schedule"] not in ("exponential", "cosine", "plateau")

@@ -31,13 +31,16 @@ from trainer.setup import RunInputs, make_stage_checks, prepare_run
 from trainer.summaries import ProfilerWindow, RunSummaries
 
 GAP_CHECK_BATCHES = 32  # Training batches the statistics are re-estimated on to rule batch norm out.
+AfterEvaluation = Callable[[int, dict[str, float]], bool]  # (epochs done, validation scores) -> stop?
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, after_evaluation: AfterEvaluation | None = None) -> dict:
     """Trains (or resumes) the run in `config.run_dir`; returns what it writes to results.json.
 
-    A multi_worker worker other than the chief trains in step with it, writes to a scratch
-    directory, and returns only its step count.
+    `after_evaluation(epochs_done, scores)`, if given, is called after each validation pass (this
+    is how a tune.py trial reports to its study); returning True stops the run there, and it
+    finishes as usual. A multi_worker worker other than the chief trains in step with it, writes
+    to a scratch directory, and returns only its step count.
     """
     strategy = distribute.make_strategy(config)  # First: it must precede every TensorFlow op.
     inputs = prepare_run(config, strategy)
@@ -45,12 +48,14 @@ def train(config: TrainConfig) -> dict:
                   if inputs.data.validation is not None else None)
     if distribute.is_chief(strategy):
         with run_directory.claim(config.run_dir), StopRequest().installed() as stop:
-            return run(config, inputs, validation, config.run_dir, stop)  # Inputs checked; nothing written.
+            # Inputs checked; nothing written yet.
+            return run(config, inputs, validation, config.run_dir, stop, after_evaluation)
     with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop:
-        return run(config, inputs, validation, scratch, stop)
+        return run(config, inputs, validation, scratch, stop, after_evaluation)
 
 
-def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop: StopRequest) -> dict:
+def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop: StopRequest,
+        after_evaluation: AfterEvaluation | None = None) -> dict:
     """The run, resuming from `config.run_dir` and writing to `write_dir` (the run directory, or a
     worker's scratch); on SIGINT or SIGTERM it saves a checkpoint and raises RunStopped."""
     checkpoints = RunCheckpoints(write_dir, inputs.model, inputs.optimizer, inputs.learning_rate,
@@ -58,18 +63,21 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
                                  resume_dir=config.run_dir)
     step = restore(config, checkpoints, write_dir)
     parts = assemble(config, inputs, checkpoints, write_dir, stop)
+    parts.after_evaluation = after_evaluation
     parts.summaries.run_started(config, inputs.report.text(), step)
     test = evaluation_batches(inputs.data.test, inputs.spec, config)
     sample_images = next(iter(validation if validation is not None else test))[0]
     parts.warnings.first_outputs(inputs.model(sample_images, training=False))
 
-    while step < inputs.total_steps and not stopped_early(parts):
+    while step < inputs.total_steps and not stopped_early(parts) and not parts.stopped_by_caller:
         epoch = step // inputs.steps_per_epoch
         # Train the epoch.
         step = train_epoch(parts, epoch, step)
-        # Evaluate and keep the best.
+        # Evaluate and keep the best; report to the caller, which may stop the run here.
         if validation is not None:
-            evaluate_and_keep_best(parts, validation, epoch, step)
+            scores = evaluate_and_keep_best(parts, validation, epoch, step)
+            if parts.after_evaluation:
+                parts.stopped_by_caller = bool(parts.after_evaluation(step // inputs.steps_per_epoch, scores))
         # Save.
         checkpoints.save_latest(epochs_done=step // inputs.steps_per_epoch)
     parts.profiler.stop()
@@ -103,6 +111,8 @@ class RunParts:
     write_dir: str
     bn_statistics: StatisticsEstimator  # --precise_bn_batches, and the check behind the overfitting warning.
     last_training_scalars: dict = dataclasses.field(default_factory=dict)
+    after_evaluation: AfterEvaluation | None = None
+    stopped_by_caller: bool = False
 
 
 def restore(config: TrainConfig, checkpoints: RunCheckpoints, write_dir: str) -> int:
@@ -214,10 +224,10 @@ def log_input_images(parts: RunParts, epoch: int, step: int) -> None:
     parts.summaries.inputs(images, losses.class_ids(labels).numpy(), step)
 
 
-def evaluate_and_keep_best(parts: RunParts, validation, epoch: int, step: int) -> None:
+def evaluate_and_keep_best(parts: RunParts, validation, epoch: int, step: int) -> dict[str, float]:
     """Scores the weights evaluation uses on the validation split, saves them to best/ if they beat
     every earlier evaluation, warns about a wide train/validation gap, and lets the plateau
-    schedule react."""
+    schedule react. Returns the scores."""
     with evaluated_weights(parts):
         evaluation = scored(parts, validation)
     results = evaluation.scores
@@ -229,6 +239,7 @@ def evaluate_and_keep_best(parts: RunParts, validation, epoch: int, step: int) -
         logging.info("Validation %s has not improved for %d evaluations: learning rate lowered to %.3g.",
                      parts.config.plateau_metric, parts.config.plateau_patience,
                      current_learning_rate(parts.inputs.optimizer))
+    return results
 
 
 def evaluated_weights(parts: RunParts):
@@ -288,20 +299,22 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
     if config.precise_bn_batches:  # Kept in the model: the export carries these statistics.
         parts.bn_statistics.estimate(config.precise_bn_batches)
     final_eval = parts.evaluator.run(validation).scores if validation is not None else None
-    final_test = parts.evaluator.run(test).scores
+    final_test = parts.evaluator.run(test).scores if config.score_test else None
     export_saved_model(inputs.model, inputs.spec, config.standardize, os.path.join(write_dir, "saved_model"))
-    logging.info("Test accuracy %.4f, loss %.4f (weights from %s).",
-                 final_test["accuracy"], final_test["loss/total"], weights)
+    final, split = (final_test, "Test") if final_test else (final_eval, "Validation")
+    logging.info("%s accuracy %.4f, loss %.4f (weights from %s).", split, final["accuracy"], final["loss/total"],
+                 weights)
     training_seconds = float(parts.checkpoints.training_seconds.numpy())
     results = {
         "dataset": config.dataset,
         "model": config.model,
         "weights": weights,
         "eval": summarize_split(final_eval, inputs.spec.class_names) if final_eval else None,
-        "test": summarize_split(final_test, inputs.spec.class_names),
+        "test": summarize_split(final_test, inputs.spec.class_names) if final_test else None,
         "steps": step,
         "epochs": step / inputs.steps_per_epoch,
         "stopped_early": stopped_early(parts),
+        "stopped_by_caller": parts.stopped_by_caller,
         "wall_seconds": parts.checkpoints.elapsed_seconds(),
         "training_seconds": training_seconds,
         "examples_per_sec": step * config.batch_size / training_seconds,

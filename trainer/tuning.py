@@ -1,0 +1,277 @@
+"""A tune.py study on Optuna: its storage, the worker loop that runs trials until the study has
+its N, each trial an ordinary run in STUDY/trial_K judged on the validation split, pruning
+reports, and re-queuing of trials whose worker died.
+
+Workers share the study through Optuna's relational storage: SQLite in the study folder by
+default, PostgreSQL or MySQL for several machines. Each running trial beats a heartbeat into
+the storage; a trial whose heartbeat stops (its worker was killed) is marked failed by the next
+worker that looks, and re-queued with the same parameters and run directory, so it resumes
+from its last checkpoint.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import threading
+import time
+import warnings
+
+import keras
+import optuna
+from absl import flags, logging
+
+from trainer import loop, run_directory
+from trainer.errors import RunStopped, TapeloopError
+from trainer.flags import parse_config
+from trainer.search_space import Parameter, as_argument, parse_space, space_text
+
+SCORE_TAGS = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "loss": "loss/total"}
+RESULT_KEYS = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "loss": "loss"}
+RELATIONAL_SCHEMES = ("sqlite", "postgresql", "mysql")
+STORAGE_ATTEMPTS = 3
+MAX_RETRIES = 3  # Re-queues of one trial whose worker died, before it stays failed.
+PRUNER_STARTUP_TRIALS = 3  # Finished trials the median pruner compares against before it prunes.
+FAIL, WAITING, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """What every worker of one study must agree on."""
+
+    name: str
+    folder: str  # STUDY: study.db (by default), base.flags, trial_K/, the summary files.
+    storage_url: str
+    space: tuple[Parameter, ...]
+    trials: int
+    metric: str
+    prune: bool
+    heartbeat_seconds: int
+
+    @property
+    def base_flags(self) -> str:
+        return os.path.join(self.folder, "base.flags")
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.metric == "loss" else "maximize"
+
+
+def default_storage_url(folder: str) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.join(folder, 'study.db'))}"
+
+
+def open_storage(settings: StudySettings) -> optuna.storages.RDBStorage:
+    """The study's relational storage with heartbeats on; a URL it cannot use is the paragraph."""
+    scheme = settings.storage_url.partition(":")[0].partition("+")[0]
+    if scheme not in RELATIONAL_SCHEMES:
+        raise TapeloopError(
+            stage="search", problem=f"--storage={settings.storage_url} is not a relational database URL",
+            expected="sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB "
+                     "(their heartbeats let a study re-queue the trials of a killed worker)",
+            found=f"the scheme {scheme!r}",
+            fix="leave --storage out for SQLite in the study folder, or pass a PostgreSQL or MySQL URL")
+    engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    for attempt in range(STORAGE_ATTEMPTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    settings.storage_url, engine_kwargs=engine, heartbeat_interval=settings.heartbeat_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES))
+            except ImportError as error:
+                problem = error
+                break
+            except Exception as error:  # Drivers and SQLAlchemy raise errors with no common public base.
+                problem = error  # Workers that start together race to create the tables: try again.
+                time.sleep(1 + attempt)
+    raise TapeloopError(
+        stage="search", problem=f"cannot open --storage={settings.storage_url}",
+        expected="a database this machine can reach, with its Python driver installed",
+        found=f"{type(problem).__name__}: {str(problem).splitlines()[0].rstrip('.')}",
+        fix="check the URL, the server and the credentials; PostgreSQL needs `pip install 'psycopg[binary]'`, "
+            "MySQL `pip install pymysql` (URL mysql+pymysql://...)")
+
+
+def open_study(settings: StudySettings, storage: optuna.storages.RDBStorage) -> optuna.Study:
+    """Creates the study, or loads it if it exists after checking it searches the same space."""
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=0)
+              if settings.prune else optuna.pruners.NopPruner())
+    sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(3, settings.trials // 3)), constant_liar=True)
+    study = optuna.create_study(study_name=settings.name, storage=storage, direction=settings.direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    wanted = {"search": space_text(settings.space), "metric": settings.metric}
+    stored = {key: study.user_attrs.get(key) for key in wanted}
+    if stored == {"search": None, "metric": None}:
+        for key, value in wanted.items():
+            study.set_user_attr(key, value)
+    elif stored != wanted:
+        raise TapeloopError(
+            stage="search", problem=f"study {settings.name!r} exists with another search",
+            expected=f"--search={wanted['search']} --metric={wanted['metric']} to continue it",
+            found=f"--search={stored['search']} --metric={stored['metric']} in {settings.storage_url}",
+            fix="rerun with the study's --search and --metric to continue it, or pass a new --study")
+    return study
+
+
+def counted_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count towards --trials: all but failed ones that were re-queued."""
+    retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", ())}
+    return [trial for trial in trials if trial.state != FAIL or trial.number not in retried]
+
+
+@contextlib.contextmanager
+def next_trial_lock(settings: StudySettings):
+    """Makes counting and asking one step for the workers of one machine sharing an SQLite file.
+
+    Workers on a server database, on several machines, are not kept apart: together they may
+    start up to (workers - 1) trials more than --trials."""
+    if not settings.storage_url.startswith("sqlite"):
+        yield
+        return
+    with open(os.path.join(settings.folder, ".next-trial.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def is_done(study: optuna.Study, settings: StudySettings) -> bool:
+    """Whether the study has --trials trials and none still running or waiting to run."""
+    trials = study.get_trials(deepcopy=False)
+    return (len(counted_trials(trials)) >= settings.trials
+            and not any(trial.state in (RUNNING, WAITING) for trial in trials))
+
+
+def next_trial(study: optuna.Study, settings: StudySettings) -> tuple[optuna.Trial | None, bool]:
+    """(a trial to run, whether the study is done): a re-queued or new trial while the study has
+    fewer than --trials; none while other workers' trials still run (one of them may die)."""
+    with next_trial_lock(settings), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(trial.state == WAITING for trial in trials)
+        if waiting or len(counted_trials(trials)) < settings.trials:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Heartbeat ... supposed to be used with Study.optimize"
+                return study.ask(), False
+        return None, is_done(study, settings)
+
+
+def stored_settings(settings: StudySettings, storage: optuna.storages.RDBStorage, flag_values) -> StudySettings:
+    """`settings` with the space, metric and --trials of an existing study (for --summary alone)."""
+    try:
+        stored = optuna.load_study(study_name=settings.name, storage=storage).user_attrs
+    except KeyError:
+        raise TapeloopError(stage="search", problem=f"no study {settings.name!r} in {settings.storage_url}",
+                            expected="a study that tune.py started", found="no study of that name",
+                            fix="check --study, --study_dir and --storage") from None
+    return dataclasses.replace(settings, space=parse_space(stored["search"], flag_values), metric=stored["metric"],
+                               trials=stored.get("trials", settings.trials))
+
+
+def run_worker(study: optuna.Study, settings: StudySettings, storage: optuna.storages.RDBStorage) -> int:
+    """Runs trials until the study has --trials of them finished; returns how many this worker ran."""
+    study.set_user_attr("trials", settings.trials)  # What --summary reports against.
+    ran = 0
+    while True:
+        trial, done = next_trial(study, settings)
+        if done:
+            return ran
+        if trial is None:
+            time.sleep(settings.heartbeat_seconds)  # Wait for the other workers' trials (or their deaths).
+            continue
+        run_trial(study, trial, settings, storage)
+        ran += 1
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial):
+    """Records the trial's heartbeat every interval, from a thread, for the duration of the block."""
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def trial_run_dir(settings: StudySettings, trial: optuna.Trial) -> str:
+    """STUDY/trial_K; a re-queued trial keeps the run directory of the trial it retries."""
+    if "run_dir" not in trial.user_attrs:  # Re-queued trials inherit the original's user attributes.
+        trial.set_user_attr("run_dir", os.path.join(settings.folder, f"trial_{trial.number}"))
+    return trial.user_attrs["run_dir"]
+
+
+def trial_arguments(settings: StudySettings, params: dict, run_dir: str) -> list[str]:
+    """The trial's train.py flags: the study's base flags, the sampled values, its run directory."""
+    return [f"--flagfile={settings.base_flags}", *(as_argument(name, value) for name, value in params.items()),
+            f"--early_stopping_metric={settings.metric}", "--noscore_test", f"--run_dir={run_dir}"]
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
+              storage: optuna.storages.RDBStorage) -> None:
+    """Trains one trial and tells the study how it ended: complete, pruned or failed."""
+    params = {parameter.name: parameter.suggest(trial) for parameter in settings.space}
+    run_dir = trial_run_dir(settings, trial)
+    logging.info("Trial %d (%s): %s", trial.number, run_dir, " ".join(as_argument(*item) for item in params.items()))
+    started = time.monotonic()
+    with heartbeat(storage, trial):
+        try:
+            config = parse_config(trial_arguments(settings, params, run_dir))
+            results = loop.train(config, after_evaluation=pruning_report(trial, settings.metric))
+        except (TapeloopError, flags.Error) as error:  # flags.Error: this combination of values.
+            trial.set_user_attr("error", str(error))
+            finish_trial(study, trial, FAIL, None, run_dir)
+            logging.warning("Trial %d failed: %s", trial.number, error)
+            return
+        except RunStopped:
+            finish_trial(study, trial, FAIL, None, run_dir)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES)(study, study.trials[trial.number])
+            raise
+        finally:
+            keras.backend.clear_session()
+    value = results["eval"][RESULT_KEYS[settings.metric]]
+    trial.set_user_attr("steps", results["steps"])
+    trial.set_user_attr("seconds", trial.user_attrs.get("seconds", 0) + time.monotonic() - started)
+    state = optuna.trial.TrialState.PRUNED if results["stopped_by_caller"] else optuna.trial.TrialState.COMPLETE
+    finish_trial(study, trial, state, value, run_dir)
+    logging.info("Trial %d %s: validation %s %.4f after %d steps.", trial.number, state.name.lower(),
+                 settings.metric, value, results["steps"])
+
+
+def finish_trial(study: optuna.Study, trial: optuna.Trial, state, value: float | None, run_dir: str) -> None:
+    """Tells the study, and writes RUN/trial.json, so the run directory says how its trial ended."""
+    study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    record = {"study": study.study_name, "trial": trial.number, "state": state.name, "params": trial.params,
+              "value": value, "intermediate_values": study.trials[trial.number].intermediate_values,
+              "error": trial.user_attrs.get("error")}
+    if os.path.isdir(run_dir):
+        run_directory.write_text_atomic(os.path.join(run_dir, "trial.json"), json.dumps(record, indent=2) + "\n")
+
+
+def pruning_report(trial: optuna.Trial, metric: str) -> loop.AfterEvaluation:
+    """The loop's after-evaluation call: reports the validation metric, and stops a trial the
+    pruner finds behind the median of earlier trials at the same epoch."""
+
+    def after_evaluation(epochs_done: int, scores: dict[str, float]) -> bool:
+        value = scores[SCORE_TAGS[metric]]
+        trial.report(value, step=epochs_done)
+        if not trial.should_prune():
+            return False
+        logging.info("Trial %d pruned after epoch %d: validation %s %.4f is behind the median of the "
+                     "earlier trials at that epoch.", trial.number, epochs_done, metric, value)
+        return True
+
+    return after_evaluation
