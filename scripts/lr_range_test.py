@@ -12,6 +12,7 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 import json
 import os
 
+import tensorflow as tf
 from absl import flags
 
 from trainer import lr_range_test, run_directory, summaries
@@ -40,13 +41,14 @@ def write_outputs(run_dir: str, test: lr_range_test.RangeTest, suggestion: lr_ra
               "stopped_at": test.stopped, "rates": test.rates.tolist(), "losses": test.losses.tolist(),
               "smoothed": test.smoothed.tolist()}
     run_directory.write_text_atomic(os.path.join(run_dir, "lr_range_test.json"), json.dumps(record, indent=2) + "\n")
-    lr_range_test.curve_figure(test, suggestion).savefig(os.path.join(run_dir, "lr_range_test.png"))
-    writer = summaries.tf.summary.create_file_writer(os.path.join(run_dir, "lr_range_test"))
+    figure = lr_range_test.curve_figure(test, suggestion)
+    figure.savefig(os.path.join(run_dir, "lr_range_test.png"))
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "lr_range_test"))
     for step, (rate, losses, smoothed) in enumerate(zip(test.rates, test.losses.T, test.smoothed)):
         summaries.write_scalars(writer, {"lr_range_test/learning_rate": rate, "lr_range_test/smoothed_loss": smoothed,
                                          **{f"lr_range_test/loss_seed_{seed}": loss
                                             for seed, loss in zip(test.seeds, losses)}}, step)
-    summaries.write_figure(writer, "lr_range_test/curve", lr_range_test.curve_figure(test, suggestion), 0)
+    summaries.write_figure(writer, "lr_range_test/curve", figure, 0)  # Closes the figure.
     writer.close()
 
 

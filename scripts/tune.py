@@ -63,8 +63,7 @@ def study_settings() -> tuning.StudySettings:
 def write_base_flags(settings: tuning.StudySettings) -> None:
     """STUDY/base.flags: every train.py flag the trials share; says which changed on a rerun."""
     config = dataclasses.replace(config_from_flags(), run_dir=None)
-    run_directory.write_flags_file(config, settings.folder)
-    os.replace(os.path.join(settings.folder, "flags.txt"), settings.base_flags)
+    run_directory.write_flags_file(config, settings.folder, os.path.basename(settings.base_flags))
 
 
 def check_corners(settings: tuning.StudySettings) -> None:

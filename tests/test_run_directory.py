@@ -56,3 +56,12 @@ def test_starting_over_is_refused_only_where_an_earlier_run_left_results(tmp_pat
     with pytest.raises(TapeloopError, match="holds an earlier run's results but no checkpoint") as error:
         run_directory.refuse_to_start_over(str(tmp_path))
     assert "results.json, best/ckpt-40" in str(error.value)
+
+
+def test_a_flags_file_of_another_name_is_written_and_its_changed_flags_named(tmp_path, caplog):
+    from tests.helpers import make_config
+
+    run_directory.write_flags_file(make_config(tmp_path, "--epochs=2"), str(tmp_path), "base.flags")
+    assert "--epochs=2" in (tmp_path / "base.flags").read_text() and not (tmp_path / "flags.txt").exists()
+    run_directory.write_flags_file(make_config(tmp_path, "--epochs=3"), str(tmp_path), "base.flags")
+    assert "Resuming with changed flags: --epochs=3" in caplog.text

@@ -63,7 +63,6 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
                                  resume_dir=config.run_dir)
     step = restore(config, checkpoints, write_dir)
     parts = assemble(config, inputs, checkpoints, write_dir, stop)
-    parts.after_evaluation = after_evaluation
     parts.summaries.run_started(config, inputs.report.text(), step)
     test = evaluation_batches(inputs.data.test, inputs.spec, config)
     sample_images = next(iter(validation if validation is not None else test))[0]
@@ -76,8 +75,8 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
         # Evaluate and keep the best; report to the caller, which may stop the run here.
         if validation is not None:
             scores = evaluate_and_keep_best(parts, validation, epoch, step)
-            if parts.after_evaluation:
-                parts.stopped_by_caller = bool(parts.after_evaluation(step // inputs.steps_per_epoch, scores))
+            if after_evaluation:
+                parts.stopped_by_caller = bool(after_evaluation(step // inputs.steps_per_epoch, scores))
         # Save.
         checkpoints.save_latest(epochs_done=step // inputs.steps_per_epoch)
     parts.profiler.stop()
@@ -111,8 +110,7 @@ class RunParts:
     write_dir: str
     bn_statistics: StatisticsEstimator  # --precise_bn_batches, and the check behind the overfitting warning.
     last_training_scalars: dict = dataclasses.field(default_factory=dict)
-    after_evaluation: AfterEvaluation | None = None
-    stopped_by_caller: bool = False
+    stopped_by_caller: bool = False  # The after_evaluation call asked to stop.
 
 
 def restore(config: TrainConfig, checkpoints: RunCheckpoints, write_dir: str) -> int:

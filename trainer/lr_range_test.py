@@ -25,6 +25,7 @@ from trainer.checks import FINITE_CHECKS
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 from trainer.setup import make_optimizer, make_stage_checks, prepare_run
+from trainer.summaries import plt  # pyplot on the Agg backend: figures render to memory, never to a window.
 
 SMOOTHING_FRACTION = 1 / 30  # Half-width of the centred moving average, as a share of the steps.
 DIVERGENCE_FACTOR = 4.0  # A run stops once its recent loss exceeds this multiple of its lowest.
@@ -79,7 +80,7 @@ def seed_curve(config: TrainConfig, min_rate: float, max_rate: float, step_count
     optimizer = make_optimizer(config, keras.optimizers.schedules.ExponentialDecay(
         min_rate, step_count, max_rate / min_rate))
     optimizer.build(inputs.model.trainable_variables)
-    metrics = steps.make_metrics(inputs.loss, with_gradients=True)
+    metrics = steps.make_metrics(inputs.loss, with_gradients=True)  # The step updates them; the test reads its loss.
     train_step = steps.make_train_step(inputs.model, optimizer, inputs.loss, metrics,
                                        make_stage_checks(config, inputs.spec), config.clip_grad_norm)
     batches = itertools.chain.from_iterable(pipeline.train_batches(
@@ -100,7 +101,6 @@ def seed_curve(config: TrainConfig, min_rate: float, max_rate: float, step_count
         lowest = min(lowest, recent)
         if len(losses) > window and recent > DIVERGENCE_FACTOR * lowest:
             return losses, f"a loss over {DIVERGENCE_FACTOR:g} times its lowest"
-        steps.read_and_reset(metrics)
     return losses, "the end of the range"
 
 
@@ -163,8 +163,6 @@ def suggest(test: RangeTest) -> Suggestion:
 
 def curve_figure(test: RangeTest, suggestion: Suggestion):
     """The loss against the rate (log axis), smoothed over raw, with the suggestion marked."""
-    import matplotlib.pyplot as plt  # trainer.summaries, imported by the caller, set the Agg backend.
-
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=100)
     for index, (seed, losses) in enumerate(zip(test.seeds, test.losses)):
         axes.plot(test.rates, losses, color="0.75", linewidth=0.7, label="training loss, each seed" if not index else None)

@@ -51,6 +51,11 @@ def class_report(confusion: np.ndarray, class_names: tuple[str, ...]) -> dict[st
     return report
 
 
+def score_tag(metric: str) -> str:
+    """The evaluation scores' key of an --early_stopping_metric / --metric name."""
+    return "loss/total" if metric == "loss" else metric
+
+
 class MetricTracker(tf.Module):
     """The best value of one evaluation metric so far and the evaluations since it was reached.
 
@@ -62,7 +67,7 @@ class MetricTracker(tf.Module):
     def __init__(self, metric: str):
         super().__init__(name=f"{metric}_tracker")
         self.metric = metric
-        self.tag = "loss/total" if metric == "loss" else metric
+        self.tag = score_tag(metric)
         self._sign = -1.0 if metric == "loss" else 1.0
         self._best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
         self.evaluations_since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_since_best")

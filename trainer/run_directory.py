@@ -79,9 +79,9 @@ def refuse_to_start_over(run_dir: str) -> None:
                 "folder (evaluate.py and predict.py still read best/ and saved_model/)")
 
 
-def write_flags_file(config: TrainConfig, folder: str) -> None:
-    """Writes `folder`/flags.txt; on a resume with other flags, says which ones changed."""
-    path = os.path.join(folder, "flags.txt")
+def write_flags_file(config: TrainConfig, folder: str, file_name: str = "flags.txt") -> None:
+    """Writes `folder`/`file_name`; on a resume with other flags, says which ones changed."""
+    path = os.path.join(folder, file_name)
     text = serialize_config(config)
     if os.path.exists(path):
         with open(path) as stream:

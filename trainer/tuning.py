@@ -25,10 +25,9 @@ from absl import flags, logging
 from trainer import loop, run_directory
 from trainer.errors import RunStopped, TapeloopError
 from trainer.flags import parse_config
+from trainer.metrics import score_tag
 from trainer.search_space import Parameter, as_argument, parse_space, space_text
 
-SCORE_TAGS = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "loss": "loss/total"}
-RESULT_KEYS = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "loss": "loss"}
 RELATIONAL_SCHEMES = ("sqlite", "postgresql", "mysql")
 STORAGE_ATTEMPTS = 3
 MAX_RETRIES = 3  # Re-queues of one trial whose worker died, before it stays failed.
@@ -138,9 +137,10 @@ def next_trial_lock(settings: StudySettings):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def is_done(study: optuna.Study, settings: StudySettings) -> bool:
-    """Whether the study has --trials trials and none still running or waiting to run."""
-    trials = study.get_trials(deepcopy=False)
+def is_done(study: optuna.Study, settings: StudySettings, trials: list | None = None) -> bool:
+    """Whether the study has --trials trials and none still running or waiting to run (`trials`:
+    the study's, if already read)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     return (len(counted_trials(trials)) >= settings.trials
             and not any(trial.state in (RUNNING, WAITING) for trial in trials))
 
@@ -150,14 +150,13 @@ def next_trial(study: optuna.Study, settings: StudySettings) -> tuple[optuna.Tri
     fewer than --trials; none while other workers' trials still run (one of them may die)."""
     with next_trial_lock(settings), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         waiting = any(trial.state == WAITING for trial in trials)
         if waiting or len(counted_trials(trials)) < settings.trials:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "Heartbeat ... supposed to be used with Study.optimize"
-                return study.ask(), False
-        return None, is_done(study, settings)
+            return study.ask(), False
+        return None, is_done(study, settings, trials)
 
 
 def stored_settings(settings: StudySettings, storage: optuna.storages.RDBStorage, flag_values) -> StudySettings:
@@ -242,7 +241,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
             raise
         finally:
             keras.backend.clear_session()
-    value = results["eval"][RESULT_KEYS[settings.metric]]
+    value = results["eval"][settings.metric]  # results.json names the metrics as --metric does.
     trial.set_user_attr("steps", results["steps"])
     trial.set_user_attr("seconds", trial.user_attrs.get("seconds", 0) + time.monotonic() - started)
     state = optuna.trial.TrialState.PRUNED if results["stopped_by_caller"] else optuna.trial.TrialState.COMPLETE
@@ -266,7 +265,7 @@ def pruning_report(trial: optuna.Trial, metric: str) -> loop.AfterEvaluation:
     pruner finds behind the median of earlier trials at the same epoch."""
 
     def after_evaluation(epochs_done: int, scores: dict[str, float]) -> bool:
-        value = scores[SCORE_TAGS[metric]]
+        value = scores[score_tag(metric)]
         trial.report(value, step=epochs_done)
         if not trial.should_prune():
             return False
