@@ -58,6 +58,21 @@ def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, re
 def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The folder's spec (classes from sub-folder names) and its train and test splits as uint8
     arrays ([N, H, W] for one channel); decoded arrays are cached in `cache_dir`."""
+    class_names, splits = _read_or_decode(root, config, cache_dir)
+    stored = {split: (images[..., 0] if config.channels == 1 else images, labels)
+              for split, (images, labels, _) in splits.items()}
+    spec = user_spec("image_folder", unit_scaled(splits["train"][0]), class_names)
+    return spec, stored
+
+
+def stored_paths(root: Path, config: TrainConfig, cache_dir: Path) -> dict[str, list[str]]:
+    """The file each stored example was decoded from, per split, in the order load() returns them."""
+    _, splits = _read_or_decode(root, config, cache_dir)
+    return {split: paths.tolist() for split, (_, _, paths) in splits.items()}
+
+
+def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
+    """(class names, {split: (images [N, H, W, C], labels, file paths)}) from the cache, else decoded and cached."""
     size = _image_size(config)
     if (root / "train").is_dir() and (root / "test").is_dir():
         class_names = _class_names(root / "train", root / "test")  # A class in only one split is still a class.
@@ -70,20 +85,17 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
     splits = _read_cache(cache, files)
     if splits is None:
         decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}
-        _report_unreadable([path for _, _, bad in decoded.values() for path in bad],
+        _report_unreadable([path for *_, bad in decoded.values() for path in bad],
                            sum(map(len, files.values())), config.skip_bad_images)
-        splits = {split: (images, labels) for split, (images, labels, _) in decoded.items()}
+        splits = {split: (images, labels, paths) for split, (images, labels, paths, _) in decoded.items()}
         _write_cache(cache, splits, replaces=f"{glob.escape(settings_key)}-*.npz")
-    for split, (images, _) in splits.items():
+    for split, (images, _, _) in splits.items():
         if len(images) == 0:
             raise TapeloopError(
                 stage="data", problem=f"the image folder {root} has no readable {split} images",
                 expected="image files (JPEG, PNG, BMP, GIF) in the class sub-folders",
                 found=f"{len(files[split])} files, none readable", fix="check the folder and its files")
-    stored = {split: (images[..., 0] if config.channels == 1 else images, labels)
-              for split, (images, labels) in splits.items()}
-    spec = user_spec("image_folder", unit_scaled(splits["train"][0]), class_names)
-    return spec, stored
+    return class_names, splits
 
 
 def _image_size(config: TrainConfig) -> tuple[int, int]:
@@ -147,9 +159,11 @@ def read_images(paths: list, size: tuple[int, int], channels: int, resize: str):
 
 
 def _decode_all(entries: list[tuple[Path, int]], size: tuple[int, int], config: TrainConfig):
-    """Decodes every file: (images, labels, "path (reason)" of each file that would not decode)."""
+    """Decodes every file: (images, labels, paths of the decoded files, "path (reason)" of each
+    file that would not decode)."""
     images, readable, bad = read_images([path for path, _ in entries], size, config.channels, config.image_resize)
-    return images, np.asarray([entries[index][1] for index in readable], np.int32), bad
+    return (images, np.asarray([entries[index][1] for index in readable], np.int32),
+            np.array([os.fsdecode(entries[index][0]) for index in readable], dtype=str), bad)
 
 
 def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:
@@ -192,9 +206,10 @@ def _read_cache(path: Path, files: dict):
         return None
     try:
         with np.load(path, allow_pickle=False) as cached:
-            return {split: (cached[f"x_{split}"], cached[f"y_{split}"]) for split in files}
+            return {split: (cached[f"x_{split}"], cached[f"y_{split}"], cached[f"p_{split}"]) for split in files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        logging.warning("Decoding the images again: the cache entry %s is unreadable (%s).", path, error)
+        logging.warning("Decoding the images again: the cache entry %s is unreadable or from an older tapeloop "
+                        "(%s).", path, error)
         return None
 
 
@@ -204,8 +219,8 @@ def _write_cache(path: Path, splits: dict, replaces: str) -> None:
     partial = path.with_name(f".{path.name}.partial.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels) in splits.items()
-                             for kind, array in (("x", images), ("y", labels))})
+        np.savez(partial, **{f"{kind}_{split}": array for split, (images, labels, paths) in splits.items()
+                             for kind, array in (("x", images), ("y", labels), ("p", paths))})
         os.replace(partial, path)
         for stale in path.parent.glob(replaces):
             if stale != path:

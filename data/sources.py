@@ -409,6 +409,15 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
     return spec, load_dataset(spec, data_dir, config.download)
 
 
+def stored_paths(config: TrainConfig, data_dir: str | None = None) -> dict[str, list[str]] | None:
+    """For an image folder, the file of each stored example per split (load()'s order); None for
+    datasets that are arrays (catalog datasets, npz files), whose indices are the reference."""
+    if config.dataset != "image_folder":
+        return None
+    return image_folder.stored_paths(Path(data_dir or config.data_dir).expanduser(), config,
+                                     user_cache_dir() / "image_folder")
+
+
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CLASSES_WITHOUT_NAMES = 10_000
 

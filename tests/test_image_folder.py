@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,23 @@ def test_decoded_images_are_cached_until_a_file_changes(tmp_path, monkeypatch):
         sources.load(config)
 
 
+def test_each_stored_example_names_the_file_it_was_decoded_from_also_from_the_cache(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "images")
+    config = folder_config(tmp_path, root, "--skip_bad_images")
+    spec, splits = sources.load(config)
+    decoded = image_folder.read_image
+    monkeypatch.setattr(image_folder, "read_image", lambda *args: pytest.fail("decoded again"))
+    paths = sources.stored_paths(config)
+    assert sorted(paths["train"] + paths["test"]) == sorted(
+        str(path) for path in root.glob("*/*") if path.name != "broken.png")
+    for split, (images, labels) in splits.items():
+        assert len(paths[split]) == len(labels)
+        for image, label, path in zip(images, labels, paths[split]):
+            assert spec.class_names[label] == Path(path).parent.name
+            np.testing.assert_array_equal(image, decoded(path, (16, 16), 3, "pad"))
+    assert sources.stored_paths(make_config(tmp_path / "run", "--dataset=synthetic")) is None
+
+
 def test_a_changed_folder_replaces_its_cache_entry_and_other_settings_keep_theirs(tmp_path):
     root = make_folder(tmp_path / "images", corrupt=False)
     cache_dir = tmp_path / "cache" / "tapeloop" / "image_folder"
@@ -143,6 +161,13 @@ def test_train_evaluate_and_predict_on_an_image_folder(tmp_path):
     assert len(folder) == 40 and all(prediction["file"].startswith(str(root / "blue")) for prediction in folder)
     refused = run_script("predict", f"--run_dir={run_dir}", str(root / "red" / "broken.png"))
     assert refused.returncode == 1 and "broken.png" in refused.stderr
+
+    diagnosed = run_script("diagnose", f"--run_dir={run_dir}", "--label_issues=test", "--output=-")
+    assert diagnosed.returncode == 0, diagnosed.stderr
+    report = json.loads(diagnosed.stdout)
+    test_files = sources.stored_paths(folder_config(tmp_path, root, "--skip_bad_images"))["test"]
+    assert report["paths"]["label_issues"]["test"] == [test_files[index] for index in report["label_issues"]["test"]]
+    assert report["paths"]["duplicates"] == []  # No file of the folder is a copy of another.
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Diagnosing a finished run: its curves read back from event files, and the whole report on a run."""
 
+import dataclasses
 import json
 import types
 
@@ -10,7 +11,7 @@ import tensorflow as tf
 from data import catalog, sources
 from tests.helpers import copy_run, make_config, read_tensors, run_script
 from tests.test_cli import assert_one_paragraph_error
-from trainer import findings, loop, run_diagnosis
+from trainer import findings, label_issues, loop, run_diagnosis
 from trainer.flags import parse_config
 
 
@@ -101,3 +102,22 @@ def test_training_accuracy_capped_by_wrong_labels_is_not_called_underfitting(tmp
                                                                       0.10, noted)]
     assert "underfitting" not in kinds and "capacity" not in kinds
     assert "near the 0.9000 that the 10.0% of training labels that look wrong leave" in noted[0]
+
+
+def test_an_image_folders_report_names_the_files_of_its_label_issues_and_duplicates():
+    def judged(split, indices):
+        return label_issues.LabelIssues(split=split, examined=10, indices=np.array(indices), labels=np.zeros(2, int),
+                                        suggested=np.ones(2, int), images=np.zeros((0, 2, 2)), model_accuracy=0.95)
+
+    paths = {"train": [f"/images/train/{index}.png" for index in range(10)],
+             "test": [f"/images/test/{index}.png" for index in range(10)]}
+    diagnosis = run_diagnosis.RunDiagnosis(
+        findings=[], split="test", calibration={}, notes=[], reliability=(None, None, None), grids={},
+        label_issues=[judged("train", [7, 2]), judged("test", [4, 0])], duplicates=[(3, 9, 0.999)], paths=paths)
+    report = diagnosis.as_json()
+    assert report["label_issues"] == {"train": [7, 2], "test": [4, 0]}
+    assert report["paths"] == {
+        "label_issues": {"train": ["/images/train/7.png", "/images/train/2.png"],
+                         "test": ["/images/test/4.png", "/images/test/0.png"]},
+        "duplicates": [["/images/train/3.png", "/images/test/9.png"]]}
+    assert "paths" not in dataclasses.replace(diagnosis, paths=None).as_json()

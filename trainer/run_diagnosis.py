@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from data import near_duplicates, pipeline
+from data import near_duplicates, pipeline, sources
 from trainer import calibration, findings, label_issues, summaries
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import final_weights_dir, restore_model_weights
@@ -36,13 +36,21 @@ class RunDiagnosis:
     grids: dict[str, tuple[np.ndarray, list[str]]]  # Name -> images in [0, 1] and their captions.
     label_issues: list  # label_issues.LabelIssues per split examined.
     duplicates: list[tuple[int, int, float]]  # (stored train index, test index, pixel correlation).
+    paths: dict[str, list[str]] | None = None  # An image folder's file per stored example, per split.
 
     def as_json(self) -> dict:
         examined = {issues.split: issues.indices.tolist() for issues in self.label_issues if issues.usable}
-        return {"split": self.split, "findings": [finding.as_json() for finding in self.findings],
-                "label_issues": {"train": examined.get("train"), "test": examined.get("test")},
-                "duplicates": [[train, test] for train, test, _ in self.duplicates],
-                "calibration": self.calibration, "notes": self.notes}
+        report = {"split": self.split, "findings": [finding.as_json() for finding in self.findings],
+                  "label_issues": {"train": examined.get("train"), "test": examined.get("test")},
+                  "duplicates": [[train, test] for train, test, _ in self.duplicates],
+                  "calibration": self.calibration, "notes": self.notes}
+        if self.paths is not None:
+            report["paths"] = {
+                "label_issues": {split: [self.paths[split][index] for index in indices]
+                                 for split, indices in examined.items()},
+                "duplicates": [[self.paths["train"][train], self.paths["test"][test]]
+                               for train, test, _ in self.duplicates]}
+        return report
 
     def lines(self) -> list[str]:
         """The report as text, a finding a paragraph, costliest first."""
@@ -125,7 +133,7 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     return RunDiagnosis(
         findings=findings.ranked(found + prediction_findings), split=split_name, calibration=calibration_report,
         notes=notes, reliability=calibration.reliability_bins(calibration.softmax(logits), labels),
-        grids=grids, label_issues=issues, duplicates=pairs)
+        grids=grids, label_issues=issues, duplicates=pairs, paths=sources.stored_paths(config))
 
 
 def final_model(run_dir: str, data_dir: str | None):
