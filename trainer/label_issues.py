@@ -18,7 +18,6 @@ import numpy as np
 from absl import logging
 from cleanlab.filter import find_label_issues
 
-from data import pipeline
 from trainer import loop
 from trainer.checkpoints import saved_model_probabilities
 from trainer.config import TrainConfig
@@ -103,8 +102,10 @@ def out_of_fold_probabilities(config: TrainConfig, images: np.ndarray, labels: n
     return probabilities
 
 
-def training_split_issues(config: TrainConfig, data: pipeline.PreparedData, mode: str) -> LabelIssues:
-    """The likely mislabeled examples of the stored training split (validation part included)."""
-    images, labels, stored_index = data.training_examples()
-    probabilities = out_of_fold_probabilities(config, images, labels, data.spec.class_names, mode)
+def training_split_issues(config: TrainConfig, training_examples: tuple[np.ndarray, np.ndarray, np.ndarray],
+                          class_names: tuple[str, ...], mode: str) -> LabelIssues:
+    """The likely mislabeled examples of the stored training split (validation part included), from
+    its images, labels and stored indices (PreparedData.training_examples)."""
+    images, labels, stored_index = training_examples
+    probabilities = out_of_fold_probabilities(config, images, labels, class_names, mode)
     return issues_in("train", images, labels, probabilities, stored_index)

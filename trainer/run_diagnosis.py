@@ -112,7 +112,8 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     if bn_lags:  # What follows is measured on the model with its statistics fixed.
         bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
         logits = precise
-    issues = split_label_issues(config, data, model, label_issue_mode)
+    training_examples = data.training_examples()
+    issues = split_label_issues(config, data, training_examples, model, label_issue_mode)
     notes += [f"label issues in the {split.split} split are not judged: the out-of-sample model's accuracy there "
               f"({split.model_accuracy:.4f}) is below {label_issues.MIN_MODEL_ACCURACY}" for split in issues
               if not split.usable]
@@ -120,7 +121,7 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     found += curve_findings(run_dir, config, data, bn_lags, label_noise, notes)
     prediction_findings, confused, calibration_report = from_predictions(spec, data.train[1], split_name, logits,
                                                                          labels)
-    train_images, _, stored_index = data.training_examples()
+    train_images, _, stored_index = training_examples
     pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
     method = ("the run's model for the test split" + (f", {label_issues.MODES[label_issue_mode][0]}-fold "
               "cross-validation for the training split" if label_issue_mode in label_issues.MODES else ""))
@@ -176,7 +177,7 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
     return found
 
 
-def split_label_issues(config, data, model, mode: str) -> list:
+def split_label_issues(config, data, training_examples, model, mode: str) -> list:
     """Label issues of the test split (the final model's probabilities) and, in the cheap and
     thorough modes, of the training split (cross-validation)."""
     if mode == "off":
@@ -185,7 +186,8 @@ def split_label_issues(config, data, model, mode: str) -> list:
     probabilities = calibration.softmax(predicted_logits(model, pipeline.eval_batches(data.test, data.spec, config)))
     issues = [label_issues.issues_in("test", test_images, test_labels.astype(np.int64), probabilities)]
     if mode in label_issues.MODES:
-        issues.insert(0, label_issues.training_split_issues(config, data, mode))
+        issues.insert(0, label_issues.training_split_issues(config, training_examples, data.spec.class_names,
+                                                            mode))
     return issues
 
 
