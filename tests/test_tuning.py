@@ -75,6 +75,21 @@ def test_a_trial_whose_heartbeat_stops_is_re_queued_with_its_parameters_and_run_
     assert trials[0].state == tuning.FAIL and [t.number for t in tuning.counted_trials(trials)] == [1]
 
 
+def test_an_idle_worker_reads_the_study_again_within_seconds_whatever_the_heartbeat(tmp_path, monkeypatch):
+    settings = settings_for(tmp_path, trials=1, heartbeat_seconds=60)
+    study, storage = opened(settings)
+    elsewhere, _ = tuning.next_trial(study, settings)  # The one trial, running in another worker.
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        study.tell(elsewhere, 0.5)  # That worker finishes meanwhile.
+
+    monkeypatch.setattr(tuning.time, "sleep", sleep)
+    assert tuning.run_worker(study, settings, storage) == 0
+    assert slept == [tuning.IDLE_POLL_SECONDS]
+
+
 @pytest.mark.slow
 def test_pruning_stops_a_bad_trial_after_its_first_evaluation_and_keeps_its_files(tmp_path):
     settings = settings_for(tmp_path, search="learning_rate=1e-2|1e-7", trials=4, prune=True)

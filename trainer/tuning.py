@@ -32,6 +32,7 @@ RELATIONAL_SCHEMES = ("sqlite", "postgresql", "mysql")
 STORAGE_ATTEMPTS = 3
 MAX_RETRIES = 3  # Re-queues of one trial whose worker died, before it stays failed.
 PRUNER_STARTUP_TRIALS = 3  # Finished trials the median pruner compares against before it prunes.
+IDLE_POLL_SECONDS = 2  # How often a worker with nothing to run reads the study again.
 FAIL, WAITING, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 
 
@@ -84,7 +85,8 @@ def open_storage(settings: StudySettings) -> optuna.storages.RDBStorage:
                 break
             except Exception as error:  # Drivers and SQLAlchemy raise errors with no common public base.
                 problem = error  # Workers that start together race to create the tables: try again.
-                time.sleep(1 + attempt)
+                if attempt + 1 < STORAGE_ATTEMPTS:
+                    time.sleep(1 + attempt)
     raise TapeloopError(
         stage="search", problem=f"cannot open --storage={settings.storage_url}",
         expected="a database this machine can reach, with its Python driver installed",
@@ -180,7 +182,9 @@ def run_worker(study: optuna.Study, settings: StudySettings, storage: optuna.sto
         if done:
             return ran
         if trial is None:
-            time.sleep(settings.heartbeat_seconds)  # Wait for the other workers' trials (or their deaths).
+            # Wait for the other workers' trials to finish (or go stale); a long heartbeat must not
+            # keep a worker, and tune.py waiting on it, idle long after the study is done.
+            time.sleep(min(settings.heartbeat_seconds, IDLE_POLL_SECONDS))
             continue
         run_trial(study, trial, settings, storage)
         ran += 1
