@@ -1,20 +1,29 @@
 """Model name -> builder(input_shape, num_classes, *, width, depth, dropout) -> keras.Model
-returning logits, and the smallest image side a model takes. Nothing here reads flags:
-trainer/setup.py turns them into these keyword arguments. Register your own model by adding
-its builder to BUILDERS (and its smallest side, if it has one, to SMALLEST_IMAGE_SIDE)."""
+returning logits, the smallest image side a model takes and the depths it allows. Nothing here
+reads flags: trainer/setup.py turns them into these keyword arguments. Register your own model by
+adding its builder to BUILDERS (and its smallest side, if it has one, to SMALLEST_IMAGE_SIDE; its
+rule for depths, if it has one, to DEPTHS)."""
 
 import keras
 import numpy as np
 
-from models import cnn, mlp
+from models import cnn, mlp, resnet
 
-BUILDERS = {"cnn": cnn.build, "mlp": mlp.build}
+BUILDERS = {"cnn": cnn.build, "mlp": mlp.build, "resnet": resnet.build}
 SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side}  # depth -> pixels; models not listed take any size.
+DEPTHS = {"resnet": (resnet.is_valid_depth, resnet.DEPTHS_EXPECTED)}  # (depth -> allowed?, the rule in words)
 
 
 def smallest_image_side(name: str, depth: int) -> int:
     """The smallest height and width model `name` takes at `depth`."""
     return SMALLEST_IMAGE_SIDE[name](depth) if name in SMALLEST_IMAGE_SIDE else 1
+
+
+def depth_rule_broken(name: str, depth: int) -> str | None:
+    """The depths model `name` allows, in words, if `depth` is not one of them; else None."""
+    if name in DEPTHS and not DEPTHS[name][0](depth):
+        return DEPTHS[name][1]
+    return None
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **settings) -> keras.Model:

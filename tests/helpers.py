@@ -94,6 +94,21 @@ def copy_run(run_dir: Path, folder: Path) -> Path:
     return Path(shutil.copytree(run_dir, folder / "run", ignore=shutil.ignore_patterns(".lock")))
 
 
+def numpy_conv_same(images: np.ndarray, kernel: np.ndarray, stride: int = 1) -> np.ndarray:
+    """A 'same' convolution (cross-correlation, as TensorFlow computes it, padding the end more
+    when the padding is odd), written out: images [B, H, W, C], kernel [K, K, C, D]."""
+    size = kernel.shape[0]
+    height, width = images.shape[1:3]
+    out_height, out_width = -(-height // stride), -(-width // stride)
+    pad_height = max((out_height - 1) * stride + size - height, 0)
+    pad_width = max((out_width - 1) * stride + size - width, 0)
+    padded = np.pad(images, ((0, 0), (pad_height // 2, pad_height - pad_height // 2),
+                             (pad_width // 2, pad_width - pad_width // 2), (0, 0)))
+    return sum(np.einsum("bhwc,cd->bhwd", padded[:, dy:dy + stride * out_height:stride,
+                                                 dx:dx + stride * out_width:stride], kernel[dy, dx])
+               for dy in range(size) for dx in range(size))
+
+
 def random_weights(model, images: np.ndarray, seed: int):
     """Builds `model` on `images` and sets every trainable variable to standard-normal values."""
     model(images)

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import cnn
-from tests.helpers import random_weights
+from tests.helpers import numpy_conv_same, random_weights
 
 
 def test_cnn_maps_images_to_one_logit_per_class():
@@ -35,14 +35,6 @@ def test_cnn_takes_rgb_32x32_images():
     assert model.head.kernel.shape == (4 * 4 * 16, 10)
 
 
-def numpy_conv3x3_same(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """A 3x3 'same' convolution (cross-correlation, as TensorFlow computes it), written out."""
-    height, width = images.shape[1:3]
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return sum(np.einsum("bhwc,cd->bhwd", padded[:, dy:dy + height, dx:dx + width], kernel[dy, dx])
-               for dy in range(3) for dx in range(3))
-
-
 def test_a_conv_block_is_convolution_batch_norm_and_relu_with_batch_statistics_only_in_training():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(3, 5, 6, 2)).astype(np.float32)
@@ -55,7 +47,7 @@ def test_a_conv_block_is_convolution_batch_norm_and_relu_with_batch_statistics_o
     for variable, value in zip((block.norm.gamma, block.norm.beta, block.norm.moving_mean,
                                 block.norm.moving_variance), (gamma, beta, moving_mean, moving_variance)):
         variable.assign(value.astype(np.float32))
-    convolved = numpy_conv3x3_same(images, kernel)
+    convolved = numpy_conv_same(images, kernel)
 
     def normalized(mean, variance):
         return np.maximum(gamma * (convolved - mean) / np.sqrt(variance + 1e-3) + beta, 0.0)
@@ -76,7 +68,7 @@ def test_the_cnn_forward_pass_is_its_stages_then_flatten_and_head():
     x = images
     for block in (first, second):
         norm = block.norm
-        x = numpy_conv3x3_same(x, block.conv.kernel.numpy())
+        x = numpy_conv_same(x, block.conv.kernel.numpy())
         x = np.maximum(norm.gamma.numpy() * (x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy()
                                                                                       + 1e-3) + norm.beta.numpy(), 0)
     pooled = x.reshape(2, 2, 2, 2, 2, 2).max(axis=(2, 4))  # 2x2 max-pooling of [2, 4, 4, 2].

@@ -18,8 +18,8 @@ def test_model_flags_become_the_models_keyword_settings(tmp_path):
 
 
 def test_unknown_model_names_the_registered_ones(tmp_path):
-    with pytest.raises(TapeloopError, match="one of cnn, mlp"):
-        setup.build_model(dataclasses.replace(make_config(tmp_path), model="resnet"), catalog.MNIST)
+    with pytest.raises(TapeloopError, match="one of cnn, mlp, resnet"):
+        setup.build_model(dataclasses.replace(make_config(tmp_path), model="vit"), catalog.MNIST)
 
 
 def test_images_smaller_than_the_cnn_stages_are_refused_before_building(tmp_path):

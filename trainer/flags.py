@@ -150,12 +150,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float("augment_erase", 0.0, "Probability of random erasing (cutout): a random rectangle "
                        "of 2-25% of the image set to the mean pixel.", lower_bound=0.0, upper_bound=1.0, **fv)
     # Model
-    flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn or mlp, or a name you "
-                        "added to models.registry.BUILDERS.", **fv)
-    flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn) or hidden units (mlp).",
+    flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn, mlp or resnet (pre-activation, "
+                        "for small images), or a name you added to models.registry.BUILDERS.", **fv)
+    flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn, resnet: 16 is the "
+                         "paper's) or hidden units (mlp).",
                          lower_bound=1, **fv)
     flags.DEFINE_integer("model_depth", 2, "Conv stages (cnn: each halves the resolution and doubles the "
-                         "filters) or hidden layers (mlp).", lower_bound=1, **fv)
+                         "filters), hidden layers (mlp), or layers with weights (resnet: 6n + 2, e.g. 20, 32, 56).",
+                         lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
                        lower_bound=0.0, upper_bound=0.95, **fv)
     # Loss

@@ -306,6 +306,7 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
     results = {
         "dataset": config.dataset,
         "model": config.model,
+        **inputs.model_size,
         "weights": weights,
         "eval": summarize_split(final_eval, inputs.spec.class_names) if final_eval else None,
         "test": summarize_split(final_test, inputs.spec.class_names) if final_test else None,

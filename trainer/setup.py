@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl import logging
 
 from data import catalog, diagnostics, pipeline
-from models import registry
+from models import registry, size
 from trainer import losses, steps
 from trainer.averaging import WeightAverage
 from trainer.checks import StageChecks, TrainingWarnings
@@ -37,6 +37,7 @@ class RunInputs:
     optimizer: keras.optimizers.Optimizer
     weight_average: WeightAverage | None  # --ema_decay
     strategy: tf.distribute.Strategy
+    model_size: dict  # "parameters" and "forward_flops_per_example" (models/size.py).
 
 
 def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> RunInputs:
@@ -63,12 +64,16 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         optimizer = make_optimizer(config, learning_rate)
         optimizer.build(model.trainable_variables)
         weight_average = make_weight_average(config, model)
+    model_size = {"parameters": size.parameter_count(model),
+                  "forward_flops_per_example": size.forward_flops(model, data.spec.image_shape)}
+    logging.info("Model: %s, %s parameters, %.1f MFLOPs per example (forward pass; a multiply-add is 2).",
+                 config.model, f"{model_size['parameters']:,}", model_size["forward_flops_per_example"] / 1e6)
     return RunInputs(
         spec=data.spec, data=data, report=report, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         loss=losses.from_config(config, data.spec.num_classes), class_weights=class_weights,
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
         model=model, learning_rate=learning_rate, optimizer=optimizer, weight_average=weight_average,
-        strategy=strategy)
+        strategy=strategy, model_size=model_size)
 
 
 def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) -> int:
@@ -100,6 +105,12 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
             stage="model", problem=f"unknown model {config.model!r}", expected=f"one of {', '.join(sorted(registry.BUILDERS))}",
             found=repr(config.model), fix="pass --model with one of the names above, or add yours to "
             "models.registry.BUILDERS")
+    allowed_depths = registry.depth_rule_broken(config.model, config.model_depth)
+    if allowed_depths:
+        raise TapeloopError(
+            stage="model", problem=f"--model={config.model} cannot be built with --model_depth={config.model_depth}",
+            expected=f"--model_depth of {allowed_depths}", found=f"--model_depth={config.model_depth}",
+            fix="pass one of those, e.g. --model_depth=20")
     smallest = registry.smallest_image_side(config.model, config.model_depth)
     height, width = spec.image_shape[:2]
     if min(height, width) < smallest:
