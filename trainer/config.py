@@ -33,6 +33,7 @@ class TrainConfig:
     model_width: int
     model_depth: int
     dropout: float
+    init_from: str
     # Loss
     loss_weights: dict[str, float]
     label_smoothing: float

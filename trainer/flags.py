@@ -160,6 +160,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
                        lower_bound=0.0, upper_bound=0.95, **fv)
+    flags.DEFINE_string("init_from", "", "Warm start: RUN_DIR of another tapeloop run, optionally :best or "
+                        ":final (default: the weights its train.py scored). Variables that match this model's "
+                        "by place and shape are loaded; the others (a head for another class count) keep "
+                        "their initialization. A resumed run continues from its own checkpoint.", **fv)
     # Loss
     flags.DEFINE(LossWeightsParser(), "loss_weights", "cross_entropy=1.0", "The loss: term=weight "
                  f"pairs, summed. Terms: {', '.join(LOSS_TERMS)} (l2: half the sum of squared kernels).",

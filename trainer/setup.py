@@ -2,19 +2,22 @@
 weight average and stage checks; and `diagnose`, one checked step on those inputs."""
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data import catalog, diagnostics, pipeline
+from data import catalog, diagnostics, pipeline, sources
 from models import registry, size
-from trainer import losses, steps
+from trainer import losses, steps, warm_start
 from trainer.averaging import WeightAverage
+from trainer.checkpoints import final_weights_dir, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
+from trainer.flags import load_run_config
 from trainer.schedules import LearningRate
 
 MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -61,6 +64,7 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
         model = build_model(config, data.spec)
+        warm_start_model(config, model)  # Before the weight average copies the initial weights.
         optimizer = make_optimizer(config, learning_rate)
         optimizer.build(model.trainable_variables)
         weight_average = make_weight_average(config, model)
@@ -126,6 +130,32 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
         return registry.build_model(config.model, spec.image_shape, spec.num_classes, **model_settings(config))
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def warm_start_model(config: TrainConfig, model: keras.Model) -> None:
+    """--init_from: the other run's model is rebuilt from its flags and restored as chosen (by
+    default as its train.py scored it: best/ or the last checkpoint, averaged under --ema_decay);
+    its matching variables are copied into `model`, and one paragraph says what was and was not."""
+    if not config.init_from:
+        return
+    run_dir, choice = warm_start.split_reference(config.init_from)
+    try:
+        source_config = load_run_config(run_dir)
+    except TapeloopError as error:
+        raise TapeloopError(stage="init_from", problem=f"--init_from={config.init_from} is not a run to start from",
+                            expected=error.expected, found=error.found,
+                            fix="pass the run directory of a run scripts/train.py wrote") from None
+    if source_config.model != config.model:  # Another architecture's variables match only by accident.
+        raise TapeloopError(stage="init_from", problem=f"--init_from={config.init_from} is a run of another model",
+                            expected=f"a run of --model={config.model}", found=f"--model={source_config.model}",
+                            fix=f"pass a {config.model} run, or train with --model={source_config.model}")
+    source_spec = (sources.load(source_config)[0] if source_config.dataset in catalog.USER_DATASETS
+                   else catalog.get_spec(source_config.dataset))
+    source = build_model(source_config, source_spec)
+    folder = os.path.join(run_dir, warm_start.WEIGHT_FOLDERS[choice]) if choice else final_weights_dir(run_dir)
+    weights = restore_model_weights(source, folder, make_weight_average(source_config, source))
+    loaded, kept = warm_start.copy_matching(model, source, config.init_from)
+    (logging.warning if kept else logging.info)(warm_start.summary(config.init_from, weights, loaded, kept))
 
 
 def make_weight_average(config: TrainConfig, model: keras.Model) -> WeightAverage | None:
