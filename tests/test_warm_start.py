@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from data import catalog
 from models import registry
-from tests.helpers import SMALL_RUN, run_script
+from tests.helpers import SMALL_RUN, make_config, run_script
 from tests.test_cli import assert_one_paragraph_error
-from trainer import setup, warm_start
+from trainer import loop, setup, warm_start
+from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, restore_model_weights
 from trainer.errors import TapeloopError
 from trainer.flags import parse_config
@@ -101,3 +102,18 @@ def test_a_warm_started_run_begins_where_the_other_run_ended_and_a_bad_reference
     refused = run_script("train", *SMALL_RUN, f"--init_from={tmp_path / 'nowhere'}", f"--run_dir={tmp_path / 'bad'}")
     assert_one_paragraph_error(refused, 1, "[init_from]", "is not a run to start from")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_a_run_with_a_weight_average_starts_others_from_its_averaged_weights(tmp_path):
+    source_dir = tmp_path / "averaged"
+    source_config = make_config(source_dir, "--ema_decay=0.9", "--max_steps=10", "--validation_split=0")
+    loop.train(source_config)
+    config = small_config(tmp_path, f"--init_from={source_dir}")
+    model = setup.build_model(config, catalog.SYNTHETIC)
+    setup.warm_start_model(config, model)
+    raw, averaged = (setup.build_model(source_config, catalog.SYNTHETIC) for _ in range(2))
+    restore_model_weights(raw, str(source_dir / "checkpoints"))
+    restore_model_weights(averaged, str(source_dir / "checkpoints"), WeightAverage(averaged, 0.9))
+    np.testing.assert_array_equal(model.head.kernel.numpy(), averaged.head.kernel.numpy())
+    assert not np.allclose(model.head.kernel.numpy(), raw.head.kernel.numpy())
