@@ -116,3 +116,16 @@ def random_weights(model, images: np.ndarray, seed: int):
     for variable in model.trainable_variables:
         variable.assign(rng.normal(size=variable.shape).astype(np.float32))
     return model
+
+
+def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
+    """A script's failure as the contract says: the exit code, one paragraph as the last thing on
+    stderr, no traceback, and each phrase in it (whitespace folded)."""
+    assert result.returncode == exit_code, result.stderr
+    assert "Traceback" not in result.stderr
+    error = result.stderr[result.stderr.index("tapeloop: error:"):]
+    assert "\n\n" not in error.strip()
+    assert result.stderr.strip().splitlines()[-1].startswith("tapeloop: error:")  # Always the last line.
+    flat = " ".join(error.split())
+    for phrase in phrases:
+        assert phrase in flat

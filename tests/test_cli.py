@@ -6,20 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_script, write_idx_dataset
+from tests.helpers import assert_one_paragraph_error, run_script, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
-
-
-def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
-    assert result.returncode == exit_code, result.stderr
-    assert "Traceback" not in result.stderr
-    error = result.stderr[result.stderr.index("tapeloop: error:"):]
-    assert "\n\n" not in error.strip()
-    assert result.stderr.strip().splitlines()[-1].startswith("tapeloop: error:")  # Always the last line.
-    flat = " ".join(error.split())
-    for phrase in phrases:
-        assert phrase in flat
 
 
 def test_an_invalid_flag_value_fails_before_any_work_with_the_allowed_values(tmp_path):

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from data import catalog
-from tests.helpers import REPO, SMALL_RUN, copy_run, idx_bytes, run_script, write_idx_dataset
-from tests.test_cli import assert_one_paragraph_error
+from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, copy_run, idx_bytes, run_script,
+                           write_idx_dataset)
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 

@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data import catalog, sources
-from tests.helpers import copy_run, make_config, read_tensors, run_script
-from tests.test_cli import assert_one_paragraph_error
+from tests.helpers import assert_one_paragraph_error, copy_run, make_config, read_tensors, run_script
 from trainer import findings, label_issues, loop, run_diagnosis
 from trainer.flags import parse_config
 

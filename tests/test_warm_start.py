@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from data import catalog
 from models import registry
-from tests.helpers import SMALL_RUN, make_config, run_script
-from tests.test_cli import assert_one_paragraph_error
+from tests.helpers import SMALL_RUN, assert_one_paragraph_error, make_config, run_script
 from trainer import loop, setup, warm_start
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, restore_model_weights
@@ -96,7 +95,8 @@ def test_a_warm_started_run_begins_where_the_other_run_ended_and_a_bad_reference
     started = run_script("train", *SMALL_RUN, f"--init_from={synthetic_run}", "--max_steps=1", "--learning_rate=1e-9",
                          f"--run_dir={tmp_path / 'warm'}")
     assert started.returncode == 0, started.stderr
-    assert f"Warm start from {synthetic_run / 'best'}" in started.stderr and "loaded 22 of 22 variables." in started.stderr
+    assert f"Warm start from {synthetic_run / 'best'}" in started.stderr
+    assert "loaded 22 of 22 variables." in started.stderr
     warm = json.loads((tmp_path / "warm" / "results.json").read_text())
     assert warm["test"]["accuracy"] == pytest.approx(source["test"]["accuracy"], abs=0.01)  # One step at 1e-9.
     refused = run_script("train", *SMALL_RUN, f"--init_from={tmp_path / 'nowhere'}", f"--run_dir={tmp_path / 'bad'}")
