@@ -3,6 +3,7 @@ rest left initialized and named, and runs that cannot be started from refused.""
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,17 @@ def test_a_warm_started_run_begins_where_the_other_run_ended_and_a_bad_reference
     assert "loaded 22 of 22 variables." in started.stderr
     warm = json.loads((tmp_path / "warm" / "results.json").read_text())
     assert warm["test"]["accuracy"] == pytest.approx(source["test"]["accuracy"], abs=0.01)  # One step at 1e-9.
+    stopped = run_script("train", *SMALL_RUN, f"--init_from={tmp_path / 'gone'}", "--max_steps=1",
+                         f"--run_dir={tmp_path / 'resumed'}")
+    assert stopped.returncode == 1  # The other run is not there: refused.
+    copied = tmp_path / "gone"
+    shutil.copytree(synthetic_run, copied)
+    first = run_script("train", *SMALL_RUN, f"--init_from={copied}", "--max_steps=1", f"--run_dir={tmp_path / 'resumed'}")
+    assert first.returncode == 0, first.stderr
+    shutil.rmtree(copied)  # A resume needs only its own checkpoint.
+    resumed = run_script("train", *SMALL_RUN, f"--init_from={copied}", "--max_steps=2", f"--run_dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "not from --init_from" in resumed.stderr and "at step 1." in resumed.stderr
     refused = run_script("train", *SMALL_RUN, f"--init_from={tmp_path / 'nowhere'}", f"--run_dir={tmp_path / 'bad'}")
     assert_one_paragraph_error(refused, 1, "[init_from]", "is not a run to start from")
     assert not (tmp_path / "bad").exists()

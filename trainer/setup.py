@@ -13,7 +13,7 @@ from data import catalog, diagnostics, pipeline, sources
 from models import registry, size
 from trainer import losses, steps, warm_start
 from trainer.averaging import WeightAverage
-from trainer.checkpoints import final_weights_dir, restore_model_weights
+from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -137,6 +137,10 @@ def warm_start_model(config: TrainConfig, model: keras.Model) -> None:
     default as its train.py scored it: best/ or the last checkpoint, averaged under --ema_decay);
     its matching variables are copied into `model`, and one paragraph says what was and was not."""
     if not config.init_from:
+        return
+    if latest_checkpoint(os.path.join(config.run_dir, "checkpoints")):
+        logging.info("Resuming: the run continues from its own checkpoint, not from --init_from=%s.",
+                     config.init_from)  # So a resume does not need the other run any more.
         return
     run_dir, choice = warm_start.split_reference(config.init_from)
     try:
