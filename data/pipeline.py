@@ -170,6 +170,11 @@ def model_input_range(spec: DatasetSpec, standardize: bool) -> tuple[float, floa
     return 0.0, 1.0
 
 
+def update_batch_size(config: TrainConfig) -> int:
+    """The examples of one update: --batch_size times --accumulate_steps micro-batches."""
+    return config.batch_size * config.accumulate_steps
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is dropped during training)."""
     return num_examples // batch_size
@@ -267,7 +272,8 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
                   epoch: int, skip_batches: int = 0, replica_shard: tuple[int, int, int] = (0, 1, 1)
                   ) -> tf.data.Dataset:
     """The epoch's shuffled full batches of (images, labels, example weights), after `skip_batches`,
-    augmented per the --augment_* flags.
+    augmented per the --augment_* flags. A batch is one update's examples: with
+    --accumulate_steps N, N micro-batches of --batch_size (the train step splits it).
 
     Under tf.distribute, `replica_shard` is (first replica, replicas fed, replicas in all): every
     global batch is cut into one equal slice per replica, and this pipeline yields its replicas'
@@ -275,9 +281,10 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     """
     first_replica, replicas_fed, replicas = replica_shard
     images, labels, weights = tf.constant(train[0]), tf.constant(train[1]), tf.constant(example_weights)
-    steps = steps_per_epoch(len(train[1]), config.batch_size)
+    batch_size = update_batch_size(config)
+    steps = steps_per_epoch(len(train[1]), batch_size)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(train[1]))
-    slices = order[: steps * config.batch_size].reshape(steps, replicas, config.batch_size // replicas)
+    slices = order[: steps * batch_size].reshape(steps, replicas, batch_size // replicas)
     slices = slices[skip_batches:, first_replica:first_replica + replicas_fed]
     # Each slice's augmentation seed: its global step and replica, so reruns draw the same.
     global_steps = np.arange(epoch * steps + skip_batches, (epoch + 1) * steps)

@@ -1,5 +1,6 @@
 """Model name -> builder(input_shape, num_classes, *, width, depth, dropout) -> keras.Model
-returning logits, the smallest image side a model takes and the depths it allows. Nothing here
+returning logits, the smallest image side a model takes, the depths it allows, and which models
+take [0, 1] pixels with pretrained weights (the keras.applications backbones). Nothing here
 reads flags: trainer/setup.py turns them into these keyword arguments. Register your own model by
 adding its builder to BUILDERS (and its smallest side, if it has one, to SMALLEST_IMAGE_SIDE; its
 rule for depths, if it has one, to DEPTHS)."""
@@ -7,11 +8,14 @@ rule for depths, if it has one, to DEPTHS)."""
 import keras
 import numpy as np
 
-from models import cnn, mlp, resnet
+from models import applications, cnn, mlp, resnet
 
-BUILDERS = {"cnn": cnn.build, "mlp": mlp.build, "resnet": resnet.build}
+BUILDERS = {"cnn": cnn.build, "mlp": mlp.build, "resnet": resnet.build, **applications.BUILDERS}
 SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side}  # depth -> pixels; models not listed take any size.
 DEPTHS = {"resnet": (resnet.is_valid_depth, resnet.DEPTHS_EXPECTED)}  # (depth -> allowed?, the rule in words)
+# Models whose builder takes `weights` (--pretrained) and whose input is [0, 1] pixels, normalized
+# inside the model as the pretrained weights expect (so the pipeline must not standardize).
+PRETRAINED = {name: backbone.trained_on for name, backbone in applications.BACKBONES.items()}
 
 
 def smallest_image_side(name: str, depth: int) -> int:

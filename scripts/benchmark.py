@@ -63,11 +63,12 @@ class TapeloopTrial:
         checks = setup.make_stage_checks(config, run.spec)
         metrics = steps.make_metrics(run.loss, with_gradients=True)
         self.train_steps = steps.make_train_loop(run.model, run.optimizer, run.loss, metrics, checks,
-                                                 config.clip_grad_norm, config.jit_compile)
+                                                 config.clip_grad_norm, config.jit_compile,
+                                                 accumulate_steps=config.accumulate_steps, backbone=run.backbone)
         self.batches = iter(pipeline.train_batches(run.data.train, run.example_weights, run.spec, config,
                                                    epoch=0).repeat())
         self.steps_per_call = config.steps_per_loop
-        self.batch_size = config.batch_size
+        self.batch_size = pipeline.update_batch_size(config)
 
     def examples_per_sec(self, warmup: int, measured: int) -> float:
         calls = max(1, measured // self.steps_per_call)

@@ -60,7 +60,7 @@ def main(argv):
         probabilities = saved_model_probabilities(source, images, config.eval_batch_size, config.input_range)
         scores = probability_scores(spec, labels, probabilities)
     else:
-        model = build_model(config, spec)
+        model = build_model(config, spec, pretrained=False)
         folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
                   "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
         source = restore_model_weights(model, folder, make_weight_average(config, model))

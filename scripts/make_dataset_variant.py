@@ -1,6 +1,8 @@
 """Writes a catalog dataset with a known fault, as an .npz folder for --dataset=npz, to measure the
 diagnosis against the truth: `python scripts/make_dataset_variant.py --dataset=mnist --output_dir=DIR
---flip_labels=0.1` (or --train_examples=6000, --copy_test_to_train=300).
+--flip_labels=0.1` (or --train_examples=6000, --copy_test_to_train=300); and the subsets of a
+transfer experiment: `--classes=5,6,7,8,9 --train_per_class=50` keeps five classes (renumbered
+0-4 in that order, both splits) and 50 training images of each.
 
 DIR/data.npz holds x_train, y_train, x_test, y_test and class_names; DIR/truth.json says which
 training examples had their label flipped (index, stored label, true label) and which are copies
@@ -20,6 +22,10 @@ from data import catalog, sources
 flags.DEFINE_enum("dataset", "mnist", sorted(catalog.CATALOG), "Catalog dataset to start from.")
 flags.DEFINE_string("data_dir", None, "Folder holding the dataset's files (else searched for, as train.py does).")
 flags.DEFINE_string("output_dir", None, "Folder to write data.npz and truth.json into.", required=True)
+flags.DEFINE_list("classes", [], "Keep only these class ids (both splits), renumbered from 0 in this order "
+                  "(empty: all).")
+flags.DEFINE_integer("train_per_class", 0, "Keep this many training examples of each class, drawn by --seed "
+                     "(0: all).", lower_bound=0)
 flags.DEFINE_integer("train_examples", 0, "Keep this many training examples, drawn by --seed (0: all).",
                      lower_bound=0)
 flags.DEFINE_float("flip_labels", 0.0, "Fraction of the training labels to replace with another class, "
@@ -27,12 +33,31 @@ flags.DEFINE_float("flip_labels", 0.0, "Fraction of the training labels to repla
 flags.DEFINE_integer("copy_test_to_train", 0, "Test images copied (with their labels) into the training split "
                      "at random places.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of every draw.")
+flags.register_validator("classes", lambda values: all(value.isdigit() for value in values)
+                         and len(set(values)) == len(values), "--classes needs distinct class ids, e.g. 5,6,7,8,9")
 FLAGS = flags.FLAGS
+
+
+def class_subset(split, classes: list[int]):
+    """The examples of `classes` only, their labels renumbered to positions in `classes`."""
+    images, labels = split
+    kept = np.isin(labels, classes)
+    renumbered = np.full(max(int(labels.max()), max(classes)) + 1, -1, np.int64)
+    renumbered[classes] = np.arange(len(classes))
+    return images[kept], renumbered[labels[kept]]
+
+
+def per_class_sample(split, count: int, rng: np.random.Generator):
+    """`count` examples of each class (all of a smaller class), in stored order."""
+    images, labels = split
+    kept = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:count]
+                                   for label in np.unique(labels)]))
+    return images[kept], labels[kept]
 
 
 def variant(train, test, num_classes: int, rng: np.random.Generator) -> tuple[tuple, dict]:
     """The training split with the flags' faults, and the truth about them."""
-    images, labels = train
+    images, labels = per_class_sample(train, FLAGS.train_per_class, rng) if FLAGS.train_per_class else train
     if FLAGS.train_examples:
         kept = np.sort(rng.permutation(len(labels))[:FLAGS.train_examples])
         images, labels = images[kept], labels[kept]
@@ -57,12 +82,17 @@ def variant(train, test, num_classes: int, rng: np.random.Generator) -> tuple[tu
 def main(argv):
     spec = catalog.get_spec(FLAGS.dataset)
     splits = sources.load_dataset(spec, FLAGS.data_dir)
-    (x_train, y_train), truth = variant(splits["train"], splits["test"], spec.num_classes,
+    class_names = spec.class_names
+    if FLAGS.classes:
+        classes = [int(value) for value in FLAGS.classes]
+        splits = {name: class_subset(split, classes) for name, split in splits.items()}
+        class_names = tuple(spec.class_names[index] for index in classes)
+    (x_train, y_train), truth = variant(splits["train"], splits["test"], len(class_names),
                                         np.random.default_rng(FLAGS.seed))
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     path = os.path.join(FLAGS.output_dir, "data.npz")
     np.savez(path, x_train=x_train, y_train=y_train, x_test=splits["test"][0],
-             y_test=splits["test"][1].astype(np.int64), class_names=np.array(spec.class_names))
+             y_test=splits["test"][1].astype(np.int64), class_names=np.array(class_names))
     with open(os.path.join(FLAGS.output_dir, "truth.json"), "w") as stream:
         json.dump(truth, stream)
     print(f"{path}: {len(y_train)} training images ({len(truth['flipped'])} labels flipped, "

@@ -129,3 +129,10 @@ def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
     flat = " ".join(error.split())
     for phrase in phrases:
         assert phrase in flat
+
+
+def checkpoint_values(folder, prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The newest checkpoint's tensors in `folder` whose names start with one of `prefixes`."""
+    path = tf.train.latest_checkpoint(str(folder))
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path) if name.startswith(prefixes)}

@@ -169,3 +169,26 @@ def test_weight_average_moves_once_per_train_step(tmp_path):
     assert int(average.updates.numpy()) == 3
     assert not np.allclose(average.averages[0].numpy(), before)
     assert not np.allclose(average.averages[0].numpy(), model.trainable_variables[0].numpy())
+
+
+def test_accumulated_micro_batches_update_like_the_whole_batch_at_once(tmp_path):
+    # Without batch norm, N micro-batches' summed gradients (each micro-batch's mean loss / N)
+    # are the gradient of the whole batch's mean loss: the same update, the same metrics.
+    config, accumulated, images, labels = model_and_batch(tmp_path, "--optimizer=sgd", "--momentum=0.9",
+                                                          "--learning_rate=0.5", "--weight_decay=0")
+    whole, initial = twin_of(accumulated, config), accumulated.trainable_variables[0].numpy().copy()
+    loss = losses.WeightedLoss({"cross_entropy": 1.0, "l2": 1e-3}, num_classes=10)
+    example_weights = tf.constant(np.random.default_rng(1).uniform(0.5, 2.0, 32), tf.float32)
+    results = {}
+    for model, count in ((accumulated, 4), (whole, 1)):
+        metrics = steps.make_metrics(loss, with_gradients=True)
+        train_step = steps.make_train_step(model, make_optimizer(config), loss, metrics, UNIT_RANGE_CHECKS,
+                                           accumulate_steps=count)
+        returned = [float(train_step(images, labels, example_weights)) for _ in range(2)]
+        results[count] = returned, steps.read_and_reset(metrics)
+    np.testing.assert_allclose(results[4][0], results[1][0], rtol=1e-5)
+    for tag, value in results[1][1].items():
+        np.testing.assert_allclose(results[4][1][tag], value, rtol=1e-5, err_msg=tag)
+    for by_parts, at_once in zip(accumulated.trainable_variables, whole.trainable_variables):
+        np.testing.assert_allclose(by_parts.numpy(), at_once.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(accumulated.trainable_variables[0].numpy(), initial)  # The updates did move it.

@@ -38,7 +38,8 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  schedule: tf.Module, keep: int, best_metric: str = "accuracy",
-                 weight_average: tf.Module | None = None, resume_dir: str | None = None):
+                 weight_average: tf.Module | None = None, resume_dir: str | None = None,
+                 backbone_optimizer: keras.optimizers.Optimizer | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_metric = MetricTracker(best_metric)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -47,7 +48,8 @@ class RunCheckpoints:
             model=model, optimizer=optimizer, schedule=schedule, epoch=self.epoch,
             best_metric=self.best_metric, wall_seconds=self.wall_seconds,
             training_seconds=self.training_seconds,
-            **({"weight_average": weight_average} if weight_average is not None else {}))
+            **({"weight_average": weight_average} if weight_average is not None else {}),
+            **({"backbone_optimizer": backbone_optimizer} if backbone_optimizer is not None else {}))
         assert_checkpoint_covers(model)
         self.latest = self._manager(os.path.join(run_dir, "checkpoints"), keep)
         self.best = self._manager(os.path.join(run_dir, "best"), 1)

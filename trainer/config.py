@@ -34,6 +34,10 @@ class TrainConfig:
     model_depth: int
     dropout: float
     init_from: str
+    pretrained: str
+    freeze: str
+    unfreeze_after_epochs: int
+    backbone_lr_scale: float
     # Loss
     loss_weights: dict[str, float]
     label_smoothing: float
@@ -46,6 +50,7 @@ class TrainConfig:
     weight_decay: float
     clip_grad_norm: float
     batch_size: int
+    accumulate_steps: int
     eval_batch_size: int
     epochs: int
     max_steps: int

@@ -7,6 +7,7 @@ import os
 from absl import flags
 
 from data.catalog import CATALOG, USER_DATASETS
+from models.registry import PRETRAINED
 from trainer.config import TrainConfig
 from trainer.losses import TERMS as LOSS_TERMS
 from trainer.errors import TapeloopError
@@ -114,8 +115,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_boolean("download", True, "Download (and verify) the dataset if it is not found.", **fv)
     flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for "
                        "evaluation during training, chosen by --seed.", lower_bound=0.0, upper_bound=0.5, **fv)
-    flags.DEFINE_boolean("standardize", True, "Subtract the dataset's mean pixel and divide by its std "
-                         "after scaling to [0, 1].", **fv)
+    flags.DEFINE_boolean("standardize", None, "Subtract the dataset's mean pixel and divide by its std "
+                         "after scaling to [0, 1]. Default: on, except for the keras.applications backbones "
+                         "(models/applications.py), which take [0, 1] pixels and normalize them inside as "
+                         "their ImageNet training did.", **fv)
     flags.DEFINE(NumberListParser(float), "input_range", "0,1", "LOW,HIGH: the range of float pixel "
                  "values as stored (uint8 images are always 0,255); the pipeline maps it to [0, 1].",
                  serializer=flags.CsvListSerializer(","), **fv)
@@ -164,6 +167,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                         ":final (default: the weights its train.py scored). Variables that match this model's "
                         "by place and shape are loaded; the others (a head for another class count) keep "
                         "their initialization. A resumed run continues from its own checkpoint.", **fv)
+    flags.DEFINE_string("pretrained", "none", "keras.applications backbones: none (random initialization), "
+                        "imagenet (Keras downloads and checks the weights) or PATH, a Keras weights file "
+                        "(.weights.h5 or .h5) of the backbone without its top.", **fv)
+    flags.DEFINE_enum("freeze", "none", ("none", "backbone"), "backbone: train only the head (the model's "
+                      "last layer); frozen layers keep batch norm in inference mode and get no weight decay "
+                      "or optimizer slots.", **fv)
+    flags.DEFINE_integer("unfreeze_after_epochs", 0, "With --freeze=backbone: train the whole model from "
+                         "this epoch on, the backbone at --backbone_lr_scale of the rate (0: stay frozen).",
+                         lower_bound=0, **fv)
+    flags.DEFINE_float("backbone_lr_scale", 0.1, "After --unfreeze_after_epochs: the backbone's learning rate "
+                       "as a fraction of the head's (the schedule's).", lower_bound=0.0, upper_bound=1.0, **fv)
     # Loss
     flags.DEFINE(LossWeightsParser(), "loss_weights", "cross_entropy=1.0", "The loss: term=weight "
                  f"pairs, summed. Terms: {', '.join(LOSS_TERMS)} (l2: half the sum of squared kernels).",
@@ -223,7 +237,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "first step's loss (0: only NaN and Inf).", lower_bound=0.0, **fv)
     flags.DEFINE_boolean("score_test", True, "Score the final weights on the test split (results.json \"test\"); "
                          "tune.py turns it off for its trials, so that a search never sees the test split.", **fv)
-    flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", 128, "Training batch size (of each micro-batch under "
+                         "--accumulate_steps).", lower_bound=1, **fv)
+    flags.DEFINE_integer("accumulate_steps", 1, "Gradient accumulation: micro-batches of --batch_size whose "
+                         "gradients are summed before one update, which so sees N x --batch_size examples "
+                         "with the activations of one micro-batch in memory. Steps (the schedule, "
+                         "--max_steps, checkpoints, resume) count updates.", lower_bound=1, **fv)
     flags.DEFINE_integer("eval_batch_size", 1000, "Evaluation batch size.", lower_bound=1, **fv)
     flags.DEFINE_integer("epochs", 10, "Passes over the training split.", lower_bound=1, **fv)
     flags.DEFINE_integer("max_steps", 0, "Step budget; stops earlier than --epochs if reached "
@@ -339,9 +358,12 @@ def register_run_dir_validator(flag_values: flags.FlagValues = flags.FLAGS) -> N
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:
-    """Builds the TrainConfig from parsed flags."""
-    return TrainConfig(**{field.name: flag_values[field.name].value
-                          for field in dataclasses.fields(TrainConfig)})
+    """Builds the TrainConfig from parsed flags; --standardize left unset becomes on, except for
+    a model that normalizes [0, 1] pixels itself (models.registry.PRETRAINED)."""
+    values = {field.name: flag_values[field.name].value for field in dataclasses.fields(TrainConfig)}
+    if values["standardize"] is None:
+        values["standardize"] = values["model"] not in PRETRAINED
+    return TrainConfig(**values)
 
 
 def parse_config(argv: list[str]) -> TrainConfig:

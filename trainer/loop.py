@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from data import pipeline
-from trainer import distribute, losses, run_directory, steps
+from trainer import distribute, fine_tuning, losses, run_directory, steps
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, TrainingWarnings
@@ -60,7 +60,8 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
     worker's scratch); on SIGINT or SIGTERM it saves a checkpoint and raises RunStopped."""
     checkpoints = RunCheckpoints(write_dir, inputs.model, inputs.optimizer, inputs.learning_rate,
                                  config.keep_checkpoints, config.early_stopping_metric, inputs.weight_average,
-                                 resume_dir=config.run_dir)
+                                 resume_dir=config.run_dir,
+                                 backbone_optimizer=inputs.backbone.optimizer if inputs.backbone else None)
     step = restore(config, checkpoints, write_dir)
     parts = assemble(config, inputs, checkpoints, write_dir, stop)
     parts.summaries.run_started(config, inputs.report.text(), step)
@@ -70,6 +71,8 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
 
     while step < inputs.total_steps and not stopped_early(parts) and not parts.stopped_by_caller:
         epoch = step // inputs.steps_per_epoch
+        if fine_tuning.unfreeze_due(config, inputs.model, epoch):  # Before the epoch, resumed or not.
+            unfreeze_backbone(parts, epoch)
         # Train the epoch.
         step = train_epoch(parts, epoch, step)
         # Evaluate and keep the best; report to the caller, which may stop the run here.
@@ -132,12 +135,7 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
     model = inputs.model
     with inputs.strategy.scope():  # Summed over replicas when read.
         train_metrics = steps.make_metrics(inputs.loss, with_gradients=True)
-        gradient_snapshot = ([tf.Variable(tf.zeros_like(variable), trainable=False,
-                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                              for variable in model.trainable_variables] if config.histogram_every_steps else None)
-    train_steps = steps.make_train_loop(model, inputs.optimizer, inputs.loss, train_metrics,
-                                        make_stage_checks(config, inputs.spec), config.clip_grad_norm,
-                                        config.jit_compile, gradient_snapshot, inputs.weight_average, inputs.strategy)
+    train_steps, gradient_snapshot = compile_training(config, inputs, train_metrics)
     if config.class_weights != "none":
         logging.info("Class weights (before scaling to a mean example weight of 1): %s", ", ".join(
             f"{name}={weight:.3g}" for name, weight in zip(inputs.spec.class_names, inputs.class_weights)))
@@ -150,6 +148,30 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
         divergence=DivergenceGuard(config.divergence_factor), warnings=TrainingWarnings(inputs.spec.num_classes),
         profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir,
         bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config))
+
+
+def compile_training(config: TrainConfig, inputs: RunInputs, train_metrics: dict) -> tuple[Callable, list | None]:
+    """The compiled multi-step train loop for the variables that train now, and (for
+    --histogram_every_steps) the variables that keep its last gradients."""
+    with inputs.strategy.scope():
+        gradient_snapshot = ([tf.Variable(tf.zeros_like(variable), trainable=False,
+                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                              for variable in inputs.model.trainable_variables]
+                             if config.histogram_every_steps else None)
+    train_steps = steps.make_train_loop(inputs.model, inputs.optimizer, inputs.loss, train_metrics,
+                                        make_stage_checks(config, inputs.spec), config.clip_grad_norm,
+                                        config.jit_compile, gradient_snapshot, inputs.weight_average, inputs.strategy,
+                                        config.accumulate_steps, inputs.backbone)
+    return train_steps, gradient_snapshot
+
+
+def unfreeze_backbone(parts: RunParts, epoch: int) -> None:
+    """--unfreeze_after_epochs: the backbone trains from `epoch` on; the steps that baked in
+    which layers train (the train loop, batch-norm re-estimation) are compiled again."""
+    inputs = parts.inputs
+    fine_tuning.unfreeze(parts.config, inputs.model, epoch)
+    parts.train_steps, parts.gradient_snapshot = compile_training(parts.config, inputs, parts.train_metrics)
+    parts.bn_statistics = StatisticsEstimator(inputs.model, inputs.data.train, inputs.spec, parts.config)
 
 
 def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
@@ -203,7 +225,7 @@ def log_training(parts: RunParts, epoch: int, step: int) -> None:
     interval_steps, seconds = parts.timer.close()
     parts.checkpoints.training_seconds.assign_add(seconds)
     scalars = steps.read_and_reset(parts.train_metrics)
-    scalars["perf/examples_per_sec"] = interval_steps * parts.config.batch_size / seconds
+    scalars["perf/examples_per_sec"] = interval_steps * pipeline.update_batch_size(parts.config) / seconds
     scalars["learning_rate"] = current_learning_rate(parts.inputs.optimizer)
     parts.summaries.training(scalars, step)
     parts.progress.log_interval(epoch, step, scalars)
@@ -316,7 +338,7 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
         "stopped_by_caller": parts.stopped_by_caller,
         "wall_seconds": parts.checkpoints.elapsed_seconds(),
         "training_seconds": training_seconds,
-        "examples_per_sec": step * config.batch_size / training_seconds,
+        "examples_per_sec": step * pipeline.update_batch_size(config) / training_seconds,
     }
     parts.summaries.results(results, step)
     parts.summaries.close()

@@ -143,7 +143,7 @@ def final_model(run_dir: str, data_dir: str | None):
     config = load_run_config(run_dir)
     config = dataclasses.replace(config, data_dir=data_dir or config.data_dir)
     data = pipeline.prepare_data(config)
-    model = build_model(config, data.spec)
+    model = build_model(config, data.spec, pretrained=False)
     restore_model_weights(model, final_weights_dir(run_dir), make_weight_average(config, model))
     bn_statistics = StatisticsEstimator(model, data.train, data.spec, config)
     if config.precise_bn_batches:

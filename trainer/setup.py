@@ -11,7 +11,7 @@ from absl import logging
 
 from data import catalog, diagnostics, pipeline, sources
 from models import registry, size
-from trainer import losses, steps, warm_start
+from trainer import fine_tuning, losses, steps, warm_start
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
@@ -20,6 +20,7 @@ from trainer.errors import TapeloopError
 from trainer.flags import load_run_config
 from trainer.schedules import LearningRate
 
+WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")  # HDF5 weights: tensors only, nothing to execute.
 MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -38,6 +39,7 @@ class RunInputs:
     model: keras.Model
     learning_rate: LearningRate
     optimizer: keras.optimizers.Optimizer
+    backbone: fine_tuning.BackboneOptimizer | None  # --unfreeze_after_epochs: the backbone's own optimizer.
     weight_average: WeightAverage | None  # --ema_decay
     strategy: tf.distribute.Strategy
     model_size: dict  # "parameters" and "forward_flops_per_example" (models/size.py).
@@ -63,12 +65,15 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     class_weights = losses.class_weights(config.class_weights, data.train[1], data.spec.num_classes)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
-        model = build_model(config, data.spec)
-        warm_start_model(config, model)  # Before the weight average copies the initial weights.
+        model = build_model(config, data.spec, pretrained=not resuming(config))
+        warm_start_model(config, model, data.spec)  # Before the weight average copies the initial weights.
+        parameters = size.parameter_count(model)  # Frozen ones included.
+        frozen = fine_tuning.freeze(config, model)  # Before the optimizer: frozen variables get no slots.
         optimizer = make_optimizer(config, learning_rate)
         optimizer.build(model.trainable_variables)
+        backbone = fine_tuning.backbone_optimizer(config, frozen, make_optimizer, learning_rate, optimizer)
         weight_average = make_weight_average(config, model)
-    model_size = {"parameters": size.parameter_count(model),
+    model_size = {"parameters": parameters,
                   "forward_flops_per_example": size.forward_flops(model, data.spec.image_shape)}
     logging.info("Model: %s, %s parameters, %.1f MFLOPs per example (forward pass; a multiply-add is 2).",
                  config.model, f"{model_size['parameters']:,}", model_size["forward_flops_per_example"] / 1e6)
@@ -76,17 +81,20 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         spec=data.spec, data=data, report=report, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         loss=losses.from_config(config, data.spec.num_classes), class_weights=class_weights,
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
-        model=model, learning_rate=learning_rate, optimizer=optimizer, weight_average=weight_average,
+        model=model, learning_rate=learning_rate, optimizer=optimizer, backbone=backbone,
+        weight_average=weight_average,
         strategy=strategy, model_size=model_size)
 
 
 def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) -> int:
     """Full batches per epoch; refuses a split smaller than one batch or a batch the replicas cannot share."""
-    steps_per_epoch = pipeline.steps_per_epoch(train_examples, config.batch_size)
+    batch_size = pipeline.update_batch_size(config)
+    steps_per_epoch = pipeline.steps_per_epoch(train_examples, batch_size)
     if steps_per_epoch == 0:
         raise TapeloopError(
             stage="data", problem="the training split is smaller than one batch",
-            expected=f"at least --batch_size={config.batch_size} training examples",
+            expected=f"at least {batch_size} training examples (--batch_size={config.batch_size}"
+                     + (f" x --accumulate_steps={config.accumulate_steps})" if config.accumulate_steps > 1 else ")"),
             found=f"{train_examples} after holding out --validation_split={config.validation_split}",
             fix="lower --batch_size or --validation_split, or use more data")
     if config.batch_size % replicas:
@@ -97,13 +105,18 @@ def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) ->
     return steps_per_epoch
 
 
-def model_settings(config: TrainConfig) -> dict:
-    """The model flags as the keyword arguments every registered model takes."""
-    return {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
+def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
+    """The model flags as the keyword arguments every registered model takes, and --pretrained
+    for the models that take it (as "none" if not `pretrained`: weights restored afterwards)."""
+    settings = {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
+    if config.model in registry.PRETRAINED:
+        settings["weights"] = config.pretrained if pretrained else "none"
+    return settings
 
 
-def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
-    """The registry's --model for `spec`, computing in the --mixed_precision dtype (variables float32)."""
+def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool = True) -> keras.Model:
+    """The registry's --model for `spec`, computing in the --mixed_precision dtype (variables float32),
+    with its --pretrained weights unless not `pretrained` (a caller about to restore a checkpoint)."""
     if config.model not in registry.BUILDERS:
         raise TapeloopError(
             stage="model", problem=f"unknown model {config.model!r}", expected=f"one of {', '.join(sorted(registry.BUILDERS))}",
@@ -115,6 +128,7 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
             stage="model", problem=f"--model={config.model} cannot be built with --model_depth={config.model_depth}",
             expected=f"--model_depth of {allowed_depths}", found=f"--model_depth={config.model_depth}",
             fix="pass one of those, e.g. --model_depth=20")
+    refuse_wrong_pixels_or_weights(config)
     smallest = registry.smallest_image_side(config.model, config.model_depth)
     height, width = spec.image_shape[:2]
     if min(height, width) < smallest:
@@ -127,18 +141,62 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec) -> keras.Model:
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[config.mixed_precision])
     try:  # Layers take the policy when they are created; restoring it keeps other models float32.
-        return registry.build_model(config.model, spec.image_shape, spec.num_classes, **model_settings(config))
+        return registry.build_model(config.model, spec.image_shape, spec.num_classes,
+                                    **model_settings(config, pretrained))
+    except Exception as error:  # Keras' download raises a bare Exception when offline.
+        if not pretrained or config.model not in registry.PRETRAINED or config.pretrained == "none":
+            raise
+        raise pretrained_weights_error(config, error) from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def warm_start_model(config: TrainConfig, model: keras.Model) -> None:
+def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
+    """A pretrained backbone must get [0, 1] pixels (it preprocesses them itself), and only a
+    backbone takes --pretrained; weights are read from weights files only, never from a format
+    that can hold code."""
+    if config.model in registry.PRETRAINED and config.standardize:
+        raise TapeloopError(
+            stage="model", problem=f"--standardize would hand --model={config.model} standardized images",
+            expected=f"[0, 1] pixels, which {config.model} maps inside to the {registry.PRETRAINED[config.model]} "
+                     "its ImageNet weights were trained on",
+            found="--standardize (mean 0, std 1 per dataset): the pretrained features would see the wrong "
+                  "range, the transfer-learning form of unnormalized pixels",
+            fix="drop --standardize (backbones default to --nostandardize)")
+    if config.pretrained != "none" and config.model not in registry.PRETRAINED:
+        raise TapeloopError(
+            stage="model", problem=f"--model={config.model} has no pretrained weights",
+            expected=f"--pretrained with one of {', '.join(sorted(registry.PRETRAINED))}",
+            found=f"--pretrained={config.pretrained}",
+            fix="drop --pretrained, or pick a backbone; --init_from starts from another tapeloop run")
+    if config.pretrained not in ("none", "imagenet") and not config.pretrained.endswith(WEIGHT_FILE_SUFFIXES):
+        raise TapeloopError(
+            stage="model", problem=f"--pretrained={config.pretrained} is not a weights file",
+            expected=f"none, imagenet, or a Keras weights file ({' or '.join(WEIGHT_FILE_SUFFIXES)})",
+            found=config.pretrained,
+            fix="save the backbone's weights with model.save_weights('backbone.weights.h5') and pass that file")
+
+
+def pretrained_weights_error(config: TrainConfig, error: Exception) -> TapeloopError:
+    """The paragraph for --pretrained weights that could not be fetched or do not fit."""
+    where = ("Keras' download of the ImageNet weights (it needs the network, or the file already in "
+             "~/.keras/models)" if config.pretrained == "imagenet" else config.pretrained)
+    return TapeloopError(
+        stage="model", problem=f"the --pretrained weights of {config.model} could not be loaded",
+        expected=f"{where}, holding keras.applications' {config.model} without its top",
+        found=f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+        fix="on a machine without network, copy the file Keras downloads into ~/.keras/models or pass "
+            "--pretrained=PATH; a PATH must come from the same backbone (model.backbone.save_weights)")
+
+
+def warm_start_model(config: TrainConfig, model: keras.Model, spec: catalog.DatasetSpec) -> None:
     """--init_from: the other run's model is rebuilt from its flags and restored as chosen (by
     default as its train.py scored it: best/ or the last checkpoint, averaged under --ema_decay);
-    its matching variables are copied into `model`, and one paragraph says what was and was not."""
+    its matching variables are copied into `model` (its head only if both runs have `spec`'s
+    class names), and one paragraph says what was and was not."""
     if not config.init_from:
         return
-    if latest_checkpoint(os.path.join(config.run_dir, "checkpoints")):
+    if resuming(config):
         logging.info("Resuming: the run continues from its own checkpoint, not from --init_from=%s.",
                      config.init_from)  # So a resume does not need the other run any more.
         return
@@ -155,11 +213,17 @@ def warm_start_model(config: TrainConfig, model: keras.Model) -> None:
                             fix=f"pass a {config.model} run, or train with --model={source_config.model}")
     source_spec = (sources.load(source_config)[0] if source_config.dataset in catalog.USER_DATASETS
                    else catalog.get_spec(source_config.dataset))
-    source = build_model(source_config, source_spec)
+    source = build_model(source_config, source_spec, pretrained=False)
     folder = os.path.join(run_dir, warm_start.WEIGHT_FOLDERS[choice]) if choice else final_weights_dir(run_dir)
     weights = restore_model_weights(source, folder, make_weight_average(source_config, source))
-    loaded, kept = warm_start.copy_matching(model, source, config.init_from)
+    loaded, kept = warm_start.copy_matching(model, source, config.init_from,
+                                            same_classes=source_spec.class_names == spec.class_names)
     (logging.warning if kept else logging.info)(warm_start.summary(config.init_from, weights, loaded, kept))
+
+
+def resuming(config: TrainConfig) -> bool:
+    """Whether the run has a checkpoint of its own to continue from (which replaces any starting weights)."""
+    return bool(config.run_dir and latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
 
 
 def make_weight_average(config: TrainConfig, model: keras.Model) -> WeightAverage | None:
@@ -205,7 +269,7 @@ def diagnose(config: TrainConfig) -> dict:
     warnings.first_outputs(run.model(images, training=False))
     metrics = steps.make_metrics(run.loss, with_gradients=True)
     steps.make_train_step(run.model, run.optimizer, run.loss, metrics, checks, config.clip_grad_norm,
-                          config.jit_compile)(images, labels, weights)
+                          config.jit_compile, accumulate_steps=config.accumulate_steps)(images, labels, weights)
     values = steps.read_and_reset(metrics)
     return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
             "num_classes": run.spec.num_classes, "loss": values["loss/total"],

@@ -62,29 +62,41 @@ def whole_batch_gradients(replica_gradients: list, optimizer: keras.optimizers.O
 
 
 def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
-                         gradient_snapshot=None, weight_average=None):
-    """The tf.function for one checked training step on one batch.
+                         gradient_snapshot=None, weight_average=None, accumulate_steps=1, backbone=None):
+    """The tf.function for one checked training step (one update) on one batch.
 
     `gradient_snapshot` (variables shaped like the trainable ones) receives each step's gradients;
-    `weight_average` (a WeightAverage) is moved after each update.
+    `weight_average` (a WeightAverage) is moved after each update. With `accumulate_steps` N > 1
+    the batch is N micro-batches, whose gradients are summed (each micro-batch's loss divided by
+    N, so the update is that of the whole batch's mean loss) before the one update. `backbone`
+    (a fine_tuning.BackboneOptimizer), if given, updates the backbone's variables.
     """
 
-    def update(images, labels, example_weights):
+    def micro_batch_gradients(images, labels, example_weights):
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)  # float32 even under mixed precision
             shares = loss.terms(labels, logits, variables, example_weights)
-            scaled_share = optimizer.scale_loss(loss.total(shares))
-        gradient_shares, global_norm = whole_batch_gradients(tape.gradient(scaled_share, variables), optimizer,
-                                                             clip_grad_norm)
-        optimizer.apply_gradients(zip(gradient_shares, variables))
+            scaled_share = optimizer.scale_loss(loss.total(shares) / accumulate_steps)
+        terms = {term: share * num_replicas() for term, share in shares.items()}  # This replica's batch.
+        total = loss.total(terms)
+        _update_metrics(metrics, labels, logits, terms, total)
+        return logits, total, tape.gradient(scaled_share, variables)
+
+    def update(images, labels, example_weights):
+        variables = model.trainable_variables
+        if accumulate_steps == 1:
+            logits, total, replica_gradients = micro_batch_gradients(images, labels, example_weights)
+        else:
+            logits, total, replica_gradients = accumulated(micro_batch_gradients, accumulate_steps, variables,
+                                                           images, labels, example_weights)
+        gradient_shares, global_norm = whole_batch_gradients(replica_gradients, optimizer, clip_grad_norm)
+        pairs = list(zip(gradient_shares, variables))
+        optimizer.apply_gradients(backbone.apply_own(pairs) if backbone is not None else pairs)
         if weight_average is not None:
             weight_average.update()
         for snapshot, share in zip(gradient_snapshot or (), gradient_shares):
             snapshot.assign(share * num_replicas() / optimizer.scale_loss(1.0))
-        terms = {term: share * num_replicas() for term, share in shares.items()}  # This replica's batch.
-        total = loss.total(terms)
-        _update_metrics(metrics, labels, logits, terms, total)
         metrics["gradients/global_norm"].update_state(global_norm)
         return logits, total, global_norm, gradient_shares
 
@@ -102,32 +114,58 @@ def _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm
     return checked_step
 
 
+def accumulated(micro_batch_gradients, count: int, variables, *batch):
+    """Runs `micro_batch_gradients` on each of the `count` equal slices of `batch` in turn (a
+    tf.while_loop, so one micro-batch's activations are alive at a time) -> (all logits, the mean
+    total loss, the summed gradients)."""
+    micro_batches = [tf.reshape(part, [count, -1, *part.shape[1:]]) for part in batch]
+    logits_shape = [micro_batches[0].shape[1], None]
+
+    def one_micro_batch(index, total, gradient_sums, logits):
+        micro_logits, micro_total, gradients = micro_batch_gradients(*(part[index] for part in micro_batches))
+        sums = [gradient_sum + gradient for gradient_sum, gradient in zip(gradient_sums, gradients)]
+        return index + 1, total + micro_total / count, sums, logits.write(index, micro_logits)
+
+    start = (tf.constant(0), tf.constant(0.0), [tf.zeros_like(variable) for variable in variables],
+             tf.TensorArray(tf.float32, size=count, element_shape=logits_shape))
+    _, total, gradients, logits = tf.while_loop(lambda index, *_: index < count, one_micro_batch, start)
+    stacked = logits.stack()
+    return tf.reshape(stacked, [-1, stacked.shape[-1]]), total, gradients
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
                     metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
-                    clip_grad_norm: float = 0.0, jit_compile: bool = False, weight_average=None):
+                    clip_grad_norm: float = 0.0, jit_compile: bool = False, weight_average=None,
+                    accumulate_steps: int = 1, backbone=None):
     """Returns train_step(images, labels, example_weights) -> total loss; updates weights and metrics
-    (and `weight_average`, if given).
+    (and `weight_average`, if given). With `accumulate_steps` the batch holds that many
+    micro-batches and is one update; `backbone` (a fine_tuning.BackboneOptimizer) updates the
+    backbone's variables after --unfreeze_after_epochs.
 
     With `clip_grad_norm` > 0 the gradients are scaled down to that global norm;
     the metric records the norm before clipping. The stage checks run outside
     the XLA-compiled part (XLA drops assertions) and fail as TapeloopError.
     """
     step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
-                                weight_average=weight_average)
+                                weight_average=weight_average, accumulate_steps=accumulate_steps,
+                                backbone=backbone)
     return _explaining_failures(step, checks)
 
 
 def make_train_loop(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: WeightedLoss,
                     metrics: dict[str, keras.metrics.Metric], checks: StageChecks,
                     clip_grad_norm: float = 0.0, jit_compile: bool = False, gradient_snapshot=None,
-                    weight_average=None, strategy: tf.distribute.Strategy | None = None):
+                    weight_average=None, strategy: tf.distribute.Strategy | None = None,
+                    accumulate_steps: int = 1, backbone=None):
     """Returns train_steps(iterator, count) -> the last total loss, which runs `count` train steps
     on batches from `iterator` inside one tf.function call (--steps_per_loop), saving the host
     round trip per step. `gradient_snapshot` variables, if given, keep the last step's gradients;
     `weight_average`, if given, is moved after every step. Under a `strategy` each step runs on
-    every replica (`iterator` distributed) and the loss is the mean over replicas."""
+    every replica (`iterator` distributed) and the loss is the mean over replicas. Each step is
+    one update: with `accumulate_steps`, of a batch of that many micro-batches; `backbone` as in
+    make_train_step."""
     step = _compiled_train_step(model, optimizer, loss, metrics, checks, clip_grad_norm, jit_compile,
-                                gradient_snapshot, weight_average)
+                                gradient_snapshot, weight_average, accumulate_steps, backbone)
     strategy = strategy or tf.distribute.get_strategy()
 
     def replicated_step(batch):

@@ -9,6 +9,7 @@ from trainer.errors import TapeloopError
 
 WEIGHT_FOLDERS = {"best": "best", "final": "checkpoints"}  # --init_from=RUN:<choice> -> RUN/<folder>.
 UNMATCHED_LISTED = 6
+HEAD_PATH = "head/"  # Every registered model's last layer is its `head`.
 
 
 def split_reference(value: str) -> tuple[str, str | None]:
@@ -40,13 +41,16 @@ def weights_by_path(model: keras.Model) -> dict[str, tf.Variable]:
             if tf.as_dtype(variable.dtype).is_floating}
 
 
-def copy_matching(model: keras.Model, source: keras.Model, reference: str) -> tuple[list[str], list[str]]:
-    """Assigns `source`'s value to each variable of `model` at the same path with the same shape;
+def copy_matching(model: keras.Model, source: keras.Model, reference: str,
+                  same_classes: bool = True) -> tuple[list[str], list[str]]:
+    """Assigns `source`'s value to each variable of `model` at the same path with the same shape
+    (the head's only if the two runs have the `same_classes`: a head's rows are its classes);
     returns (loaded paths, paths left as initialized, each with both shapes). Refuses a source
     that shares no kernel (vectors such as a 10-class head's bias match by accident)."""
     ours, theirs = weights_by_path(model), weights_by_path(source)
     loaded = [path for path, variable in ours.items()
-              if path in theirs and tuple(theirs[path].shape) == tuple(variable.shape)]
+              if path in theirs and tuple(theirs[path].shape) == tuple(variable.shape)
+              and (same_classes or not path.startswith(HEAD_PATH))]
     if not any(len(ours[path].shape) > 1 for path in loaded):
         raise TapeloopError(
             stage="init_from", problem=f"--init_from={reference} shares no kernel with this model",
@@ -56,8 +60,9 @@ def copy_matching(model: keras.Model, source: keras.Model, reference: str) -> tu
             fix="pass a run with the same --model_width, or leave --init_from out")
     for path in loaded:
         ours[path].assign(theirs[path])
-    kept = [f"{path} {list(variable.shape)} (" + (f"there {list(theirs[path].shape)})" if path in theirs
-                                                  else "not there)")
+    kept = [f"{path} {list(variable.shape)} (" + (
+                "the other run's classes differ)" if path.startswith(HEAD_PATH) and not same_classes
+                else f"there {list(theirs[path].shape)})" if path in theirs else "not there)")
             for path, variable in ours.items() if path not in loaded]
     return loaded, kept
 
