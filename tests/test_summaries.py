@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import read_scalars, read_texts
-from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, write_figure, write_hparams,
+from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, mosaic, write_figure, write_hparams,
                                write_histograms, write_scalars, write_search_space, write_text)
 from trainer.search_space import Parameter
 
@@ -106,6 +106,17 @@ def test_a_search_space_becomes_the_hparams_tabs_columns_with_their_domains(tmp_
         == pytest.approx((1e-4, 1e-2))
     assert [value.string_value for value in columns["optimizer"].domain_discrete.values] == ["adam", "sgd"]
     assert [metric.name.tag for metric in experiment.metric_infos] == ["results/eval_accuracy"]
+
+
+def test_the_grid_tiles_each_image_into_its_cell_under_a_caption_band():
+    images = np.random.default_rng(0).uniform(-0.5, 1.5, size=(5, 4, 6, 1))  # Out of range: clipped.
+    tiled = mosaic(images, columns=3, caption_pixels=2)
+    assert tiled.shape == (2 * (2 + 4 + 1), 3 * (6 + 1), 3)
+    for index, image in enumerate(images):
+        top, left = (index // 3) * 7 + 2, (index % 3) * 7
+        np.testing.assert_array_equal(tiled[top:top + 4, left:left + 6], np.repeat(np.clip(image, 0, 1), 3, axis=-1))
+        assert np.all(tiled[top - 2:top, left:left + 6] == 1.0)  # The caption band is white.
+    assert np.all(tiled[7 + 2:, 2 * 7:] == 1.0)  # The sixth cell is empty.
 
 
 def test_a_figure_is_logged_as_the_pixels_that_were_drawn(tmp_path):

@@ -67,16 +67,35 @@ def write_figure(writer: tf.summary.SummaryWriter, tag: str, figure, step: int) 
     writer.flush()
 
 
+CAPTION_PIXELS = 10  # Per cell, the band above each image its caption is written in (mosaic pixels).
+
+
+def mosaic(images: np.ndarray, columns: int, caption_pixels: int = CAPTION_PIXELS) -> np.ndarray:
+    """Images in [0, 1] ([N, H, W, 1 or 3]) tiled row by row into one RGB array, each cell a
+    white caption band over its image (clipped to [0, 1]), cells one pixel apart on white."""
+    count, height, width = images.shape[:3]
+    rows = max(1, -(-count // columns))
+    cell_height, cell_width = caption_pixels + height + 1, width + 1
+    tiled = np.ones((rows * cell_height, columns * cell_width, 3))
+    for index, image in enumerate(np.clip(images, 0.0, 1.0)):
+        top, left = (index // columns) * cell_height + caption_pixels, (index % columns) * cell_width
+        tiled[top:top + height, left:left + width] = image if image.shape[-1] == 3 else image[..., :1]
+    return tiled
+
+
 def labelled_grid(images: np.ndarray, captions: list[str], columns: int = 8):
-    """A figure of images in [0, 1] ([N, H, W, 1 or 3]) in a grid, each titled with its caption."""
-    rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, caption in zip(axes.flat, images, captions):
-        axis.imshow(np.clip(image.squeeze(-1) if image.shape[-1] == 1 else image, 0, 1), cmap="gray", vmin=0, vmax=1)
-        axis.set_title(caption, fontsize=7)
-    figure.tight_layout()
+    """A figure of images in [0, 1] ([N, H, W, 1 or 3]) in a grid, each titled with its caption:
+    one mosaic in one axes (32 small axes and their layout cost about a second a figure)."""
+    tiled = mosaic(images, columns)
+    rows, height, width = tiled.shape[0] // (CAPTION_PIXELS + images.shape[1] + 1), images.shape[1], images.shape[2]
+    figure = plt.figure(figsize=(columns * 1.3, rows * 1.5))
+    axis = figure.add_axes([0, 0, 1, 1])
+    axis.axis("off")
+    axis.imshow(tiled, interpolation="nearest", aspect="auto")
+    for index, caption in enumerate(captions[:len(images)]):
+        row, column = divmod(index, columns)
+        axis.text(column * (width + 1) + width / 2, row * (CAPTION_PIXELS + height + 1) + CAPTION_PIXELS / 2,
+                  caption, ha="center", va="center", fontsize=7)
     return figure
 
 
