@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from data import catalog, pipeline
 from models import applications, registry
-from tests.helpers import UNIT_RANGE_CHECKS, make_config
-from trainer import losses, loop, setup, steps
+from tests.helpers import make_config
+from trainer import loop, setup
 from trainer.checkpoints import evaluate_saved_model, export_saved_model, saved_model_probabilities
 from trainer.errors import TapeloopError
 from trainer.flags import parse_config
@@ -115,18 +115,12 @@ def test_a_backbone_trains_through_the_loop_exports_and_its_saved_model_scores_a
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_b0", "resnet50"])
-def test_the_other_backbones_train_export_and_predict_as_the_model_does(tmp_path, name):
-    config = make_config(tmp_path, f"--model={name}", "--optimizer=sgd", "--learning_rate=0.01")
-    model = setup.build_model(config, catalog.SYNTHETIC)
+def test_the_other_backbones_export_and_predict_as_the_model_does(tmp_path, name):
+    # Their training path is mobilenet_v2's above (the same TransferModel); tracing their gradients
+    # costs 20 s each, so here only what differs: their graphs through the export.
+    model = setup.build_model(make_config(tmp_path, f"--model={name}"), catalog.SYNTHETIC)
     stored = np.random.default_rng(0).integers(0, 256, (8, 28, 28)).astype(np.uint8)  # As the dataset stores them.
-    pixels, labels = tf.constant(stored[..., None] / 255.0, tf.float32), tf.range(8) % 10
-    before = model.backbone.trainable_weights[0].numpy().copy()
-    loss = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
-    train_step = steps.make_train_step(model, setup.make_optimizer(config), loss, steps.make_metrics(loss, True),
-                                       UNIT_RANGE_CHECKS)
-    for _ in range(2):
-        train_step(pixels, labels, tf.ones(8))
-    assert not np.array_equal(model.backbone.trainable_weights[0].numpy(), before)
     export_saved_model(model, catalog.SYNTHETIC, False, str(tmp_path / "saved_model"))
     np.testing.assert_allclose(saved_model_probabilities(str(tmp_path / "saved_model"), stored, 8),
-                               tf.nn.softmax(model(pixels, training=False)).numpy(), rtol=1e-4, atol=1e-5)
+                               tf.nn.softmax(model(stored[..., None] / 255.0, training=False)).numpy(),
+                               rtol=1e-4, atol=1e-5)

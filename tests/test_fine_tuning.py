@@ -87,14 +87,14 @@ def test_fine_tuning_flags_that_do_not_go_together_are_refused(tmp_path, flags, 
 
 @pytest.mark.slow
 def test_a_run_resumed_before_and_after_the_unfreeze_ends_as_an_uninterrupted_one(tmp_path, caplog):
-    flags = ("--model=cnn", "--dropout=0", "--epochs=2", "--freeze=backbone", "--unfreeze_after_epochs=1",
+    flags = ("--model=cnn", "--dropout=0", "--epochs=2", "--batch_size=128", "--freeze=backbone", "--unfreeze_after_epochs=1",
              "--optimizer=adam", "--learning_rate=0.01")
     loop.train(make_config(tmp_path / "whole", *flags))
-    for stop in (19, 33, 56):  # An epoch is 28 steps: stopped while frozen, then after the unfreeze.
+    for stop in (9, 17, 28):  # An epoch is 14 steps: stopped while frozen, then after the unfreeze.
         caplog.clear()
         caplog.set_level("INFO", logger="absl")
         assert loop.train(make_config(tmp_path / "resumed", *flags, f"--max_steps={stop}"))["steps"] == stop
-        assert ("the backbone is unfrozen" in caplog.text) == (stop != 19)
+        assert ("the backbone is unfrozen" in caplog.text) == (stop != 9)
     prefixes = ("model/", "optimizer/", "backbone_optimizer/")
     whole = checkpoint_values(tmp_path / "whole" / "checkpoints", prefixes)
     continued = checkpoint_values(tmp_path / "resumed" / "checkpoints", prefixes)
