@@ -270,10 +270,11 @@ class ServingModule(tf.Module):
         self.class_names = tf.Variable(list(spec.class_names), trainable=False)
         self.image_shape = tf.Variable(list(spec.image_shape), trainable=False)
         stored_shape = [None, *spec.stored_shape]
-        self.serve_uint8 = tf.function(self._probabilities,
-                                       input_signature=[tf.TensorSpec(stored_shape, tf.uint8, name="images")])
         self.serve_float = tf.function(self._probabilities,
                                        input_signature=[tf.TensorSpec(stored_shape, tf.float32, name="images")])
+        # uint8 images call the float function on pixels / 255: the model is traced (and saved) once.
+        self.serve_uint8 = tf.function(lambda images: self.serve_float(tf.cast(images, tf.float32) / 255.0),
+                                       input_signature=[tf.TensorSpec(stored_shape, tf.uint8, name="images")])
 
     def _probabilities(self, images):
         logits = self.model(to_model_input(images, self._spec, self._standardize), training=False)
