@@ -94,9 +94,13 @@ def test_an_idle_worker_reads_the_study_again_within_seconds_whatever_the_heartb
 def test_pruning_stops_a_bad_trial_after_its_first_evaluation_and_keeps_its_files(tmp_path):
     settings = settings_for(tmp_path, search="learning_rate=1e-2|1e-7", trials=4, prune=True)
     study, storage = opened(settings)
-    for rate in (1e-2, 1e-2, 1e-2, 1e-7):  # Three good trials, then one that cannot learn.
-        study.enqueue_trial({"learning_rate": rate})
-    assert tuning.run_worker(study, settings, storage) == 4
+    choices = optuna.distributions.CategoricalDistribution(settings.space[0].choices)
+    for _ in range(tuning.PRUNER_STARTUP_TRIALS):  # Finished good trials, as other workers record them.
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-2},
+                                                  distributions={"learning_rate": choices}, value=0.95,
+                                                  intermediate_values={1: 0.9, 2: 0.95}))
+    study.enqueue_trial({"learning_rate": 1e-7})  # Then one that cannot learn, trained here.
+    assert tuning.run_worker(study, settings, storage) == 1
     states = [trial.state.name for trial in study.get_trials()]
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     bad = study.trials[3]
