@@ -15,7 +15,9 @@ import tensorflow as tf
 
 from data.catalog import CATALOG, DatasetSpec
 from data import sources
+from data.mixing import MixSettings, mix
 from data.pixels import stored_range
+from data.randaugment import randaugment
 from data.sources import Arrays, load_sample_weights
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -26,6 +28,9 @@ LONG_TAIL_SEED = 0  # Fixed, so every run of a long-tail recipe sees the same su
 ERASED_AREA = (0.02, 0.25)  # Random erasing: the rectangle's share of the image (Zhong et al., 2017)...
 ERASED_ASPECT = (0.3, 3.3)  # ... and its height / width.
 TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # --tta=shift: one pixel each way.
+# Random streams folded into a batch's seed, apart from the --augment_* draws (which use the seed as
+# it is, as before these existed, so runs without them draw what they always drew).
+RANDAUGMENT_STREAM, MIXING_STREAM = 1, 2
 
 
 def without_autotuning() -> tf.data.Options:
@@ -111,6 +116,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     """Loads the dataset (and --sample_weights), applies --class_imbalance, splits off validation."""
     if config.augment_flip and config.dataset in CATALOG:  # Before any loading.
         refuse_flips(CATALOG[config.dataset], "--augment_flip")
+    MixSettings.from_config(config)  # Refuses settings that do not fit together, before any loading.
     spec, splits = sources.load(config)
     images, labels = splits["train"]
     sample_weights = (load_sample_weights(config.sample_weights, len(labels))
@@ -143,18 +149,23 @@ def refuse_flips(spec: DatasetSpec, flag: str) -> None:
 
 def to_model_input(images: tf.Tensor, spec: DatasetSpec, standardize: bool,
                    input_range: tuple[float, float] = (0.0, 1.0)) -> tf.Tensor:
-    """Raw images -> float32 [B, H, W, C] in [0, 1] (standardized if asked).
+    """Raw images -> float32 [B, H, W, C] in [0, 1] (standardized if asked)."""
+    pixels = to_unit_pixels(images, input_range)
+    return standardized(pixels, spec) if standardize else pixels
 
-    uint8 pixels are divided by 255; float pixels are mapped from `input_range`.
-    """
+
+def to_unit_pixels(images: tf.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> tf.Tensor:
+    """Raw images -> float32 [B, H, W, C] in [0, 1]: uint8 pixels divided by 255, float pixels
+    mapped from `input_range`."""
     images = tf.convert_to_tensor(images)
     low, high = stored_range(images.dtype.is_integer, input_range)
     images = (tf.cast(images, tf.float32) - low) / (high - low)
-    if images.shape.rank == 3:
-        images = images[..., tf.newaxis]
-    if standardize:
-        images = (images - spec.mean) / spec.std
-    return images
+    return images[..., tf.newaxis] if images.shape.rank == 3 else images
+
+
+def standardized(pixels: tf.Tensor, spec: DatasetSpec) -> tf.Tensor:
+    """[0, 1] pixels -> (pixels - dataset mean) / dataset std."""
+    return (pixels - spec.mean) / spec.std
 
 
 def to_display(images, spec: DatasetSpec, standardize: bool) -> np.ndarray:
@@ -289,17 +300,41 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     # Each slice's augmentation seed: its global step and replica, so reruns draw the same.
     global_steps = np.arange(epoch * steps + skip_batches, (epoch + 1) * steps)
     slice_seeds = global_steps[:, None] * replicas + np.arange(first_replica, first_replica + replicas_fed)
+    prepare = batch_preparation(spec, config)
+    return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
+            .map(lambda slice_seed, indices: prepare(
+                tf.stack([tf.constant(config.seed, tf.int64), slice_seed]), tf.gather(images, indices),
+                tf.gather(labels, indices), tf.gather(weights, indices)))
+            .prefetch(PREFETCH_BATCHES)
+            .with_options(without_autotuning()))
+
+
+def batch_preparation(spec: DatasetSpec, config: TrainConfig):
+    """prepare(seed, stored images, class ids, example weights) -> one training batch as the step
+    reads it: [0, 1] pixels, RandAugment, standardization, the --augment_* transforms, then MixUp
+    or CutMix (whose labels are soft targets [B, K]); every draw keyed by `seed` ([2] integers)."""
     background = model_input_range(spec, config.standardize)[0]  # A black pixel.
     mean_pixel = 0.0 if config.standardize else spec.mean
     settings = AugmentSettings.from_config(config)
+    mixing = MixSettings.from_config(config)
 
-    def gather(slice_seed, indices):
-        batch = to_model_input(tf.gather(images, indices), spec, config.standardize, config.input_range)
+    def prepare(seed, stored_images, class_ids, example_weights):
+        batch = to_unit_pixels(stored_images, config.input_range)
+        if config.randaugment_layers:
+            batch = randaugment(batch, config.randaugment_layers, config.randaugment_magnitude,
+                                tf.random.experimental.stateless_fold_in(seed, RANDAUGMENT_STREAM))
+        batch = standardized(batch, spec) if config.standardize else batch
         if settings.active:
-            batch = augment(batch, settings, tf.stack([tf.constant(config.seed, tf.int64), slice_seed]),
-                            background, mean_pixel)
-        return (batch, format_labels(tf.gather(labels, indices), spec.num_classes, config.label_format),
-                tf.gather(weights, indices))
+            batch = augment(batch, settings, seed, background, mean_pixel)
+        labels = format_labels(class_ids, spec.num_classes, config.label_format)
+        if not mixing.active:
+            return batch, labels, example_weights
+        one_hot = labels if labels.shape.rank == 2 else tf.one_hot(labels, spec.num_classes)
+        return mix(batch, one_hot, example_weights, mixing,
+                   tf.random.experimental.stateless_fold_in(seed, MIXING_STREAM))
+
+    return prepare
+
 
     return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
             .map(gather)

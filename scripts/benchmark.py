@@ -60,7 +60,7 @@ class TapeloopTrial:
 
     def __init__(self, config):
         run = setup.prepare_run(config)
-        checks = setup.make_stage_checks(config, run.spec)
+        checks = setup.make_stage_checks(config, run.spec, training=True)
         metrics = steps.make_metrics(run.loss, with_gradients=True)
         self.train_steps = steps.make_train_loop(run.model, run.optimizer, run.loss, metrics, checks,
                                                  config.clip_grad_norm, config.jit_compile,

@@ -82,6 +82,39 @@ def test_one_hot_rows_that_are_not_one_hot_are_explained():
     assert "[labels]" in message and "one-hot rows of 10 zeros and ones summing to 1" in message
 
 
+SOFT = dataclasses.replace(UNIT_RANGE_CHECKS, label_format="soft")
+
+
+def mixed_targets(share: float = 0.7) -> tf.Tensor:
+    """Each example's row mixed with the next one's, as MixUp does."""
+    one_hot = tf.one_hot(LABELS, 10)
+    return share * one_hot + (1 - share) * tf.roll(one_hot, 1, axis=0)
+
+
+def test_soft_targets_pass_the_training_label_check():
+    images, labels = SOFT.inputs(IMAGES, mixed_targets())
+    np.testing.assert_array_equal(labels, mixed_targets())
+    SOFT.inputs(IMAGES, tf.one_hot(LABELS, 10))  # An unmixed example is a one-hot row.
+
+
+@pytest.mark.parametrize("targets, found", [
+    (mixed_targets() * 0.9, "rows summing to 0.9 to 0.9"),
+    (mixed_targets(1.3), "label values from -0.3 to 1.3, rows summing to 1 to 1")])
+def test_soft_targets_that_do_not_sum_to_one_or_go_negative_are_explained(targets, found):
+    message = explained(SOFT, IMAGES, targets, "inputs")
+    assert "[labels] the batch's soft targets are not valid" in message
+    assert "non-negative shares summing to 1" in message and found in message
+
+
+def test_class_ids_or_the_wrong_width_are_refused_where_soft_targets_are_expected():
+    for labels, found in ((tf.constant(LABELS), "shape (6,) and dtype int32"),
+                          (mixed_targets()[:, :8], "shape (6, 8)")):
+        with pytest.raises(TapeloopError) as raised:
+            SOFT.inputs(IMAGES, labels)
+        message = str(raised.value)
+        assert "[labels]" in message and "[batch, 10] float rows" in message and found in message
+
+
 def test_standardized_values_pass_and_values_past_the_range_are_explained():
     standardized = StageChecks("standard", (28, 28, 1), ((0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081), 10)
     within = tf.fill((6, 28, 28, 1), (1 - 0.1307) / 0.3081)

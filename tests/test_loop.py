@@ -48,7 +48,8 @@ def test_train_writes_the_run_directory_contract(tmp_path):
     assert diagnostics_text.startswith("synthetic: train 1843, validation 205, test 512 examples")
 
 
-@pytest.mark.parametrize("extra_flags", [(), ("--augment_shift=0.1", "--augment_erase=0.5", "--ema_decay=0.9"),
+@pytest.mark.parametrize("extra_flags", [(), ("--augment_shift=0.1", "--augment_erase=0.5", "--ema_decay=0.9",
+                                              "--randaugment_layers=2", "--mixup_alpha=0.4", "--cutmix_alpha=1.0"),
                                          ("--batch_size=32", "--accumulate_steps=2")])  # Steps count updates.
 def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path, extra_flags):
     flags = ("--model=mlp", "--dropout=0", "--epochs=2", *extra_flags)

@@ -34,13 +34,14 @@ def reference_binary_cross_entropy(targets, logits):
 
 
 def reference_focal(targets, logits, gamma=2.0):
+    """-sum_c y_c (1 - p_c)^g log p_c over softmax probabilities, and its gradient in the logits."""
     probabilities = softmax(logits)
-    true_probability = (targets * probabilities).sum(axis=1, keepdims=True)
-    remaining = 1 - true_probability
-    values = -(remaining ** gamma * np.log(true_probability))[:, 0]
-    # d/dz_j of -(1 - p_t)^g log p_t = [g (1 - p_t)^(g-1) p_t log p_t - (1 - p_t)^g] (delta_tj - p_j)
-    scale = gamma * remaining ** (gamma - 1) * true_probability * np.log(true_probability) - remaining ** gamma
-    return values, scale * (targets - probabilities)
+    values = -(targets * (1 - probabilities) ** gamma * np.log(probabilities)).sum(axis=1)
+    # d/dp_c of -y_c (1 - p_c)^g log p_c, then through dp_c/dz_j = p_c (delta_cj - p_j).
+    by_probability = targets * (gamma * (1 - probabilities) ** (gamma - 1) * np.log(probabilities)
+                                - (1 - probabilities) ** gamma / probabilities)
+    through_softmax = by_probability * probabilities
+    return values, through_softmax - probabilities * through_softmax.sum(axis=1, keepdims=True)
 
 
 REFERENCES = {"cross_entropy": reference_cross_entropy, "binary_cross_entropy": reference_binary_cross_entropy,
@@ -73,14 +74,19 @@ def weightings():
 
 
 @pytest.mark.parametrize("term", sorted(REFERENCES))
-@pytest.mark.parametrize("label_format", ["sparse", "one_hot"])
+@pytest.mark.parametrize("label_format", ["sparse", "one_hot", "soft"])
 @pytest.mark.parametrize("weighting", range(3), ids=[name for name, _, _ in weightings()])
 def test_each_term_matches_its_numpy_reference_in_value_and_gradient(term, label_format, weighting):
+    """Class ids, one-hot rows and soft targets (MixUp/CutMix's mixed rows) against NumPy."""
     _, example_weights, reference_weights = weightings()[weighting]
-    logits = np.random.default_rng(0).normal(size=(6, NUM_CLASSES)).astype(np.float32) * 3
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, NUM_CLASSES)).astype(np.float32) * 3
     targets = np.eye(NUM_CLASSES, dtype=np.float32)[LABELS]
+    if label_format == "soft":  # Each row mixes its class with another's, as MixUp does.
+        share = rng.uniform(size=(6, 1)).astype(np.float32)
+        targets = share * targets + (1 - share) * targets[::-1]
     labels = LABELS.astype(np.int32) if label_format == "sparse" else targets
-    loss = losses.WeightedLoss({term: 1.0}, NUM_CLASSES, label_format=label_format)
+    loss = losses.WeightedLoss({term: 1.0}, NUM_CLASSES)
     value, gradient = term_and_gradient(loss, labels, logits, example_weights)
     expected_values, expected_gradients = REFERENCES[term](targets.astype(np.float64), logits.astype(np.float64))
     np.testing.assert_allclose(value, (reference_weights * expected_values).sum() / 6, rtol=1e-5)
@@ -162,4 +168,4 @@ def test_from_config_reads_the_loss_flags(tmp_path):
     config = make_config(tmp_path, "--loss_weights=focal=1,l2=5e-4", "--focal_gamma=1.5",
                          "--label_format=one_hot", "--label_smoothing=0.1")
     loss = losses.from_config(config, num_classes=10)
-    assert loss == losses.WeightedLoss({"focal": 1.0, "l2": 5e-4}, 10, "one_hot", 0.1, 1.5)
+    assert loss == losses.WeightedLoss({"focal": 1.0, "l2": 5e-4}, 10, 0.1, 1.5)

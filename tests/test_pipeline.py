@@ -199,6 +199,30 @@ def test_augmentation_is_a_function_of_seed_and_step_so_resumes_see_the_same_bat
     assert not np.array_equal(whole_epoch[0][0].numpy(), augmented_batches(tmp_path, *flags, epoch=2)[1][0][0])
 
 
+MIXED = ("--randaugment_layers=2", "--mixup_alpha=0.4", "--cutmix_alpha=1.0", "--augment_erase=0.5")
+
+
+def test_randaugment_and_mixing_give_soft_targets_in_range_and_resume_exactly(tmp_path):
+    config, whole_epoch = augmented_batches(tmp_path, *MIXED, epoch=1)
+    _, resumed = augmented_batches(tmp_path, *MIXED, epoch=1, skip=2)
+    for batch, resumed_batch in zip(whole_epoch[2:], resumed):
+        for part, resumed_part in zip(batch, resumed_batch):
+            np.testing.assert_array_equal(part, resumed_part)
+    low, high = pipeline.model_input_range(catalog.MNIST, config.standardize)
+    _, plain = augmented_batches(tmp_path, epoch=1)
+    for (images, targets, weights), (plain_images, labels, _) in zip(whole_epoch, plain):
+        assert targets.dtype == tf.float32 and targets.shape == (16, 10)
+        rows = targets.numpy()
+        assert rows.min() >= 0 and np.abs(rows.sum(axis=1) - 1).max() < 1e-6
+        assert (rows[np.arange(16), labels.numpy()] > 0).all()  # Every example keeps a share of its class.
+        assert (rows.max(axis=1) < 1).mean() > 0.5  # Most examples are mixed with another class.
+        np.testing.assert_allclose(weights, 1.0)  # Weights of 1 mix to 1.
+        assert images.numpy().min() >= low - 1e-5 and images.numpy().max() <= high + 1e-5
+        assert np.any(images.numpy() != plain_images.numpy(), axis=(1, 2, 3)).all()
+    _, other_seed = augmented_batches(tmp_path, *MIXED, "--seed=1", epoch=1)
+    assert not np.array_equal(whole_epoch[0][1], other_seed[0][1])
+
+
 def test_flip_mirrors_about_half_the_images_and_nothing_else(tmp_path):
     settings = pipeline.AugmentSettings(flip=True)
     images = tf.random.stateless_uniform([400, 28, 28, 1], [0, 0])

@@ -107,8 +107,7 @@ def test_4_labels_in_the_other_format_are_refused_naming_the_flag():
     batch, labels = random_batch()
     message = train_step_error(batch, tf.one_hot(labels, 10))
     assert "[labels]" in message and "--label_format=one_hot" in message
-    one_hot = dataclasses.replace(CROSS_ENTROPY, label_format="one_hot")
-    message = train_step_error(batch, labels, one_hot, dataclasses.replace(UNIT_RANGE_CHECKS, label_format="one_hot"))
+    message = train_step_error(batch, labels, checks=dataclasses.replace(UNIT_RANGE_CHECKS, label_format="one_hot"))
     assert "[labels]" in message and "--label_format=sparse" in message
 
 

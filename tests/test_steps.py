@@ -88,7 +88,7 @@ def test_eval_step_leaves_weights_alone_and_reports_per_class_figures(tmp_path):
 
 def test_one_hot_labels_train_and_evaluate_like_class_ids(tmp_path):
     config, model, images, labels = model_and_batch(tmp_path, "--optimizer=sgd")
-    one_hot_loss = losses.WeightedLoss({"cross_entropy": 1.0}, 10, label_format="one_hot")
+    one_hot_loss = losses.WeightedLoss({"cross_entropy": 1.0}, 10)
     one_hot = tf.one_hot(labels, 10)
     assert batch_loss(model, images, one_hot, one_hot_loss) == batch_loss(model, images, labels)
     metrics = steps.make_metrics(one_hot_loss, class_names=tuple("abcdefghij"))

@@ -23,6 +23,10 @@ CHECK_PREFIX = "tapeloop-check:"
 # an entry here and a call of StageChecks._assert_finite where the tensor is.
 FINITE_CHECKS = {"logits": ("model output", "the model's logits"), "loss": ("loss", "the loss"),
                  "gradients": ("gradients", "the gradients"), "variables": ("update", "the variables after the update")}
+SOFT_TARGET_TOLERANCE = 1e-5  # A row's sum may miss 1 by float32 rounding of lam + (1 - lam).
+LABEL_LAYOUTS = {"sparse": "[batch] integer class ids", "one_hot": "[batch, {classes}] one-hot rows"}
+LABEL_VALUES = {"sparse": "class ids in [0, {classes})",
+                "one_hot": "one-hot rows of {classes} zeros and ones summing to 1"}
 NAN_FIX = ("lower --learning_rate or add --warmup_steps or --clip_grad_norm=1.0; if it happens at the "
            "first step, look for NaN in the inputs; --checks=full checks every gradient and variable")
 
@@ -72,7 +76,7 @@ class StageChecks:
     image_shape: tuple[int, int, int]
     value_range: tuple[float, float]
     num_classes: int
-    label_format: str = "sparse"
+    label_format: str = "sparse"  # Or one_hot, or soft: MixUp/CutMix's training targets.
     loss_scaling: bool = False  # float16: overflowing gradients are expected; the optimizer skips them.
 
     def inputs(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -95,30 +99,45 @@ class StageChecks:
         tolerance = 1e-3 * (high - low)
         pixels = tf.stack([tf.reduce_min(images), tf.reduce_max(images)])
         pixels_fit = (pixels[0] >= low - tolerance) & (pixels[1] <= high + tolerance)
-        label_values = tf.cast(tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]), tf.float32)
-        if self.label_format == "sparse":
-            labels_fit = (label_values[0] >= 0) & (label_values[1] < self.num_classes)
-        else:
-            labels_fit = (tf.reduce_all((labels == 0.0) | (labels == 1.0))
-                          & tf.reduce_all(tf.reduce_sum(labels, axis=-1) == 1.0))
+        label_values, labels_fit = self._label_values(labels)
         # The minimum and maximum ride along in the error message, for explain() to report.
         assertions = [tf.debugging.Assert(pixels_fit, [CHECK_PREFIX + "images", pixels]),
-                      tf.debugging.Assert(labels_fit, [CHECK_PREFIX + "labels", label_values])]
+                      tf.debugging.Assert(labels_fit, [CHECK_PREFIX + "labels", label_values], summarize=4)]
         with tf.control_dependencies(assertions):
             return tf.identity(images), tf.identity(labels)
 
+    def _label_values(self, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(the labels' minimum and maximum, and for target rows the smallest and largest row sum;
+        whether the labels are valid for the declared format)."""
+        values = [tf.reduce_min(labels), tf.reduce_max(labels)]
+        if self.label_format == "sparse":
+            values = tf.cast(tf.stack(values), tf.float32)
+            return values, (values[0] >= 0) & (values[1] < self.num_classes)
+        row_sums = tf.reduce_sum(labels, axis=-1)
+        values = tf.cast(tf.stack(values + [tf.reduce_min(row_sums), tf.reduce_max(row_sums)]), tf.float32)
+        if self.label_format == "soft":
+            return values, (values[0] >= 0) & (tf.reduce_max(tf.abs(row_sums - 1.0)) <= SOFT_TARGET_TOLERANCE)
+        return values, tf.reduce_all((labels == 0.0) | (labels == 1.0)) & tf.reduce_all(row_sums == 1.0)
+
     def _check_label_format(self, labels: tf.Tensor) -> None:
-        expected = ((1, "[batch] integer class ids") if self.label_format == "sparse"
-                    else (2, f"[batch, {self.num_classes}] one-hot rows"))
         rank = labels.shape.rank
-        shape_fits = rank == expected[0] and (rank == 1 or labels.shape[-1] in (None, self.num_classes))
-        if not shape_fits or (self.label_format == "sparse") != labels.dtype.is_integer:
-            other = "one_hot" if self.label_format == "sparse" else "sparse"
+        expected_rank = 1 if self.label_format == "sparse" else 2
+        shape_fits = rank == expected_rank and (rank == 1 or labels.shape[-1] in (None, self.num_classes))
+        if shape_fits and (self.label_format == "sparse") == labels.dtype.is_integer:
+            return
+        found = f"labels of shape {labels.shape} and dtype {labels.dtype.name}"
+        if self.label_format == "soft":
             raise TapeloopError(
-                stage="labels", problem=f"the labels do not match --label_format={self.label_format}",
-                expected=expected[1], found=f"labels of shape {labels.shape} and dtype {labels.dtype.name}",
-                fix=f"pass --label_format={other} if that is how the labels are stored, or convert them "
-                    "(tf.argmax for one-hot rows, tf.one_hot for class ids)")
+                stage="labels", problem="the training labels are not the soft targets MixUp/CutMix make",
+                expected=f"[batch, {self.num_classes}] float rows of non-negative shares summing to 1",
+                found=found, fix="let data.pipeline.train_batches mix the batches (--mixup_alpha, "
+                                 "--cutmix_alpha), or mix one-hot rows of the same width yourself")
+        other = "one_hot" if self.label_format == "sparse" else "sparse"
+        raise TapeloopError(
+            stage="labels", problem=f"the labels do not match --label_format={self.label_format}",
+            expected=LABEL_LAYOUTS[self.label_format].format(classes=self.num_classes), found=found,
+            fix=f"pass --label_format={other} if that is how the labels are stored, or convert them "
+                "(tf.argmax for one-hot rows, tf.one_hot for class ids)")
 
     def outputs(self, logits: tf.Tensor) -> None:
         """Model output: [B, num_classes] finite logits."""
@@ -164,15 +183,25 @@ class StageChecks:
                 "scale the pixels as the pipeline does (data.pipeline.to_model_input): values left at "
                 "0-255, or standardized twice, are the classic cause of a model stuck at low accuracy")
         if check == "labels":
-            expected = (f"class ids in [0, {self.num_classes})" if self.label_format == "sparse"
-                        else f"one-hot rows of {self.num_classes} zeros and ones summing to 1")
-            return TapeloopError(
-                stage="labels", problem="the batch's labels are not valid for the loss", expected=expected,
-                found=f"label values from {smallest} to {largest}",
-                fix="check the number of classes (1-based labels need 1 subtracting) and --label_format")
+            return self._labels_error(smallest, largest, values)
         stage, what = FINITE_CHECKS[check]
         return TapeloopError(stage=stage, problem=f"{what} are not finite", expected="finite values",
                              found="NaN or Inf", fix=NAN_FIX)
+
+    def _labels_error(self, smallest: str, largest: str, values: list[str]) -> TapeloopError:
+        found = f"label values from {smallest} to {largest}"
+        if self.label_format != "sparse" and len(values) == 4:
+            found += f", rows summing to {float(values[2]):.6g} to {float(values[3]):.6g}"
+        if self.label_format == "soft":
+            return TapeloopError(
+                stage="labels", problem="the batch's soft targets are not valid for the loss",
+                expected=f"rows of {self.num_classes} non-negative shares summing to 1 (within "
+                         f"{SOFT_TARGET_TOLERANCE:g})", found=found,
+                fix="mix one-hot rows with weights lam and 1 - lam in [0, 1], as data.mixing.mix does")
+        return TapeloopError(
+            stage="labels", problem="the batch's labels are not valid for the loss",
+            expected=LABEL_VALUES[self.label_format].format(classes=self.num_classes), found=found,
+            fix="check the number of classes (1-based labels need 1 subtracting) and --label_format")
 
     def _batch_error(self, found: str, fix: str) -> TapeloopError:
         low, high = self.value_range

@@ -28,6 +28,12 @@ class TrainConfig:
     augment_scale: float
     augment_flip: bool
     augment_erase: float
+    randaugment_layers: int
+    randaugment_magnitude: float
+    mixup_alpha: float
+    cutmix_alpha: float
+    mixup_chance: float | None
+    cutmix_chance: float | None
     # Model
     model: str
     model_width: int

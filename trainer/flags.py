@@ -152,6 +152,24 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "for datasets whose classes a mirror can change (digits).", **fv)
     flags.DEFINE_float("augment_erase", 0.0, "Probability of random erasing (cutout): a random rectangle "
                        "of 2-25% of the image set to the mean pixel.", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_integer("randaugment_layers", 0, "RandAugment: operations applied to each training image, "
+                         "each drawn at random from rotate, shear, translate, auto-contrast, equalize, solarize, "
+                         "posterize, contrast, brightness, sharpness (and color for RGB) (0: off; the paper's N).",
+                         lower_bound=0, upper_bound=10, **fv)
+    flags.DEFINE_float("randaugment_magnitude", 9.0, "RandAugment: the strength of every operation, 0-10 (the "
+                       "paper's M; at 10: 30 degrees, shear 0.3, 45% shifts, 4-bit posterize, factors 1 +/- 0.9).",
+                       lower_bound=0.0, upper_bound=10.0, **fv)
+    flags.DEFINE_float("mixup_alpha", 0.0, "MixUp: blend each training example with another of its batch, "
+                       "images and targets, by lam ~ Beta(alpha, alpha) (0: off; 0.2-0.4 is usual).",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_float("cutmix_alpha", 0.0, "CutMix: paste a box of another example of the batch into each "
+                       "training image, targets mixed by area, lam ~ Beta(alpha, alpha) (0: off; 1.0 is usual).",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_float("mixup_chance", None, "The chance that a training example gets MixUp (default: 1, or "
+                       "0.5 with --cutmix_alpha too).", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_float("cutmix_chance", None, "The chance that a training example gets CutMix (default: 1, or "
+                       "0.5 with --mixup_alpha too); with both, the chances sum to at most 1.",
+                       lower_bound=0.0, upper_bound=1.0, **fv)
     # Model
     flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn, mlp or resnet (pre-activation, "
                         "for small images), or a name you added to models.registry.BUILDERS.", **fv)
@@ -301,7 +319,8 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
     """Checks that involve several flags; each failure names the flags and the fix."""
     for field in dataclasses.fields(TrainConfig):  # absl's bounds let inf and nan through.
         if isinstance(flag_values[field.name].parser, flags.FloatParser):
-            flags.register_validator(field.name, math.isfinite, f"--{field.name} must be a finite number",
+            flags.register_validator(field.name, lambda value: value is None or math.isfinite(value),
+                                     f"--{field.name} must be a finite number",
                                      flag_values=flag_values)
     register_run_dir_validator(flag_values)
     def step_schedule_is_complete(values):

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from data import pipeline
+from data.mixing import MixSettings
 from trainer import distribute, fine_tuning, losses, run_directory, steps
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
@@ -136,6 +137,9 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
     with inputs.strategy.scope():  # Summed over replicas when read.
         train_metrics = steps.make_metrics(inputs.loss, with_gradients=True)
     train_steps, gradient_snapshot = compile_training(config, inputs, train_metrics)
+    if MixSettings.from_config(config).active:
+        logging.info("MixUp/CutMix: training accuracy is scored against each mixed example's dominant "
+                     "label (the larger share of its target); validation and test examples are never mixed.")
     if config.class_weights != "none":
         logging.info("Class weights (before scaling to a mean example weight of 1): %s", ", ".join(
             f"{name}={weight:.3g}" for name, weight in zip(inputs.spec.class_names, inputs.class_weights)))
@@ -159,7 +163,7 @@ def compile_training(config: TrainConfig, inputs: RunInputs, train_metrics: dict
                               for variable in inputs.model.trainable_variables]
                              if config.histogram_every_steps else None)
     train_steps = steps.make_train_loop(inputs.model, inputs.optimizer, inputs.loss, train_metrics,
-                                        make_stage_checks(config, inputs.spec), config.clip_grad_norm,
+                                        make_stage_checks(config, inputs.spec, training=True), config.clip_grad_norm,
                                         config.jit_compile, gradient_snapshot, inputs.weight_average, inputs.strategy,
                                         config.accumulate_steps, inputs.backbone)
     return train_steps, gradient_snapshot

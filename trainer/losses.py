@@ -26,11 +26,10 @@ TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
 
 @dataclasses.dataclass(frozen=True)
 class WeightedLoss:
-    """The loss of a run: which terms, their weights, and the label format they read."""
+    """The loss of a run: which terms and their weights; it reads class ids or target rows."""
 
     weights: dict[str, float]
     num_classes: int
-    label_format: str = "sparse"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
 
@@ -59,11 +58,11 @@ class WeightedLoss:
         return tf.add_n([self.weights[term] * value for term, value in terms.items()])
 
     def targets(self, labels: tf.Tensor) -> tf.Tensor:
-        """Labels in the declared --label_format -> float one-hot rows [B, num_classes]."""
-        if self.label_format == "sparse":
+        """Labels -> float target rows [B, num_classes]: class ids [B] as one-hot rows, rows [B, K]
+        (one-hot, or MixUp/CutMix's soft targets) as they are."""
+        if labels.shape.rank == 1:
             return tf.one_hot(labels, self.num_classes, dtype=tf.float32)
         return tf.cast(labels, tf.float32)
-
 
     def _smoothed(self, targets):
         return targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
@@ -90,7 +89,7 @@ def l2_penalty(variables) -> tf.Tensor:
 def from_config(config: TrainConfig, num_classes: int) -> WeightedLoss:
     """The WeightedLoss that `config`'s loss flags describe."""
     return WeightedLoss(weights=dict(config.loss_weights), num_classes=num_classes,
-                        label_format=config.label_format, label_smoothing=config.label_smoothing,
+                        label_smoothing=config.label_smoothing,
                         focal_gamma=config.focal_gamma)
 
 

@@ -82,7 +82,7 @@ def seed_curve(config: TrainConfig, min_rate: float, max_rate: float, step_count
     optimizer.build(inputs.model.trainable_variables)
     metrics = steps.make_metrics(inputs.loss, with_gradients=True)  # The step updates them; the test reads its loss.
     train_step = steps.make_train_step(inputs.model, optimizer, inputs.loss, metrics,
-                                       make_stage_checks(config, inputs.spec), config.clip_grad_norm,
+                                       make_stage_checks(config, inputs.spec, training=True), config.clip_grad_norm,
                                        accumulate_steps=config.accumulate_steps)
     batches = itertools.chain.from_iterable(pipeline.train_batches(
         inputs.data.train, inputs.example_weights, inputs.spec, config, epoch) for epoch in itertools.count())

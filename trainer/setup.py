@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import logging
 
 from data import catalog, diagnostics, pipeline, sources
+from data.mixing import MixSettings
 from models import registry, size
 from trainer import fine_tuning, losses, steps, warm_start
 from trainer.averaging import WeightAverage
@@ -231,10 +232,12 @@ def make_weight_average(config: TrainConfig, model: keras.Model) -> WeightAverag
     return WeightAverage(model, config.ema_decay) if config.ema_decay else None
 
 
-def make_stage_checks(config: TrainConfig, spec: catalog.DatasetSpec) -> StageChecks:
-    """The --checks guards for batches of `spec` as the pipeline prepares them."""
+def make_stage_checks(config: TrainConfig, spec: catalog.DatasetSpec, training: bool = False) -> StageChecks:
+    """The --checks guards for batches of `spec` as the pipeline prepares them: for `training`
+    batches under MixUp/CutMix, labels are soft targets."""
+    label_format = "soft" if training and MixSettings.from_config(config).active else config.label_format
     return StageChecks(config.checks, spec.image_shape, pipeline.model_input_range(spec, config.standardize),
-                       spec.num_classes, config.label_format, loss_scaling=config.mixed_precision == "float16")
+                       spec.num_classes, label_format, loss_scaling=config.mixed_precision == "float16")
 
 
 def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.Optimizer:
@@ -262,7 +265,7 @@ def diagnose(config: TrainConfig) -> dict:
     Returns the report's lines, every warning raised, and the step's loss and gradient norm.
     """
     run = prepare_run(config)
-    checks = dataclasses.replace(make_stage_checks(config, run.spec), level="full")
+    checks = dataclasses.replace(make_stage_checks(config, run.spec, training=True), level="full")
     warnings = TrainingWarnings(run.spec.num_classes)
     images, labels, weights = next(iter(pipeline.train_batches(
         run.data.train, run.example_weights, run.spec, config, epoch=0)))
