@@ -10,9 +10,8 @@ standardization, and keep them in [0, 1]; pixels a geometric operation uncovers 
 in data.pipeline.augment.
 
 Draws come from stateless ops keyed by a [2] seed, so a batch is a pure function of its seed. Each
-layer runs the five geometric operations as one projective resampling with a matrix per image (the
-identity for images whose operation is not geometric, which leaves their pixels exact), then each
-pixel operation on the whole batch, kept only for the images that drew it.
+layer partitions the batch by the operation each image drew and runs every operation once, on its
+images only; a geometric one is a projective resampling with a matrix per image.
 """
 
 import math
@@ -54,45 +53,50 @@ def randaugment(pixels: tf.Tensor, layers: int, magnitude: float, seed: tf.Tenso
 def apply_operations(pixels: tf.Tensor, names: tuple[str, ...], chosen: tf.Tensor,
                      signed: tf.Tensor) -> tf.Tensor:
     """Image i through operation names[chosen[i]] at strength |signed[i]| (0-1), signed changes
-    (rotation, shear, translation, the enhance factors) in the direction of signed[i]'s sign."""
-    is_chosen = {name: tf.equal(chosen, index) for index, name in enumerate(names)}
-    pixels = _geometric(pixels, is_chosen, signed)
-    strength = tf.abs(signed)
-    per_image = {
-        "auto_contrast": lambda: auto_contrast(pixels),
-        "equalize": lambda: equalize(pixels),
-        "solarize": lambda: solarize(pixels, 1.0 - strength),
-        "posterize": lambda: posterize(pixels, 8 - tf.round(strength * MAX_POSTERIZE_BITS_DROPPED)),
-        "contrast": lambda: blend(tf.reduce_mean(grayscale(pixels), axis=[1, 2, 3], keepdims=True),
-                                  pixels, 1.0 + MAX_ENHANCE * signed),
-        "brightness": lambda: blend(tf.zeros_like(pixels), pixels, 1.0 + MAX_ENHANCE * signed),
-        "sharpness": lambda: blend(smoothed(pixels), pixels, 1.0 + MAX_ENHANCE * signed),
-        "color": lambda: blend(grayscale(pixels), pixels, 1.0 + MAX_ENHANCE * signed),
-    }
-    result = pixels
-    for name, operation in per_image.items():
-        if name in is_chosen:
-            result = tf.where(is_chosen[name][:, None, None, None], operation(), result)
-    return result
+    (rotation, shear, translation, the enhance factors) in the direction of signed[i]'s sign.
+
+    Each operation runs only on the images that drew it (partitioned, then stitched back)."""
+    count = len(names)
+    positions = tf.dynamic_partition(tf.range(tf.shape(pixels)[0]), chosen, count)
+    groups = zip(names, tf.dynamic_partition(pixels, chosen, count), tf.dynamic_partition(signed, chosen, count))
+    stitched = tf.dynamic_stitch(positions, [OPERATIONS[name](group, strength) for name, group, strength in groups])
+    return tf.ensure_shape(stitched, pixels.shape)
 
 
-def _geometric(pixels: tf.Tensor, is_chosen: dict[str, tf.Tensor], signed: tf.Tensor) -> tf.Tensor:
-    """Rotation, shear x/y and translation x/y about the image centre, one resampling for the batch."""
-    height, width = pixels.shape[1], pixels.shape[2]
-    one, zero = tf.ones_like(signed), tf.zeros_like(signed)
-    angle = tf.where(is_chosen["rotate"], signed * MAX_ROTATION_DEGREES * math.pi / 180.0, zero)
-    shear_x = tf.where(is_chosen["shear_x"], signed * MAX_SHEAR, zero)
-    shear_y = tf.where(is_chosen["shear_y"], signed * MAX_SHEAR, zero)
-    shift_x = tf.where(is_chosen["translate_x"], signed * MAX_TRANSLATE * width, zero)
-    shift_y = tf.where(is_chosen["translate_y"], signed * MAX_TRANSLATE * height, zero)
-    # Output pixel (x, y) reads input point L (x - c, y - c) + c - shift; L is the identity, a
-    # rotation or a shear (only one of the three is not the identity for each image).
+def rotate(pixels: tf.Tensor, signed: tf.Tensor) -> tf.Tensor:
+    angle = signed * MAX_ROTATION_DEGREES * math.pi / 180.0
     cos, sin = tf.cos(angle), tf.sin(angle)
-    l00, l01 = cos * one, -sin + shear_x
-    l10, l11 = sin + shear_y, cos * one
+    return resampled(pixels, cos, -sin, sin, cos)
+
+
+def shear_x(pixels: tf.Tensor, signed: tf.Tensor) -> tf.Tensor:
+    one, zero = tf.ones_like(signed), tf.zeros_like(signed)
+    return resampled(pixels, one, signed * MAX_SHEAR, zero, one)
+
+
+def shear_y(pixels: tf.Tensor, signed: tf.Tensor) -> tf.Tensor:
+    one, zero = tf.ones_like(signed), tf.zeros_like(signed)
+    return resampled(pixels, one, zero, signed * MAX_SHEAR, one)
+
+
+def translate_x(pixels: tf.Tensor, signed: tf.Tensor) -> tf.Tensor:
+    one, zero = tf.ones_like(signed), tf.zeros_like(signed)
+    return resampled(pixels, one, zero, zero, one, shift_x=signed * MAX_TRANSLATE * pixels.shape[2])
+
+
+def translate_y(pixels: tf.Tensor, signed: tf.Tensor) -> tf.Tensor:
+    one, zero = tf.ones_like(signed), tf.zeros_like(signed)
+    return resampled(pixels, one, zero, zero, one, shift_y=signed * MAX_TRANSLATE * pixels.shape[1])
+
+
+def resampled(pixels: tf.Tensor, l00, l01, l10, l11, shift_x=0.0, shift_y=0.0) -> tf.Tensor:
+    """Each output pixel (x, y) read bilinearly from input point L (x - c, y - c) + c - shift, with
+    c the image centre and L = [[l00, l01], [l10, l11]] (one per image); uncovered pixels black."""
+    height, width = pixels.shape[1], pixels.shape[2]
     centre_x, centre_y = (width - 1) / 2.0, (height - 1) / 2.0
     a2 = centre_x - l00 * centre_x - l01 * centre_y - shift_x
     b2 = centre_y - l10 * centre_x - l11 * centre_y - shift_y
+    zero = tf.zeros_like(l00)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=pixels, transforms=tf.stack([l00, l01, a2, l10, l11, b2, zero, zero], axis=1),
         output_shape=[height, width], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
@@ -151,9 +155,29 @@ def posterize(pixels: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
 
 def smoothed(pixels: tf.Tensor) -> tf.Tensor:
     """PIL's SMOOTH filter on each channel, the border pixels left as they are."""
-    channels = pixels.shape[-1]
+    height, width, channels = pixels.shape[1:]
     kernel = tf.constant(SMOOTHING_KERNEL) / tf.reduce_sum(SMOOTHING_KERNEL)
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-    inner = tf.nn.depthwise_conv2d(pixels, kernel, strides=[1, 1, 1, 1], padding="VALID")
-    border = tf.pad(tf.ones_like(inner), [[0, 0], [1, 1], [1, 1], [0, 0]]) > 0
-    return tf.where(border, tf.pad(inner, [[0, 0], [1, 1], [1, 1], [0, 0]]), pixels)
+    filtered = tf.nn.depthwise_conv2d(pixels, kernel, strides=[1, 1, 1, 1], padding="SAME")
+    rows, columns = tf.range(height)[:, None], tf.range(width)[None, :]
+    border = (rows == 0) | (rows == height - 1) | (columns == 0) | (columns == width - 1)
+    return tf.where(border[None, :, :, None], pixels, filtered)
+
+def enhanced(degenerate_of):
+    """An ImageEnhance-style operation: a blend with `degenerate_of(pixels)` by 1 + 0.9 signed."""
+    return lambda pixels, signed: blend(degenerate_of(pixels), pixels, 1.0 + MAX_ENHANCE * signed)
+
+
+OPERATIONS = {
+    "rotate": rotate, "shear_x": shear_x, "shear_y": shear_y, "translate_x": translate_x,
+    "translate_y": translate_y,
+    "identity": lambda pixels, signed: pixels,
+    "auto_contrast": lambda pixels, signed: auto_contrast(pixels),
+    "equalize": lambda pixels, signed: equalize(pixels),
+    "solarize": lambda pixels, signed: solarize(pixels, 1.0 - tf.abs(signed)),
+    "posterize": lambda pixels, signed: posterize(pixels, 8 - tf.round(tf.abs(signed) * MAX_POSTERIZE_BITS_DROPPED)),
+    "contrast": enhanced(lambda pixels: tf.reduce_mean(grayscale(pixels), axis=[1, 2, 3], keepdims=True)),
+    "brightness": enhanced(tf.zeros_like),
+    "sharpness": enhanced(smoothed),
+    "color": enhanced(grayscale),
+}

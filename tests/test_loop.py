@@ -49,7 +49,7 @@ def test_train_writes_the_run_directory_contract(tmp_path):
 
 
 @pytest.mark.parametrize("extra_flags", [(), ("--augment_shift=0.1", "--augment_erase=0.5", "--ema_decay=0.9",
-                                              "--randaugment_layers=2", "--mixup_alpha=0.4", "--cutmix_alpha=1.0"),
+                                              "--mixup_alpha=0.4", "--cutmix_alpha=1.0"),
                                          ("--batch_size=32", "--accumulate_steps=2")])  # Steps count updates.
 def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path, extra_flags):
     flags = ("--model=mlp", "--dropout=0", "--epochs=2", *extra_flags)
@@ -242,7 +242,7 @@ def test_a_truncated_latest_checkpoint_is_reported_and_the_one_before_resumed(tm
 
 def test_deterministic_runs_log_identical_losses(tmp_path):
     for name in ("first", "second"):
-        result = run_script("train", "--dataset=synthetic", "--model_width=8", "--epochs=1", "--log_every_steps=4",
+        result = run_script("train", "--dataset=synthetic", "--model_width=8", "--max_steps=12", "--log_every_steps=3",
                             "--deterministic", f"--run_dir={tmp_path / name}")
         assert result.returncode == 0, result.stderr
     first, second = read_scalars(tmp_path / "first" / "train"), read_scalars(tmp_path / "second" / "train")

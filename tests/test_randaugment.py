@@ -108,11 +108,6 @@ def test_each_geometric_operation_moves_a_point_where_its_formula_says(name, sig
     assert result.max() <= 255.0 + 1e-3 and result.min() >= 0.0
 
 
-def test_non_geometric_operations_pass_the_resampling_unchanged():
-    for name in ("identity", "brightness"):
-        np.testing.assert_allclose(one_operation(GRAY, name, 0.0), GRAY, atol=1e-3)
-
-
 def test_magnitude_zero_leaves_images_alone_but_for_the_operations_without_a_magnitude():
     pixels = tf.constant(RNG.uniform(size=(200, 12, 10, 3)), tf.float32)
     names = ra.operations(3)
