@@ -288,8 +288,8 @@ class TrainingWarnings:
             self._warn("overfitting", TapeloopWarning(
                 stage="eval", problem="the model is overfitting",
                 expected="validation accuracy close to training accuracy", found=found + ruled_out,
-                fix="add --dropout, augmentation or --weight_decay (with adamw), or stop earlier with "
-                    "--early_stopping_patience"))
+                fix="add --dropout, augmentation (--augment_*, --randaugment_layers, --cutmix_alpha, "
+                    "--mixup_alpha) or --weight_decay (with adamw), or stop earlier with --early_stopping_patience"))
 
 
 def check_unaugmented(batches, stored_images: np.ndarray, preprocess) -> None:

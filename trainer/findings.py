@@ -102,8 +102,9 @@ def overfitting(curves: Curves) -> Finding | None:
         evidence=f"{loss_story}, and training accuracy ({train_accuracy:.4f}) is {gap * 100:.1f} points above "
                  f"validation ({curves.eval_accuracy[-1]:.4f})",
         suggestion="regularize: --augment_shift=0.1 --augment_rotation=10 (--augment_flip for classes a mirror "
-                   "keeps), --dropout=0.5, --optimizer=adamw --weight_decay=5e-4; or keep the best epoch with "
-                   "--early_stopping_patience=3; more training data helps most")
+                   "keeps), stronger augmentation (--randaugment_layers=2, --cutmix_alpha=1.0 or "
+                   "--mixup_alpha=0.2), --dropout=0.5, --optimizer=adamw --weight_decay=5e-4; or keep the best "
+                   "epoch with --early_stopping_patience=3; more training data helps most")
 
 
 def underfitting(curves: Curves) -> Finding | None:
@@ -122,7 +123,7 @@ def underfitting(curves: Curves) -> Finding | None:
                  + ("has stopped falling" if flat else "is still high"),
         suggestion="the model does not fit its own training data: check --learning_rate first (see the learning "
                    "rate findings), then a larger model (--model=cnn, --model_width, --model_depth) and less "
-                   "regularization (--dropout, --weight_decay, augmentation)")
+                   "regularization (--dropout, --weight_decay, augmentation and mixing)")
 
 
 def learning_rate_low(curves: Curves) -> Finding | None:
