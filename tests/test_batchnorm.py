@@ -62,6 +62,25 @@ def test_kept_puts_the_moving_statistics_back(tmp_path):
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+def test_estimating_leaves_the_dropout_stream_that_training_continues_with_alone(tmp_path):
+    # A diagnosis (the gap check's re-estimate) must not change the run it diagnoses.
+    config = make_config(tmp_path, "--batch_size=4")
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    model = cnn.build((28, 28, 1), 10, width=4, depth=1, dropout=0.5)
+    batch = np.random.default_rng(1).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    model(batch)
+    state = [variable for variable in model.non_trainable_variables if "seed_generator" in variable.path]
+    assert state, "the test needs the model's dropout seed state"
+    before = [keras.ops.convert_to_numpy(variable) for variable in state]
+    without_estimate = keras.ops.convert_to_numpy(model(batch, training=True))
+    for variable, value in zip(state, before):
+        variable.assign(value)
+    estimator = StatisticsEstimator(model, (images, np.arange(12) % 10), catalog.SYNTHETIC, config)
+    with estimator.kept():
+        estimator.estimate(count=3)
+    np.testing.assert_array_equal(model(batch, training=True), without_estimate)
+
+
 def test_the_batches_are_drawn_by_seed_without_replacement_and_never_augmented(tmp_path):
     images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 28, 28, 1), np.uint8)
     train = (images, np.zeros(40))

@@ -40,6 +40,7 @@ class StatisticsEstimator:
 
     def __init__(self, model: keras.Model, train: Arrays, spec: catalog.DatasetSpec, config: TrainConfig):
         self.layers = batch_norm_layers(model)
+        self._model = model
         self._forward = tf.function(lambda images: model(images, training=True))
         self._train, self._spec, self._config = train, spec, config
         self._batches = {}
@@ -60,7 +61,7 @@ class StatisticsEstimator:
             return
         batches = self.batches(count)
         sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in self.layers]
-        with self._momentum(0.0):
+        with self._momentum(0.0), self._other_state_kept():
             for images in batches:
                 self._forward(images)
                 for (mean_sum, variance_sum), layer in zip(sums, self.layers):
@@ -80,6 +81,20 @@ class StatisticsEstimator:
             for (mean, variance), layer in zip(saved, self.layers):
                 layer.moving_mean.assign(mean)
                 layer.moving_variance.assign(variance)
+
+    @contextlib.contextmanager
+    def _other_state_kept(self):
+        """The model's other non-trainable variables (dropout's seed generators) as they were before
+        the block: its forward passes in training mode draw dropout masks, which would otherwise move
+        the random stream training continues with, so that a diagnosis changed the run it diagnosed."""
+        statistics = {id(variable) for layer in self.layers for variable in (layer.moving_mean, layer.moving_variance)}
+        others = [variable for variable in self._model.non_trainable_variables if id(variable) not in statistics]
+        saved = [keras.ops.convert_to_numpy(variable) for variable in others]
+        try:
+            yield
+        finally:
+            for value, variable in zip(saved, others):
+                variable.assign(value)
 
     @contextlib.contextmanager
     def _momentum(self, momentum: float):
