@@ -283,7 +283,7 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
                   epoch: int, skip_batches: int = 0, replica_shard: tuple[int, int, int] = (0, 1, 1)
                   ) -> tf.data.Dataset:
     """The epoch's shuffled full batches of (images, labels, example weights), after `skip_batches`,
-    augmented per the --augment_* flags. A batch is one update's examples: with
+    each prepared by `batch_preparation` (augmentation and mixing, as the flags ask). A batch is one update's examples: with
     --accumulate_steps N, N micro-batches of --batch_size (the train step splits it).
 
     Under tf.distribute, `replica_shard` is (first replica, replicas fed, replicas in all): every
@@ -334,12 +334,6 @@ def batch_preparation(spec: DatasetSpec, config: TrainConfig):
                    tf.random.experimental.stateless_fold_in(seed, MIXING_STREAM))
 
     return prepare
-
-
-    return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
-            .map(gather)
-            .prefetch(PREFETCH_BATCHES)
-            .with_options(without_autotuning()))
 
 
 def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig, batch_size: int | None = None

@@ -26,14 +26,12 @@ MAX_ENHANCE = 0.9  # contrast, brightness, sharpness and color: a factor of 1 +/
 MAX_POSTERIZE_BITS_DROPPED = 4
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L").
 SMOOTHING_KERNEL = ((1.0, 1.0, 1.0), (1.0, 5.0, 1.0), (1.0, 1.0, 1.0))  # PIL's SMOOTH, sharpness' blur.
-GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-PIXEL = ("identity", "auto_contrast", "equalize", "solarize", "posterize", "contrast", "brightness",
-         "sharpness", "color")
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")  # The first OPERATIONS.
 
 
 def operations(channels: int) -> tuple[str, ...]:
     """The operations RandAugment draws from for images of `channels` channels."""
-    return tuple(name for name in GEOMETRIC + PIXEL if channels == 3 or name != "color")
+    return tuple(name for name in OPERATIONS if channels == 3 or name != "color")
 
 
 def randaugment(pixels: tf.Tensor, layers: int, magnitude: float, seed: tf.Tensor) -> tf.Tensor:
