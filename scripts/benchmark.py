@@ -194,6 +194,7 @@ def main(argv):
         "device": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
+        "precision": setup.run_precision(config).record(),
         "setup": {"dataset": config.dataset, "model": config.model, "model_width": config.model_width,
                   "batch_size": config.batch_size, "optimizer": config.optimizer,
                   "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
@@ -226,7 +227,7 @@ def main(argv):
 def print_table(results: dict) -> None:
     setup = results["setup"]
     print(f"\n{setup['dataset']}, {setup['model']} width {setup['model_width']}, batch {setup['batch_size']}, "
-          f"{setup['optimizer']}, precision {setup['mixed_precision']}, jit {setup['jit_compile']}, "
+          f"{setup['optimizer']}, precision {results['precision']['reason']}, jit {setup['jit_compile']}, "
           f"steps_per_loop {setup['steps_per_loop']}; TensorFlow {results['tensorflow']}, "
           f"{results['cpu_count']} CPUs, {results['gpus']} GPUs; median of {setup['repeats']} rounds")
     print(f"{'':40s} {'examples/s':>12s}")

@@ -36,6 +36,8 @@ def test_train_writes_the_run_directory_contract(tmp_path):
     assert results["test"]["accuracy"] >= 0.99 and results["eval"]["accuracy"] >= 0.99  # Nearly separable.
     assert results["weights"].startswith(str(run_dir / "best"))
     assert results["wall_seconds"] > 0 and results["examples_per_sec"] > 0
+    assert results["precision"]["requested"] == results["precision"]["computed_in"] == "none"
+    assert {"reason", "cpu_vendor", "onednn_isa", "cpu_native_bfloat16"} <= set(results["precision"])
     conv = 2 * 9 * (1 * 8 * 28 * 28 + 8 * 8 * 28 * 28 + 8 * 16 * 14 * 14 + 16 * 16 * 14 * 14)  # Width 8, 2 stages.
     assert results["parameters"] == 9 * (8 + 64 + 128 + 256) + 2 * (8 + 8 + 16 + 16) + 7 * 7 * 16 * 10 + 10
     assert conv < results["forward_flops_per_example"] < 1.05 * conv + 2 * 7 * 7 * 16 * 10 + 10
@@ -206,6 +208,7 @@ def test_steps_per_loop_trains_the_same_weights_and_logs_at_loop_boundaries(tmp_
 def test_mixed_precision_trains_with_float32_variables_and_exports(tmp_path, precision, model):
     results = loop.train(make_config(tmp_path, f"--mixed_precision={precision}", *model, "--epochs=2"))
     assert results["test"]["accuracy"] >= 0.99
+    assert results["precision"]["computed_in"] == precision
     reader = tf.train.load_checkpoint(results["weights"])
     kernels = [name for name, _ in tf.train.list_variables(results["weights"]) if name.startswith("model/")
                and "kernel" in name and "OPTIMIZER_SLOT" not in name]

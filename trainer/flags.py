@@ -271,9 +271,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "slower on GPUs.", **fv)
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (2.4x slower for the cnn on the "
                          "2-core CPU tapeloop is developed on; try it on GPUs).", **fv)
-    flags.DEFINE_enum("mixed_precision", "none", ("none", "bfloat16", "float16"), "Compute in 16-bit floats "
-                      "with float32 variables, logits and loss; float16 adds dynamic loss scaling. bfloat16 "
-                      "needs hardware support (recent GPUs, CPUs with AMX or AVX512-BF16).", **fv)
+    flags.DEFINE_enum("mixed_precision", "auto", ("auto", "none", "bfloat16", "float16"), "Compute in 16-bit "
+                      "floats with float32 variables, logits and loss; float16 adds dynamic loss scaling. auto: "
+                      "bfloat16 where the hardware runs it natively (CPUs with AVX512_BF16 or AMX, as oneDNN "
+                      "sees them under ONEDNN_MAX_CPU_ISA; GPUs of compute capability 8.0+; TPUs), float32 "
+                      "(none) elsewhere; the run logs its choice and results.json records it. bfloat16 on other "
+                      "hardware is emulated, several times slower than float32.", **fv)
     flags.DEFINE_float("ema_decay", 0.0, "Keep an exponential moving average of the weights with this "
                        "decay (e.g. 0.999) and use it for evaluation, best/ and the export (0: off).",
                        lower_bound=0.0, upper_bound=0.99999, **fv)

@@ -232,7 +232,7 @@ def log_training(parts: RunParts, epoch: int, step: int) -> None:
     scalars["perf/examples_per_sec"] = interval_steps * pipeline.update_batch_size(parts.config) / seconds
     scalars["learning_rate"] = current_learning_rate(parts.inputs.optimizer)
     parts.summaries.training(scalars, step)
-    parts.progress.log_interval(epoch, step, scalars)
+    parts.progress.log_interval(epoch, step, scalars, steps_per_second=interval_steps / seconds)
     parts.divergence.check(step, scalars["loss/total"], scalars["learning_rate"])
     if step == parts.inputs.steps_per_epoch:
         parts.warnings.end_of_first_epoch(parts.divergence.first_loss, scalars["loss/total"])
@@ -343,6 +343,7 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
         "wall_seconds": parts.checkpoints.elapsed_seconds(),
         "training_seconds": training_seconds,
         "examples_per_sec": step * pipeline.update_batch_size(config) / training_seconds,
+        "precision": inputs.precision.record(),
     }
     parts.summaries.results(results, step)
     parts.summaries.close()

@@ -12,7 +12,7 @@ from absl import logging
 from data import catalog, diagnostics, pipeline, sources
 from data.mixing import MixSettings
 from models import registry, size
-from trainer import fine_tuning, losses, steps, warm_start
+from trainer import fine_tuning, losses, precision, steps, warm_start
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
@@ -44,6 +44,7 @@ class RunInputs:
     weight_average: WeightAverage | None  # --ema_decay
     strategy: tf.distribute.Strategy
     model_size: dict  # "parameters" and "forward_flops_per_example" (models/size.py).
+    precision: precision.Precision  # What --mixed_precision computes in on this machine, and why.
 
 
 def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> RunInputs:
@@ -65,6 +66,10 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         total_steps = min(total_steps, config.max_steps)
     class_weights = losses.class_weights(config.class_weights, data.train[1], data.spec.num_classes)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
+    compute_precision = run_precision(config)
+    logging.info("Precision: %s.", compute_precision.reason)
+    if compute_precision.emulation_warning():
+        logging.warning(compute_precision.emulation_warning().paragraph())
     with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
         model = build_model(config, data.spec, pretrained=not resuming(config))
         warm_start_model(config, model, data.spec)  # Before the weight average copies the initial weights.
@@ -84,7 +89,12 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
         model=model, learning_rate=learning_rate, optimizer=optimizer, backbone=backbone,
         weight_average=weight_average,
-        strategy=strategy, model_size=model_size)
+        strategy=strategy, model_size=model_size, precision=compute_precision)
+
+
+def run_precision(config: TrainConfig) -> precision.Precision:
+    """--mixed_precision on this machine (auto: bfloat16 where the hardware runs it natively)."""
+    return precision.for_run(config.mixed_precision, config.strategy)
 
 
 def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) -> int:
@@ -116,7 +126,7 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
 
 
 def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool = True) -> keras.Model:
-    """The registry's --model for `spec`, computing in the --mixed_precision dtype (variables float32),
+    """The registry's --model for `spec`, computing in the run's precision (variables float32),
     with its --pretrained weights unless not `pretrained` (a caller about to restore a checkpoint)."""
     if config.model not in registry.BUILDERS:
         raise TapeloopError(
@@ -140,7 +150,7 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool
             fix=f"lower --model_depth to {max(1, min(height, width).bit_length() - 1)} or less, or bring the "
                 f"images to {smallest} pixels or more (--image_size for image folders)")
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[config.mixed_precision])
+    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[run_precision(config).setting])
     try:  # Layers take the policy when they are created; restoring it keeps other models float32.
         return registry.build_model(config.model, spec.image_shape, spec.num_classes,
                                     **model_settings(config, pretrained))
