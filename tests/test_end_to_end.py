@@ -1,6 +1,7 @@
-"""Real MNIST through the scripts: train, kill -9, resume, evaluate three ways."""
+"""Real data through the scripts: the quick start; train, kill -9, resume, evaluate three ways."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,23 @@ import tensorflow as tf
 from tests.helpers import REPO, run_script
 
 pytestmark = pytest.mark.slow
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it).
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR), reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_quick_start_gives_its_precision_and_time_estimate_first_and_names_the_full_recipe_last(tmp_path):
+    result = subprocess.run(["bash", str(REPO / "scripts" / "quickstart.sh"), "--max_steps=24", "--log_every_steps=8",
+                             "--progress=log"], env={**os.environ, "RUN_DIR": str(tmp_path / "run")},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = result.stderr
+    assert "Precision: auto chose " in log
+    assert log.index("Precision: auto chose ") < log.index("Time estimate: the remaining 7 of 24 steps") < log.index(
+        "Test accuracy")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["precision"]["requested"] == "auto"
+    assert result.stdout.splitlines()[-2:] == [
+        "Next, the full recipe (about 94% test accuracy; about 8x the training time of this one):",
+        "  .venv/bin/python scripts/train.py --flagfile=configs/fashion_mnist.flags --run_dir=runs/fashion_mnist"]
 
 
 def checkpointed_step(run_dir) -> int:

@@ -4,6 +4,7 @@ import pytest
 
 from tests.helpers import make_config
 from trainer import precision, setup
+from trainer.errors import TapeloopError
 
 AVX2_EPYC = ("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_1 sse4_2 avx f16c fma avx2 bmi2 sha_ni\n"
              "vendor_id\t: AuthenticAMD\n")
@@ -112,3 +113,25 @@ def test_a_run_that_asks_for_emulated_bfloat16_warns_once_before_training(tmp_pa
     run = setup.prepare_run(make_config(tmp_path, "--mixed_precision=bfloat16", "--model=mlp"))
     assert run.model.dtype_policy.name == "mixed_bfloat16"
     assert caplog.text.count("tapeloop: warning: [precision] bfloat16 is emulated") == 1
+
+
+def test_a_cap_below_bfloat16_on_a_cpu_with_it_is_named_in_the_reason():
+    held = kind(AVX512_EPYC, ONEDNN_MAX_CPU_ISA="AVX2")
+    assert held.held_below_bfloat16 and not kind(AVX512_EPYC).held_below_bfloat16
+    assert not kind(AVX2_EPYC, ONEDNN_MAX_CPU_ISA="AVX2").held_below_bfloat16
+    assert precision.choose("auto", held, [], False).reason == (
+        "auto chose float32 (AuthenticAMD CPU, oneDNN level avx2 (held by ONEDNN_MAX_CPU_ISA=AVX2): bfloat16 emulated)")
+
+
+def test_explicit_bfloat16_with_onednn_held_below_it_is_refused_with_the_paragraph():
+    # TensorFlow would hand bfloat16 to oneDNN by the CPU's flags, and oneDNN would fail the first convolution.
+    with pytest.raises(TapeloopError) as refused:
+        precision.choose("bfloat16", kind(AVX512_EPYC, ONEDNN_MAX_CPU_ISA="AVX2"), [], False)
+    assert refused.value.paragraph() == (
+        "tapeloop: error: [precision] --mixed_precision=bfloat16 cannot run with oneDNN held below its bfloat16 "
+        "level: TensorFlow hands bfloat16 to oneDNN because this CPU has AVX512_BF16, and oneDNN then has no "
+        "bfloat16 kernel. Expected ONEDNN_MAX_CPU_ISA unset or at AVX512_CORE_BF16 or above; found AuthenticAMD "
+        "CPU, oneDNN level avx2 (held by ONEDNN_MAX_CPU_ISA=AVX2). Fix: unset ONEDNN_MAX_CPU_ISA, or use "
+        "--mixed_precision=auto (float32 under this hold) or none")
+    assert precision.choose("bfloat16", kind(AVX512_EPYC, ONEDNN_MAX_CPU_ISA="AVX2"), [(8, 0)], False).setting == (
+        "bfloat16")  # A GPU computes it.

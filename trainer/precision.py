@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from trainer.errors import TapeloopWarning
+from trainer.errors import TapeloopError, TapeloopWarning
 
 # oneDNN's levels (dnnl_cpu_isa_t): a level's bit mask contains the masks of the levels it extends,
 # and ONEDNN_MAX_CPU_ISA allows a level only if its mask lies within the cap's.
@@ -44,6 +44,8 @@ class CpuKind:
     vendor: str
     onednn_isa: str  # "" where no x86 level applies (another architecture).
     onednn_enabled: bool  # TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and bfloat16 with it.
+    onednn_cap: str = ""  # ONEDNN_MAX_CPU_ISA as set, if it is.
+    held_below_bfloat16: bool = False  # AVX512_BF16 in the flags, but ONEDNN_MAX_CPU_ISA below its level.
 
     @property
     def native_bfloat16(self) -> bool:
@@ -53,7 +55,8 @@ class CpuKind:
 
     def describe(self) -> str:
         level = self.onednn_isa or f"no x86 level ({platform.machine()})"
-        return f"{self.vendor} CPU, oneDNN level {level}" + ("" if self.onednn_enabled else ", oneDNN off")
+        held = f" (held by ONEDNN_MAX_CPU_ISA={self.onednn_cap})" if self.onednn_cap else ""
+        return f"{self.vendor} CPU, oneDNN level {level}{held}" + ("" if self.onednn_enabled else ", oneDNN off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +107,11 @@ def cpu_kind_from(cpuinfo: str, environ: dict) -> CpuKind:
         fields.setdefault(key.strip(), value.strip())
     cpu_flags = set(fields.get("flags", "").split())
     enabled = environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
-    return CpuKind(vendor=fields.get("vendor_id", platform.machine() or "unknown"),
-                   onednn_isa=onednn_isa(cpu_flags, environ.get("ONEDNN_MAX_CPU_ISA")), onednn_enabled=enabled)
+    vendor = fields.get("vendor_id", platform.machine() or "unknown")
+    cap = environ.get("ONEDNN_MAX_CPU_ISA", "").strip()
+    held = CpuKind(vendor, onednn_isa(cpu_flags, cap), enabled, cap)
+    unheld = CpuKind(vendor, onednn_isa(cpu_flags, None), enabled)
+    return dataclasses.replace(held, held_below_bfloat16=unheld.native_bfloat16 and not held.native_bfloat16)
 
 
 @functools.cache
@@ -136,11 +142,24 @@ def choose(requested: str, cpu: CpuKind, gpus: list[tuple[int, int]], tpu: bool)
     else:
         native, device = cpu.native_bfloat16, cpu.describe()
     hardware = f"{device}: bfloat16 {'native' if native else 'emulated'}"
+    if requested == "bfloat16" and not (tpu or gpus) and cpu.held_below_bfloat16:
+        raise held_below_bfloat16_error(cpu)
     if requested != "auto":
         return Precision(requested, requested, f"--mixed_precision={requested} ({hardware})",
                          emulated_bfloat16=requested == "bfloat16" and not native, cpu=cpu)
     return Precision(requested, "bfloat16" if native else "none", f"auto chose {'bfloat16' if native else 'float32'} "
                      f"({hardware})", emulated_bfloat16=False, cpu=cpu)
+
+
+def held_below_bfloat16_error(cpu: CpuKind) -> TapeloopError:
+    """TensorFlow sends bfloat16 to oneDNN by the CPU's own flags; a cap below AVX512_BF16 leaves oneDNN no
+    bfloat16 kernels, and the first convolution would fail (a CPU that lacks the flags emulates it instead)."""
+    return TapeloopError(
+        stage="precision", problem="--mixed_precision=bfloat16 cannot run with oneDNN held below its bfloat16 "
+        "level: TensorFlow hands bfloat16 to oneDNN because this CPU has AVX512_BF16, and oneDNN then has no "
+        "bfloat16 kernel", expected=f"ONEDNN_MAX_CPU_ISA unset or at {NATIVE_BFLOAT16_LEVEL.upper()} or above",
+        found=cpu.describe(),
+        fix="unset ONEDNN_MAX_CPU_ISA, or use --mixed_precision=auto (float32 under this hold) or none")
 
 
 def for_run(requested: str, strategy_name: str) -> Precision:
