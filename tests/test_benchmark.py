@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.helpers import run_script
+from trainer import precision
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
@@ -27,3 +28,6 @@ def test_benchmark_reports_ratios_of_its_own_measurements(tmp_path):
     assert results["pipeline_headroom"] == pytest.approx(results["pipeline_examples_per_sec"] / standard)
     assert results["setup"]["batch_size"] == 32 and results["peak_rss_mb"] > 0
     assert "speedup_vs_keras_fit" in result.stdout and "time_to_99_ratio" not in results
+    expected_precision = precision.for_run("auto", "default")
+    assert results["precision"] == expected_precision.record()  # The choice, with this CPU's vendor and level.
+    assert f"precision {expected_precision.reason}" in result.stdout
