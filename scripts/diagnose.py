@@ -18,7 +18,8 @@ import math
 
 from absl import flags
 
-from trainer import run_diagnosis, setup
+from diagnosis import report
+from trainer import setup
 from trainer.flags import config_from_flags, define_flags
 
 define_flags()
@@ -32,9 +33,9 @@ FLAGS = flags.FLAGS
 
 def diagnose_run() -> None:
     cli.check_output_path(FLAGS.output)
-    diagnosis = run_diagnosis.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
+    diagnosis = report.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
                                            FLAGS.label_issues)
-    folder = run_diagnosis.write_to_tensorboard(FLAGS.run_dir, diagnosis)
+    folder = report.write_to_tensorboard(FLAGS.run_dir, diagnosis)
     if FLAGS.output == "-":
         cli.write_json("-", diagnosis.as_json())
         return

@@ -14,7 +14,8 @@ import keras
 from absl import flags
 
 from data import pipeline, sources
-from trainer import calibration, losses, steps
+from diagnosis import calibration
+from trainer import losses, steps
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import final_weights_dir, probability_scores, restore_model_weights, saved_model_probabilities
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split

@@ -15,7 +15,8 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from trainer import lr_range_test, run_directory, summaries
+from trainer import run_directory, summaries
+from tuning import lr_range_test
 from trainer.flags import config_from_flags, define_flags
 
 define_flags()

@@ -19,10 +19,11 @@ import sys
 import optuna
 from absl import flags, logging
 
-from trainer import run_directory, study_report, summaries, tuning
+from trainer import run_directory
 from trainer.errors import TapeloopError
 from trainer.flags import EVAL_METRICS, config_from_flags, define_flags, parse_config, serialize_config
-from trainer.search_space import SearchSpaceParser, as_argument
+from tuning import studies, study_report
+from tuning.search_space import SearchSpaceParser, as_argument, write_search_space
 
 define_flags()
 flags.DEFINE(SearchSpaceParser(flags.FLAGS), "search", None, "The space searched: comma-separated flag=range "
@@ -40,7 +41,7 @@ flags.DEFINE_integer("workers", 1, "Worker processes on this machine, each runni
 flags.DEFINE_enum("metric", "accuracy", EVAL_METRICS, "The validation metric the search optimizes (also "
                   "the trials' --early_stopping_metric).")
 flags.DEFINE_boolean("prune", False, "Stop a trial after an epoch whose validation metric is behind the "
-                     f"median of earlier trials at that epoch (once {tuning.PRUNER_STARTUP_TRIALS} have finished).")
+                     f"median of earlier trials at that epoch (once {studies.PRUNER_STARTUP_TRIALS} have finished).")
 flags.DEFINE_boolean("summary", False, "Print the study's summary and exit, without running trials.")
 flags.DEFINE_integer("heartbeat_seconds", 60, "Seconds between a running trial's heartbeats; a trial silent "
                      "for twice as long is taken for dead and re-queued.", lower_bound=1)
@@ -52,21 +53,21 @@ FLAGS = flags.FLAGS
 WORKER_ENV = "TAPELOOP_TUNE_WORKER"  # Set for the worker processes that --workers starts.
 
 
-def study_settings() -> tuning.StudySettings:
+def study_settings() -> studies.StudySettings:
     folder = FLAGS.study_dir or os.path.join("runs", FLAGS.study)
-    return tuning.StudySettings(
-        name=FLAGS.study, folder=folder, storage_url=FLAGS.storage or tuning.default_storage_url(folder),
+    return studies.StudySettings(
+        name=FLAGS.study, folder=folder, storage_url=FLAGS.storage or studies.default_storage_url(folder),
         space=FLAGS.search or (), trials=FLAGS.trials, metric=FLAGS.metric, prune=FLAGS.prune,
         heartbeat_seconds=FLAGS.heartbeat_seconds)
 
 
-def write_base_flags(settings: tuning.StudySettings) -> None:
+def write_base_flags(settings: studies.StudySettings) -> None:
     """STUDY/base.flags: every train.py flag the trials share; says which changed on a rerun."""
     config = dataclasses.replace(config_from_flags(), run_dir=None)
     run_directory.write_flags_file(config, settings.folder, os.path.basename(settings.base_flags))
 
 
-def check_corners(settings: tuning.StudySettings) -> None:
+def check_corners(settings: studies.StudySettings) -> None:
     """Refuses, before any trial, a value of the space that train.py's flags would refuse with the
     fixed flags (e.g. --min_learning_rate above the lowest searched --learning_rate)."""
     for parameter in settings.space:
@@ -101,25 +102,25 @@ def main(argv):
     settings = study_settings()
     os.makedirs(settings.folder, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = tuning.open_storage(settings)
+    storage = studies.open_storage(settings)
     if not settings.space:  # --summary alone: the study's own space and metric.
-        settings = tuning.stored_settings(settings, storage, FLAGS)
-    study = tuning.open_study(settings, storage)
+        settings = studies.stored_settings(settings, storage, FLAGS)
+    study = studies.open_study(settings, storage)
     if not FLAGS.summary:
         if WORKER_ENV in os.environ:
-            ran = tuning.run_worker(study, settings, storage)
+            ran = studies.run_worker(study, settings, storage)
             print(f"worker {os.environ[WORKER_ENV]} ran {ran} trials")
             return
         write_base_flags(settings)
         check_corners(settings)
-        summaries.write_search_space(settings.folder, settings.space, tuple(
+        write_search_space(settings.folder, settings.space, tuple(
             f"results/eval_{metric}" for metric in EVAL_METRICS))
         if FLAGS.workers > 1:
             run_workers(FLAGS.workers)
         else:
-            tuning.run_worker(study, settings, storage)
+            studies.run_worker(study, settings, storage)
     logging.info("Summary in %s/trials.md and trials.csv.", settings.folder)
-    print(study_report.write_summary(study, settings, complete=tuning.is_done(study, settings)))
+    print(study_report.write_summary(study, settings, complete=studies.is_done(study, settings)))
 
 
 if __name__ == "__main__":

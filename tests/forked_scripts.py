@@ -27,7 +27,8 @@ def serve(requests, replies: int) -> None:
     import keras  # noqa: F401  (imported here so that the children need not)
     import tensorflow  # noqa: F401
 
-    from trainer import checkpoints, cli, evaluation, flags, loop, run_diagnosis, setup  # noqa: F401
+    from diagnosis import report  # noqa: F401
+    from trainer import checkpoints, cli, evaluation, flags, loop, setup  # noqa: F401
     for line in requests:
         request = json.loads(line)
         child = os.fork()

@@ -23,9 +23,10 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def project_imports(package: str) -> dict[str, set[str]]:
-    """File -> the trainer/ modules it imports, for every file of `package`."""
-    return {str(path.relative_to(REPO)): {name for name in imported_modules(path) if name.startswith("trainer")}
+def project_imports(package: str, imported: str = "trainer") -> dict[str, set[str]]:
+    """File -> the modules of package `imported` it imports, for every file of `package`."""
+    return {str(path.relative_to(REPO)): {name for name in imported_modules(path)
+                                          if name == imported or name.startswith(f"{imported}.")}
             for path in sorted((REPO / package).glob("*.py"))}
 
 
@@ -39,7 +40,18 @@ def test_data_imports_only_config_and_errors_from_trainer():
     assert {path: names - allowed for path, names in project_imports("data").items() if names - allowed} == {}
 
 
-@pytest.mark.parametrize("package", ["trainer", "data", "models", "scripts"])
+@pytest.mark.parametrize("imported", ["diagnosis", "tuning"])
+@pytest.mark.parametrize("package", ["trainer", "data", "models"])
+def test_one_run_and_its_inputs_import_neither_the_diagnosis_nor_the_search(package, imported):
+    assert {path: names for path, names in project_imports(package, imported).items() if names} == {}
+
+
+@pytest.mark.parametrize("package", ["trainer", "data", "models", "diagnosis", "tuning", "tests"])
+def test_nothing_imports_the_scripts(package):
+    assert {path: names for path, names in project_imports(package, "scripts").items() if names} == {}
+
+
+@pytest.mark.parametrize("package", ["trainer", "data", "models", "diagnosis", "tuning", "scripts"])
 def test_no_function_is_longer_than_a_screen(package):
     long = []
     for path in sorted((REPO / package).glob("*.py")):
@@ -57,3 +69,11 @@ def test_the_import_check_sees_a_forbidden_import(tmp_path, monkeypatch):
     (tmp_path / "models" / "bad.py").write_text("from trainer.config import TrainConfig\nimport keras\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert project_imports("models") == {"models/bad.py": {"trainer.config", "trainer.config.TrainConfig"}}
+
+
+def test_the_import_check_sees_trainer_importing_the_diagnosis(tmp_path, monkeypatch):
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "bad.py").write_text("from diagnosis import findings\nimport tuning.studies\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert project_imports("trainer", "diagnosis") == {"trainer/bad.py": {"diagnosis", "diagnosis.findings"}}
+    assert project_imports("trainer", "tuning") == {"trainer/bad.py": {"tuning.studies"}}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainer import calibration
+from diagnosis import calibration
 
 
 def test_ece_is_the_gap_between_confidence_and_accuracy():

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from trainer import findings
+from diagnosis import findings
 
 STEPS_PER_EPOCH = 100
 

@@ -6,7 +6,7 @@ import pytest
 
 from data import catalog, sources
 from tests.helpers import make_config
-from trainer import label_issues
+from diagnosis import label_issues
 
 
 def confident_probabilities(true_labels, num_classes=4, confidence=0.9, seed=0):

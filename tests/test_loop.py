@@ -9,7 +9,8 @@ from data import catalog, pipeline, sources
 from models import registry, size
 from tests import helpers
 from tests.helpers import make_config, read_scalars, read_texts, run_script
-from trainer import calibration, loop, setup
+from diagnosis import calibration
+from trainer import loop, setup
 from trainer.averaging import WeightAverage
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import restore_model_weights

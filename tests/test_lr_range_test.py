@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import make_config
-from trainer import lr_range_test
-from trainer.lr_range_test import RangeTest, smooth, suggest
+from tuning import lr_range_test
+from tuning.lr_range_test import RangeTest, smooth, suggest
 
 
 def curve(*losses: np.ndarray, stopped="a loss over 4 times its lowest") -> RangeTest:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from data import near_duplicates
+from diagnosis import near_duplicates
 
 
 def blobs(count, seed):

@@ -8,7 +8,8 @@ import pytest
 from absl import flags
 
 from trainer.flags import define_flags
-from trainer.search_space import Parameter, SearchSpaceParser, as_argument, parse_space, space_text
+from tuning.search_space import (Parameter, SearchSpaceParser, as_argument, parse_space, space_text,
+                                  write_search_space)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,22 @@ def test_a_trial_samples_inside_the_space_with_the_flag_types(flag_values):
         assert 8 <= width <= 32 and isinstance(width, int)
         assert batch in (64, 128)
         study.tell(trial, 0.0)
+
+
+def test_a_search_space_becomes_the_hparams_tabs_columns_with_their_domains(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    space = (Parameter("learning_rate", "log", 1e-4, 1e-2), Parameter("model_width", "uniform", 8, 32),
+             Parameter("optimizer", "choice", choices=("adam", "sgd")))
+    write_search_space(str(tmp_path), space, ("results/eval_accuracy",))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    content = events.SummaryMetadata("_hparams_/experiment").plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    columns = {info.name: info for info in experiment.hparam_infos}
+    assert list(columns) == ["learning_rate", "model_width", "optimizer"]
+    assert (columns["learning_rate"].domain_interval.min_value, columns["learning_rate"].domain_interval.max_value) \
+        == pytest.approx((1e-4, 1e-2))
+    assert [value.string_value for value in columns["optimizer"].domain_discrete.values] == ["adam", "sgd"]
+    assert [metric.name.tag for metric in experiment.metric_infos] == ["results/eval_accuracy"]

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from tests.test_tuning import opened, settings_for
-from trainer import study_report
+from tests.test_studies import opened, settings_for
+from tuning import study_report
 from trainer.flags import parse_config
 
 DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True),

@@ -5,8 +5,7 @@ import tensorflow as tf
 
 from tests.helpers import read_scalars, read_texts
 from trainer.summaries import (SummaryWriters, confusion_figure, labelled_grid, mosaic, write_figure, write_hparams,
-                               write_histograms, write_scalars, write_search_space, write_text)
-from trainer.search_space import Parameter
+                               write_histograms, write_scalars, write_text)
 
 
 def test_scalars_land_in_the_phase_folder_under_their_tags(tmp_path):
@@ -87,25 +86,6 @@ def test_hparams_read_back_through_the_plugins_own_format(tmp_path):
     assert session.group_name == "lr_3e-3"
     assert session.hparams["learning_rate"].number_value == pytest.approx(0.003)
     assert session.hparams["model"].string_value == "cnn" and session.hparams["augment_flip"].bool_value
-
-
-def test_a_search_space_becomes_the_hparams_tabs_columns_with_their_domains(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    space = (Parameter("learning_rate", "log", 1e-4, 1e-2), Parameter("model_width", "uniform", 8, 32),
-             Parameter("optimizer", "choice", choices=("adam", "sgd")))
-    write_search_space(str(tmp_path), space, ("results/eval_accuracy",))
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
-    content = events.SummaryMetadata("_hparams_/experiment").plugin_data.content
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    columns = {info.name: info for info in experiment.hparam_infos}
-    assert list(columns) == ["learning_rate", "model_width", "optimizer"]
-    assert (columns["learning_rate"].domain_interval.min_value, columns["learning_rate"].domain_interval.max_value) \
-        == pytest.approx((1e-4, 1e-2))
-    assert [value.string_value for value in columns["optimizer"].domain_discrete.values] == ["adam", "sgd"]
-    assert [metric.name.tag for metric in experiment.metric_infos] == ["results/eval_accuracy"]
 
 
 def test_the_grid_tiles_each_image_into_its_cell_under_a_caption_band():

@@ -1,1 +1,1 @@
-"""The training loop and everything it calls."""
+"""One run, from flags to results.json: the training loop and everything it calls."""

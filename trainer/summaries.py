@@ -23,7 +23,6 @@ from data import pipeline  # noqa: E402
 from data.catalog import DatasetSpec  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.flags import serialize_config  # noqa: E402
-from trainer.search_space import Parameter  # noqa: E402
 
 IMAGES_SHOWN = 32
 
@@ -131,22 +130,6 @@ def write_hparams(writer: tf.summary.SummaryWriter, hparams: dict, trial_id: str
     with writer.as_default(step=0):
         hparams_api.hparams(hparams, trial_id=trial_id)
     writer.flush()
-
-
-def write_search_space(logdir: str, space: tuple[Parameter, ...], metric_tags: tuple[str, ...]) -> None:
-    """The HPARAMS tab's columns for a study in `logdir`: the searched flags with their ranges, and
-    the trials' final metrics (each trial is a run below `logdir`)."""
-    def domain(parameter: Parameter):
-        if parameter.kind == "choice":
-            return hparams_api.Discrete(list(parameter.choices))
-        interval = hparams_api.IntInterval if isinstance(parameter.low, int) else hparams_api.RealInterval
-        return interval(parameter.low, parameter.high)
-
-    writer = tf.summary.create_file_writer(logdir)
-    with writer.as_default(step=0):
-        hparams_api.hparams_config(hparams=[hparams_api.HParam(parameter.name, domain(parameter)) for parameter in space],
-                                   metrics=[hparams_api.Metric(tag) for tag in metric_tags])
-    writer.close()
 
 
 def hparams_of(config: TrainConfig) -> dict:

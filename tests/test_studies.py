@@ -14,10 +14,10 @@ import pytest
 from absl import flags
 
 from tests.helpers import REPO, SMALL_RUN, run_script
-from trainer import tuning
+from tuning import studies
 from trainer.errors import TapeloopError
 from trainer.flags import define_flags, parse_config, serialize_config
-from trainer.search_space import parse_space
+from tuning.search_space import parse_space
 
 FLAG_VALUES = flags.FlagValues()
 define_flags(FLAG_VALUES)
@@ -26,7 +26,7 @@ FAST = (*SMALL_RUN, "--epochs=2")  # Two evaluations a trial.
 
 def settings_for(folder, search="learning_rate=log:1e-3:1e-2", trials=2, prune=False, heartbeat_seconds=60):
     folder.mkdir(parents=True, exist_ok=True)
-    settings = tuning.StudySettings(name="study", folder=str(folder), storage_url=tuning.default_storage_url(str(folder)),
+    settings = studies.StudySettings(name="study", folder=str(folder), storage_url=studies.default_storage_url(str(folder)),
                                     space=parse_space(search, FLAG_VALUES), trials=trials, metric="accuracy",
                                     prune=prune, heartbeat_seconds=heartbeat_seconds)
     (folder / "base.flags").write_text(serialize_config(parse_config(list(FAST))))
@@ -34,19 +34,19 @@ def settings_for(folder, search="learning_rate=log:1e-3:1e-2", trials=2, prune=F
 
 
 def opened(settings):
-    storage = tuning.open_storage(settings)
-    return tuning.open_study(settings, storage), storage
+    storage = studies.open_storage(settings)
+    return studies.open_study(settings, storage), storage
 
 
 @pytest.mark.parametrize("url", ["journal:///tmp/study.log", "redis://localhost/0", "study.db"])
 def test_a_storage_without_heartbeats_is_refused(tmp_path, url):
-    settings = tuning.StudySettings("s", str(tmp_path), url, (), 1, "accuracy", False, 60)
+    settings = studies.StudySettings("s", str(tmp_path), url, (), 1, "accuracy", False, 60)
     with pytest.raises(TapeloopError, match=r"\[search\] --storage=.* is not a relational database URL"):
-        tuning.open_storage(settings)
+        studies.open_storage(settings)
 
 
 def test_an_unreachable_database_is_the_paragraph(tmp_path):
-    settings = tuning.StudySettings("s", str(tmp_path), f"sqlite:///{tmp_path}/missing/folder/x.db", (), 1,
+    settings = studies.StudySettings("s", str(tmp_path), f"sqlite:///{tmp_path}/missing/folder/x.db", (), 1,
                                     "accuracy", False, 60)
     with pytest.raises(TapeloopError, match=r"cannot open --storage=sqlite"):
         opened(settings)
@@ -62,32 +62,32 @@ def test_a_study_is_continued_only_with_the_search_it_was_created_with(tmp_path)
 def test_a_trial_whose_heartbeat_stops_is_re_queued_with_its_parameters_and_run_directory(tmp_path):
     settings = settings_for(tmp_path, trials=1, heartbeat_seconds=1)
     study, storage = opened(settings)
-    trial, done = tuning.next_trial(study, settings)
+    trial, done = studies.next_trial(study, settings)
     rate = settings.space[0].suggest(trial)
-    run_dir = tuning.trial_run_dir(settings, trial)
+    run_dir = studies.trial_run_dir(settings, trial)
     storage.record_heartbeat(trial._trial_id)  # Then the worker "dies".
-    assert tuning.next_trial(study, settings) == (None, False)  # Running elsewhere: wait, not done.
+    assert studies.next_trial(study, settings) == (None, False)  # Running elsewhere: wait, not done.
     time.sleep(3.5)  # Past the grace period (twice the heartbeat; SQLite keeps whole seconds).
-    retry, done = tuning.next_trial(study, settings)
+    retry, done = studies.next_trial(study, settings)
     assert retry.number == 1 and not done
-    assert settings.space[0].suggest(retry) == rate and tuning.trial_run_dir(settings, retry) == run_dir
+    assert settings.space[0].suggest(retry) == rate and studies.trial_run_dir(settings, retry) == run_dir
     trials = study.get_trials()
-    assert trials[0].state == tuning.FAIL and [t.number for t in tuning.counted_trials(trials)] == [1]
+    assert trials[0].state == studies.FAIL and [t.number for t in studies.counted_trials(trials)] == [1]
 
 
 def test_an_idle_worker_reads_the_study_again_within_seconds_whatever_the_heartbeat(tmp_path, monkeypatch):
     settings = settings_for(tmp_path, trials=1, heartbeat_seconds=60)
     study, storage = opened(settings)
-    elsewhere, _ = tuning.next_trial(study, settings)  # The one trial, running in another worker.
+    elsewhere, _ = studies.next_trial(study, settings)  # The one trial, running in another worker.
     slept = []
 
     def sleep(seconds):
         slept.append(seconds)
         study.tell(elsewhere, 0.5)  # That worker finishes meanwhile.
 
-    monkeypatch.setattr(tuning.time, "sleep", sleep)
-    assert tuning.run_worker(study, settings, storage) == 0
-    assert slept == [tuning.IDLE_POLL_SECONDS]
+    monkeypatch.setattr(studies.time, "sleep", sleep)
+    assert studies.run_worker(study, settings, storage) == 0
+    assert slept == [studies.IDLE_POLL_SECONDS]
 
 
 @pytest.mark.slow
@@ -95,12 +95,12 @@ def test_pruning_stops_a_bad_trial_after_its_first_evaluation_and_keeps_its_file
     settings = settings_for(tmp_path, search="learning_rate=1e-2|1e-7", trials=4, prune=True)
     study, storage = opened(settings)
     choices = optuna.distributions.CategoricalDistribution(settings.space[0].choices)
-    for _ in range(tuning.PRUNER_STARTUP_TRIALS):  # Finished good trials, as other workers record them.
+    for _ in range(studies.PRUNER_STARTUP_TRIALS):  # Finished good trials, as other workers record them.
         study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-2},
                                                   distributions={"learning_rate": choices}, value=0.95,
                                                   intermediate_values={1: 0.9, 2: 0.95}))
     study.enqueue_trial({"learning_rate": 1e-7})  # Then one that cannot learn, trained here.
-    assert tuning.run_worker(study, settings, storage) == 1
+    assert studies.run_worker(study, settings, storage) == 1
     states = [trial.state.name for trial in study.get_trials()]
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     bad = study.trials[3]
@@ -121,7 +121,7 @@ def test_two_workers_share_one_sqlite_file_and_best_flags_reproduce_the_best_tri
     folder = tmp_path / "study"
     result = run_script("tune", *tune_arguments(folder, "--trials=3", "--workers=2", "--deterministic", "--epochs=1"))
     assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="study", storage=tuning.default_storage_url(str(folder)))
+    study = optuna.load_study(study_name="study", storage=studies.default_storage_url(str(folder)))
     trials = study.get_trials()
     assert sorted(trial.number for trial in trials) == [0, 1, 2]
     assert {trial.state.name for trial in trials} == {"COMPLETE"}
@@ -156,12 +156,12 @@ def test_a_study_killed_mid_trial_continues_on_restart_resuming_that_trial(tmp_p
     assert checkpoint_state.exists() and not (folder / "trial_0" / "results.json").exists()
     result = run_script("tune", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="study", storage=tuning.default_storage_url(str(folder)))
+    study = optuna.load_study(study_name="study", storage=studies.default_storage_url(str(folder)))
     trials = study.get_trials()
-    assert trials[0].state == tuning.FAIL
+    assert trials[0].state == studies.FAIL
     retry = next(trial for trial in trials if trial.system_attrs.get("failed_trial") == 0)
     assert retry.state.name == "COMPLETE" and retry.user_attrs["run_dir"] == str(folder / "trial_0")
-    assert len(tuning.counted_trials(trials)) == 2 and "Resuming from" in result.stderr
+    assert len(studies.counted_trials(trials)) == 2 and "Resuming from" in result.stderr
     assert json.loads((folder / "trial_0" / "results.json").read_text())["steps"] == 2 * (1843 // 64)
     assert f"0 | fail" not in (folder / "trials.md").read_text()  # The re-queued trial stands in for it.
 

@@ -26,7 +26,7 @@ from trainer import loop, run_directory
 from trainer.errors import RunStopped, TapeloopError
 from trainer.flags import parse_config
 from trainer.metrics import score_tag
-from trainer.search_space import Parameter, as_argument, parse_space, space_text
+from tuning.search_space import Parameter, as_argument, parse_space, space_text
 
 RELATIONAL_SCHEMES = ("sqlite", "postgresql", "mysql")
 STORAGE_ATTEMPTS = 3

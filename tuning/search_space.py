@@ -1,5 +1,6 @@
 """--search: the space a tune.py study samples, as comma-separated `flag=range` items, checked
-against tapeloop's own flag definitions (name, type, bounds) before any trial runs.
+against tapeloop's own flag definitions (name, type, bounds) before any trial runs; and the
+space as the columns of TensorBoard's HPARAMS tab.
 
     learning_rate=log:1e-4:1e-2   log-uniform between the bounds (integers for an integer flag)
     dropout=0:0.5                 uniform between the bounds (integers for an integer flag)
@@ -11,7 +12,9 @@ import difflib
 import math
 import re
 
+import tensorflow as tf
 from absl import flags
+from tensorboard.plugins.hparams import api as hparams_api
 
 from trainer.config import TrainConfig
 
@@ -144,3 +147,19 @@ class SearchSpaceParser(flags.ArgumentParser):
 
     def flag_type(self):
         return "flag=range list"
+
+
+def write_search_space(logdir: str, space: tuple[Parameter, ...], metric_tags: tuple[str, ...]) -> None:
+    """The HPARAMS tab's columns for a study in `logdir`: the searched flags with their ranges, and
+    the trials' final metrics (each trial is a run below `logdir`)."""
+    def domain(parameter: Parameter):
+        if parameter.kind == "choice":
+            return hparams_api.Discrete(list(parameter.choices))
+        interval = hparams_api.IntInterval if isinstance(parameter.low, int) else hparams_api.RealInterval
+        return interval(parameter.low, parameter.high)
+
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default(step=0):
+        hparams_api.hparams_config(hparams=[hparams_api.HParam(parameter.name, domain(parameter)) for parameter in space],
+                                   metrics=[hparams_api.Metric(tag) for tag in metric_tags])
+    writer.close()

@@ -1,5 +1,5 @@
 """Why a finished run scored what it did (scripts/diagnose.py --run_dir=RUN): its logged curves and
-measurements on its final weights, as ranked findings (trainer/findings.py), written as text, as
+measurements on its final weights, as ranked findings (diagnosis/findings.py), written as text, as
 JSON and to RUN/diagnosis for TensorBoard.
 
 The measurements use the validation split when the run held one out (so that acting on them does
@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from data import near_duplicates, pipeline, sources
-from trainer import calibration, findings, label_issues, summaries
+from data import pipeline, sources
+from diagnosis import calibration, findings, label_issues, near_duplicates
+from trainer import summaries
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import final_weights_dir, restore_model_weights
 from trainer.evaluation import predicted_logits

@@ -12,8 +12,8 @@ from data import sources
 from trainer import run_directory
 from trainer.checkpoints import evaluate_saved_model
 from trainer.flags import load_run_config
-from trainer.search_space import flag_text
-from trainer.tuning import StudySettings, counted_trials
+from tuning.search_space import flag_text
+from tuning.studies import StudySettings, counted_trials
 
 LEFT_OUT_OF_BEST_FLAGS = ("--run_dir=", "--noscore_test")  # The trial's own directory; the test split back on.
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from data import catalog, sources
 from tests.helpers import assert_one_paragraph_error, copy_run, make_config, read_tensors, run_script
-from trainer import findings, label_issues, loop, run_diagnosis
+from diagnosis import findings, label_issues, report
+from trainer import loop
 from trainer.flags import parse_config
 
 
@@ -24,9 +25,9 @@ def write_scalar_events(folder, tag, records):
 
 def test_scalars_are_read_in_step_order_keeping_a_resumed_runs_later_value(tmp_path):
     write_scalar_events(tmp_path / "train", "loss/total", [(10, 2.0), (20, 1.5), (30, 1.2), (20, 1.4)])
-    steps, values = run_diagnosis.read_scalars(str(tmp_path / "train"))["loss/total"]
+    steps, values = report.read_scalars(str(tmp_path / "train"))["loss/total"]
     assert steps.tolist() == [10, 20, 30] and values.tolist() == pytest.approx([2.0, 1.4, 1.2])
-    assert run_diagnosis.read_scalars(str(tmp_path / "absent")) == {}
+    assert report.read_scalars(str(tmp_path / "absent")) == {}
 
 
 def test_curves_put_validation_results_at_their_epochs(tmp_path):
@@ -35,7 +36,7 @@ def test_curves_put_validation_results_at_their_epochs(tmp_path):
         write_scalar_events(tmp_path / "train", tag, records)
     write_scalar_events(tmp_path / "eval", "loss/total", [(100, 0.9), (200, 0.8)])
     write_scalar_events(tmp_path / "eval", "accuracy", [(100, 0.72), (200, 0.75)])
-    curves = run_diagnosis.read_curves(str(tmp_path), steps_per_epoch=100, num_classes=10)
+    curves = report.read_curves(str(tmp_path), steps_per_epoch=100, num_classes=10)
     assert curves.eval_epochs.tolist() == [1, 2] and curves.eval_accuracy.tolist() == pytest.approx([0.72, 0.75])
     assert curves.train_loss.tolist() == [2.0, 1.0] and curves.chance_loss == pytest.approx(np.log(10))
 
@@ -46,15 +47,15 @@ def test_a_finished_run_is_diagnosed_in_text_json_and_tensorboard(tmp_path, synt
     result = run_script("diagnose", f"--run_dir={run_dir}", f"--output={tmp_path / 'diagnosis.json'}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Diagnosis on the validation split")
-    report = json.loads((tmp_path / "diagnosis.json").read_text())
-    assert report["split"] == "validation" and report["findings"]
-    for finding in report["findings"]:
+    written = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert written["split"] == "validation" and written["findings"]
+    for finding in written["findings"]:
         assert finding["kind"] in findings.KINDS and finding["severity"] in ("major", "moderate", "minor", "info")
         assert finding["evidence"] in result.stdout
-    costs = [finding["cost"] for finding in report["findings"] if finding["cost"] is not None]
+    costs = [finding["cost"] for finding in written["findings"] if finding["cost"] is not None]
     assert costs == sorted(costs, reverse=True)
-    assert {"ece", "temperature", "ece_after_temperature"} <= set(report["calibration"])
-    assert [finding["kind"] for finding in report["findings"]][-1] == "calibration"
+    assert {"ece", "temperature", "ece_after_temperature"} <= set(written["calibration"])
+    assert [finding["kind"] for finding in written["findings"]][-1] == "calibration"
     logged = read_tensors(run_dir / "diagnosis")
     assert logged["diagnosis/report"][0][1].item().decode().startswith("Diagnosis on the validation split")
     assert logged["diagnosis/reliability"][0][1].shape == (3,)  # Width, height, one PNG.
@@ -80,7 +81,7 @@ def test_stale_batch_norm_statistics_are_warned_about_and_ranked_first_on_real_d
     loop.train(config)
     logged = " ".join(caplog.text.split())
     assert "batch-norm statistics that lag the weights" in logged and "the model is overfitting" not in logged
-    diagnosis = run_diagnosis.diagnose_run(str(tmp_path / "run"), label_issue_mode="off")
+    diagnosis = report.diagnose_run(str(tmp_path / "run"), label_issue_mode="off")
     first = diagnosis.findings[0]
     assert first.kind == "batchnorm_statistics" and first.severity == "major"
     assert "--precise_bn_batches=50" in first.suggestion
@@ -94,10 +95,10 @@ def test_training_accuracy_capped_by_wrong_labels_is_not_called_underfitting(tmp
     config = make_config(tmp_path / "run", "--batch_size=100")
     data = types.SimpleNamespace(train=(None, np.zeros(10000)), spec=catalog.MNIST)
     noted = []
-    kinds = [finding.kind for finding in run_diagnosis.curve_findings(str(tmp_path / "run"), config, data, False,
+    kinds = [finding.kind for finding in report.curve_findings(str(tmp_path / "run"), config, data, False,
                                                                       0.0, noted)]
     assert "underfitting" in kinds and noted == []
-    kinds = [finding.kind for finding in run_diagnosis.curve_findings(str(tmp_path / "run"), config, data, False,
+    kinds = [finding.kind for finding in report.curve_findings(str(tmp_path / "run"), config, data, False,
                                                                       0.10, noted)]
     assert "underfitting" not in kinds and "capacity" not in kinds
     assert "near the 0.9000 that the 10.0% of training labels that look wrong leave" in noted[0]
@@ -110,12 +111,12 @@ def test_an_image_folders_report_names_the_files_of_its_label_issues_and_duplica
 
     paths = {"train": [f"/images/train/{index}.png" for index in range(10)],
              "test": [f"/images/test/{index}.png" for index in range(10)]}
-    diagnosis = run_diagnosis.RunDiagnosis(
+    diagnosis = report.RunDiagnosis(
         findings=[], split="test", calibration={}, notes=[], reliability=(None, None, None), grids={},
         label_issues=[judged("train", [7, 2]), judged("test", [4, 0])], duplicates=[(3, 9, 0.999)], paths=paths)
-    report = diagnosis.as_json()
-    assert report["label_issues"] == {"train": [7, 2], "test": [4, 0]}
-    assert report["paths"] == {
+    written = diagnosis.as_json()
+    assert written["label_issues"] == {"train": [7, 2], "test": [4, 0]}
+    assert written["paths"] == {
         "label_issues": {"train": ["/images/train/7.png", "/images/train/2.png"],
                          "test": ["/images/test/4.png", "/images/test/0.png"]},
         "duplicates": [["/images/train/3.png", "/images/test/9.png"]]}
