@@ -30,6 +30,13 @@ def depth_rule_broken(name: str, depth: int) -> str | None:
     return None
 
 
+def head_of(model: keras.Model) -> keras.layers.Layer | None:
+    """The model's classification head: the last layer, which every registered model keeps as its
+    `head` attribute (None for a model that has none). Fine-tuning and warm starts both ask here."""
+    head = getattr(model, "head", None)
+    return head if isinstance(head, keras.layers.Layer) else None
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **settings) -> keras.Model:
     """Builds model `name` with its `settings` (width, depth, dropout) and creates its variables
     (by calling it once), ready for restoring."""

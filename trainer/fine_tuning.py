@@ -15,18 +15,20 @@ import dataclasses
 import keras
 from absl import logging
 
+from models import registry
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every direct layer of `model` but its head."""
-    if not isinstance(getattr(model, "head", None), keras.layers.Layer):
+    head = registry.head_of(model)
+    if head is None:
         raise TapeloopError(
             stage="model", problem=f"--freeze=backbone cannot tell {model.name}'s backbone from its head",
             expected="a model whose last layer is its `head` attribute, as every registered model's is",
             found=f"{type(model).__name__} without a `head` layer", fix="name the model's last layer `head`")
-    return [layer for layer in model.layers if layer is not model.head]
+    return [layer for layer in model.layers if layer is not head]
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:

@@ -5,11 +5,11 @@ same in every process) and by shape; the rest keep their initialization."""
 import keras
 import tensorflow as tf
 
+from models.registry import head_of
 from trainer.errors import TapeloopError
 
 WEIGHT_FOLDERS = {"best": "best", "final": "checkpoints"}  # --init_from=RUN:<choice> -> RUN/<folder>.
 UNMATCHED_LISTED = 6
-HEAD_PATH = "head/"  # Every registered model's last layer is its `head`.
 
 
 def split_reference(value: str) -> tuple[str, str | None]:
@@ -48,9 +48,11 @@ def copy_matching(model: keras.Model, source: keras.Model, reference: str,
     returns (loaded paths, paths left as initialized, each with both shapes). Refuses a source
     that shares no kernel (vectors such as a 10-class head's bias match by accident)."""
     ours, theirs = weights_by_path(model), weights_by_path(source)
+    head_variables = {id(variable) for variable in head_of(model).weights} if head_of(model) else set()
+    head = {path for path, variable in ours.items() if id(variable) in head_variables}
     loaded = [path for path, variable in ours.items()
               if path in theirs and tuple(theirs[path].shape) == tuple(variable.shape)
-              and (same_classes or not path.startswith(HEAD_PATH))]
+              and (same_classes or path not in head)]
     if not any(len(ours[path].shape) > 1 for path in loaded):
         raise TapeloopError(
             stage="init_from", problem=f"--init_from={reference} shares no kernel with this model",
@@ -61,7 +63,7 @@ def copy_matching(model: keras.Model, source: keras.Model, reference: str,
     for path in loaded:
         ours[path].assign(theirs[path])
     kept = [f"{path} {list(variable.shape)} (" + (
-                "the other run's classes differ)" if path.startswith(HEAD_PATH) and not same_classes
+                "the other run's classes differ)" if path in head and not same_classes
                 else f"there {list(theirs[path].shape)})" if path in theirs else "not there)")
             for path, variable in ours.items() if path not in loaded]
     return loaded, kept
