@@ -66,22 +66,32 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
 
 
 def stored_paths(root: Path, config: TrainConfig, cache_dir: Path) -> dict[str, list[str]]:
-    """The file each stored example was decoded from, per split, in the order load() returns them."""
-    _, splits = _read_or_decode(root, config, cache_dir)
-    return {split: paths.tolist() for split, (_, _, paths) in splits.items()}
+    """The file each stored example was decoded from, per split, in the order load() returns them:
+    read from the cache entry's path arrays alone (not its images) when it is there."""
+    _, files, _, cache = _listing(root, config, cache_dir)
+    cached = _read_cache(cache, files, kinds=("p",))
+    if cached is None:  # No usable entry: decoded (and cached) as load() does.
+        return {split: paths.tolist() for split, (_, _, paths) in _read_or_decode(root, config, cache_dir)[1].items()}
+    return {split: paths.tolist() for split, (paths,) in cached.items()}
 
 
-def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
-    """(class names, {split: (images [N, H, W, C], labels, file paths)}) from the cache, else decoded and cached."""
-    size = _image_size(config)
+def _listing(root: Path, config: TrainConfig, cache_dir: Path):
+    """(class names, {split: [(path, class id)]}, the key of the decoding settings, and the cache
+    entry of these files at these settings)."""
     if (root / "train").is_dir() and (root / "test").is_dir():
         class_names = _class_names(root / "train", root / "test")  # A class in only one split is still a class.
         files = {split: _list_files(root / split, class_names) for split in ("train", "test")}
     else:
         class_names = _class_names(root)
         files = _hold_out_test(_list_files(root, class_names), config.test_split)
-    settings_key = _settings_key(root, size, config)
-    cache = cache_dir / f"{settings_key}-{_files_key(files)}.npz"
+    settings_key = _settings_key(root, _image_size(config), config)
+    return class_names, files, settings_key, cache_dir / f"{settings_key}-{_files_key(files)}.npz"
+
+
+def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
+    """(class names, {split: (images [N, H, W, C], labels, file paths)}) from the cache, else decoded and cached."""
+    size = _image_size(config)
+    class_names, files, settings_key, cache = _listing(root, config, cache_dir)
     splits = _read_cache(cache, files)
     if splits is None:
         decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}
@@ -200,13 +210,14 @@ def _files_key(files: dict) -> str:
     return key.hexdigest()[:24]
 
 
-def _read_cache(path: Path, files: dict):
-    """The cached splits, or None when there is no usable entry (a damaged one is decoded again)."""
+def _read_cache(path: Path, files: dict, kinds: tuple[str, ...] = ("x", "y", "p")):
+    """The cached splits as (images, labels, paths), or the arrays of `kinds` alone (an npz file reads
+    only the arrays asked for); None when there is no usable entry (a damaged one is decoded again)."""
     if unreadable_reason(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as cached:
-            return {split: (cached[f"x_{split}"], cached[f"y_{split}"], cached[f"p_{split}"]) for split in files}
+            return {split: tuple(cached[f"{kind}_{split}"] for kind in kinds) for split in files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         logging.warning("Decoding the images again: the cache entry %s is unreadable or from an older tapeloop "
                         "(%s).", path, error)

@@ -102,7 +102,11 @@ def test_each_stored_example_names_the_file_it_was_decoded_from_also_from_the_ca
     spec, splits = sources.load(config)
     decoded = image_folder.read_image
     monkeypatch.setattr(image_folder, "read_image", lambda *args: pytest.fail("decoded again"))
+    read_from_cache, npz_item = [], np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__",
+                        lambda cached, key: read_from_cache.append(key) or npz_item(cached, key))
     paths = sources.stored_paths(config)
+    assert sorted(read_from_cache) == ["p_test", "p_train"]  # Not the images.
     assert sorted(paths["train"] + paths["test"]) == sorted(
         str(path) for path in root.glob("*/*") if path.name != "broken.png")
     for split, (images, labels) in splits.items():
