@@ -1,4 +1,6 @@
-"""The benchmark script's arithmetic and contract, on tiny synthetic trials (its timings are not tested)."""
+"""The benchmark script's contract on tiny synthetic trials: what it writes and prints. Its timings
+are not tested (shared cores), and neither are the ratios it derives from them: a test that
+recomputes them from its own JSON could only fail on arithmetic."""
 
 import json
 
@@ -10,7 +12,7 @@ from trainer import precision
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 
-def test_benchmark_reports_ratios_of_its_own_measurements(tmp_path):
+def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path):
     output = tmp_path / "benchmark.json"
     result = run_script("benchmark", "--dataset=synthetic", "--model_width=8", "--batch_size=32", "--repeats=1",
                         "--measure_steps=3", "--warmup_steps_per_trial=1", f"--output={output}")
@@ -20,12 +22,8 @@ def test_benchmark_reports_ratios_of_its_own_measurements(tmp_path):
     assert set(speeds) == {"tapeloop --checks=off", "tapeloop --checks=standard", "tapeloop --checks=full",
                            "keras fit (jit_compile=False)", "keras fit (jit_compile='auto')"}
     assert all(speed > 0 for speed in speeds.values())
-    standard = speeds["tapeloop --checks=standard"]
-    assert results["speedup_vs_keras_fit"] == pytest.approx(standard / speeds["keras fit (jit_compile=False)"])
-    assert results["checks_standard_cost"] == pytest.approx(1 - standard / speeds["tapeloop --checks=off"])
-    assert results["checks_full_cost"] == pytest.approx(
-        1 - speeds["tapeloop --checks=full"] / speeds["tapeloop --checks=off"])
-    assert results["pipeline_headroom"] == pytest.approx(results["pipeline_examples_per_sec"] / standard)
+    assert {"speedup_vs_keras_fit", "speedup_vs_keras_fit_default_jit", "checks_standard_cost", "checks_full_cost",
+            "pipeline_examples_per_sec", "pipeline_headroom"} <= set(results)
     assert results["setup"]["batch_size"] == 32 and results["peak_rss_mb"] > 0
     assert "speedup_vs_keras_fit" in result.stdout and "time_to_99_ratio" not in results
     expected_precision = precision.for_run("auto", "default")
