@@ -67,3 +67,18 @@ def test_load_run_config_reads_flags_txt_and_rejects_other_folders(tmp_path):
     assert config.dataset == "mnist" and config.epochs == 3 and config.run_dir == str(tmp_path)
     with pytest.raises(TapeloopError, match="is not a tapeloop run directory"):
         load_run_config(str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("content, found", [
+    (b"--dataset=mnist\n\xff\xfe\x00garbage", "found bytes that are not text (byte 16 is 0xff)"),
+    (b"", "found an empty file"),
+    (b"  \n\n", "found an empty file"),
+    (b"dataset mnist\n", "found text with no --flag line"),
+    (b"--seed=1\n" + b"#" * (1 << 20), "found a file over 1024 KiB"),
+])
+def test_a_damaged_flags_txt_is_the_paragraph_never_all_defaults(tmp_path, content, found):
+    (tmp_path / "flags.txt").write_bytes(content)
+    with pytest.raises(TapeloopError) as refused:
+        load_run_config(str(tmp_path))
+    assert refused.value.paragraph().startswith(f"tapeloop: error: [run directory] {tmp_path / 'flags.txt'} is damaged.")
+    assert found in refused.value.paragraph() and "Fix: restore the file" in refused.value.paragraph()

@@ -124,6 +124,16 @@ def test_a_damaged_index_file_is_damage_and_the_run_falls_back_to_the_one_before
     assert "ckpt-28 at step 28" in result.stderr
 
 
+def test_a_damaged_flags_txt_is_one_paragraph_in_every_script_that_reads_a_run(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)  # Empty and other damage: test_flags, on the reader alone.
+    (run_dir / "flags.txt").write_bytes(b"\x00\xffbinary\x80")
+    for script, *arguments in (("diagnose",), ("evaluate",), ("predict", str(tmp_path / "image.png"))):
+        assert_one_paragraph_error(run_script(script, f"--run_dir={run_dir}", *arguments), 1,
+                                   f"[run directory] {run_dir / 'flags.txt'} is damaged")
+    assert_one_paragraph_error(run_script("train", *SMALL_RUN, f"--run_dir={tmp_path / 'warm'}",
+                                          f"--init_from={run_dir}"), 1, "[init_from]", "bytes that are not text")
+
+
 def test_evaluate_falls_back_from_a_damaged_checkpoint_and_reports_one_that_does_not_fit(tmp_path):
     run_dir = trained_run(tmp_path, "--epochs=2", "--keep_checkpoints=2")
     data = run_dir / "checkpoints" / "ckpt-56.data-00000-of-00001"

@@ -84,7 +84,7 @@ def write_flags_file(config: TrainConfig, folder: str, file_name: str = "flags.t
     path = os.path.join(folder, file_name)
     text = serialize_config(config)
     if os.path.exists(path):
-        with open(path) as stream:
+        with open(path, errors="replace") as stream:  # A damaged file is rewritten whole below.
             before = set(stream.read().splitlines())
         changed = sorted(set(text.splitlines()) - before)
         if changed:
