@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data import pipeline, sources
@@ -25,6 +26,7 @@ from trainer.setup import build_model, make_weight_average
 PRECISE_BN_CHECK_BATCHES = 50
 LABEL_NOISE_CEILING = 0.02  # A share of likely-wrong training labels that caps training accuracy visibly.
 CONFUSED_IMAGES_SHOWN = 8  # Per confused pair, in the report's image grid.
+TRAINING_CURVE_TAGS = ("loss/total", "accuracy", "learning_rate")
 
 
 @dataclasses.dataclass
@@ -64,11 +66,15 @@ class RunDiagnosis:
 
 
 def read_scalars(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Tag -> (steps, values) of the scalar summaries in a TensorBoard folder (empty if none)."""
+    """Tag -> (steps, values) of the scalar summaries in a TensorBoard folder (empty if none, or
+    what its readable records hold: a truncated file ends its records, a damaged one has none)."""
     if not os.path.isdir(folder):
         return {}
     events = EventAccumulator(folder, size_guidance={"tensors": 0})
-    events.Reload()
+    try:
+        events.Reload()
+    except (tf.errors.OpError, DecodeError, ValueError):  # Garbage where a record should be.
+        return {}
     scalars = {}
     for tag in events.Tags()["tensors"]:
         records = [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
@@ -78,16 +84,23 @@ def read_scalars(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return scalars
 
 
-def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int, optimizer: str = "adam") -> findings.Curves:
-    """The run's training and validation curves from its event files."""
+def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int,
+                optimizer: str = "adam") -> tuple[findings.Curves | None, str | None]:
+    """The run's training and validation curves from its event files, or (None, what is missing)
+    when RUN/train lacks the training curves (deleted, damaged or truncated event files)."""
     train, evaluation = read_scalars(os.path.join(run_dir, "train")), read_scalars(os.path.join(run_dir, "eval"))
+    missing = [tag for tag in TRAINING_CURVE_TAGS if tag not in train]
+    if missing:
+        folder = os.path.join(run_dir, "train")
+        state = "damaged or cut short" if os.path.isdir(folder) and os.listdir(folder) else "missing"
+        return None, f"{folder} holds no readable {', '.join(missing)} (its event files are {state})"
     steps, loss = train["loss/total"]
     eval_steps, eval_loss = evaluation.get("loss/total", (np.array([], int), np.array([])))
     return findings.Curves(
         steps=steps, train_loss=loss, train_accuracy=train["accuracy"][1], learning_rate=train["learning_rate"][1],
         steps_per_epoch=steps_per_epoch, eval_epochs=np.round(eval_steps / steps_per_epoch).astype(int),
         eval_loss=eval_loss, eval_accuracy=evaluation.get("accuracy", (None, np.array([])))[1],
-        num_classes=num_classes, optimizer=optimizer)
+        num_classes=num_classes, optimizer=optimizer), None
 
 
 def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap") -> RunDiagnosis:
@@ -158,7 +171,11 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
     lagging batch-norm statistics, and underfitting and capacity when the share of training labels
     that look wrong (`label_noise`) explains the training accuracy; what was left out goes to `notes`."""
     steps_per_epoch = pipeline.steps_per_epoch(len(data.train[1]), config.batch_size)
-    curves = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer)
+    curves, problem = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer)
+    if curves is None:
+        notes.append(f"the curve findings are left out: {problem}; the findings measured on the final model "
+                     "(batch-norm statistics, label issues, leakage, confusions, calibration) do not need them")
+        return []
     found = findings.from_curves(curves)
     ceiling = 1 - label_noise  # The accuracy a model that ignores wrong labels reaches on training data.
     if label_noise >= LABEL_NOISE_CEILING and ceiling - 0.03 <= curves.final_train_accuracy() <= ceiling + 0.01:

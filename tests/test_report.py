@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import types
 
 import numpy as np
@@ -30,13 +31,41 @@ def test_scalars_are_read_in_step_order_keeping_a_resumed_runs_later_value(tmp_p
     assert report.read_scalars(str(tmp_path / "absent")) == {}
 
 
+def write_training_curves(folder):
+    for tag, records in (("loss/total", [(50, 2.0), (100, 1.0)]), ("accuracy", [(50, 0.5), (100, 0.7)]),
+                         ("learning_rate", [(50, 1e-3), (100, 1e-3)])):
+        write_scalar_events(folder, tag, records)
+
+
+@pytest.mark.parametrize("damage, state", [
+    ("deleted", "missing"), ("emptied", "missing"), ("cut short", "damaged or cut short"),
+    ("garbage", "damaged or cut short")])
+def test_damaged_training_curves_are_named_instead_of_read(tmp_path, damage, state):
+    train = tmp_path / "train"
+    write_training_curves(train)
+    files = sorted(train.iterdir())
+    if damage == "deleted":
+        shutil.rmtree(train)
+    for path in files if damage in ("emptied", "cut short", "garbage") else ():
+        if damage == "emptied":
+            path.unlink()
+        elif damage == "cut short":
+            path.write_bytes(path.read_bytes()[:30])  # Inside the first record.
+        else:
+            path.write_bytes(bytes(range(256)) * 4)
+    curves, problem = report.read_curves(str(tmp_path), steps_per_epoch=100, num_classes=10)
+    assert curves is None
+    assert problem == f"{train} holds no readable loss/total, accuracy, learning_rate (its event files are {state})"
+
+
 def test_curves_put_validation_results_at_their_epochs(tmp_path):
     for tag, records in (("loss/total", [(50, 2.0), (100, 1.0)]), ("accuracy", [(50, 0.5), (100, 0.7)]),
                          ("learning_rate", [(50, 1e-3), (100, 1e-3)])):
         write_scalar_events(tmp_path / "train", tag, records)
     write_scalar_events(tmp_path / "eval", "loss/total", [(100, 0.9), (200, 0.8)])
     write_scalar_events(tmp_path / "eval", "accuracy", [(100, 0.72), (200, 0.75)])
-    curves = report.read_curves(str(tmp_path), steps_per_epoch=100, num_classes=10)
+    curves, problem = report.read_curves(str(tmp_path), steps_per_epoch=100, num_classes=10)
+    assert problem is None
     assert curves.eval_epochs.tolist() == [1, 2] and curves.eval_accuracy.tolist() == pytest.approx([0.72, 0.75])
     assert curves.train_loss.tolist() == [2.0, 1.0] and curves.chance_loss == pytest.approx(np.log(10))
 
@@ -102,6 +131,19 @@ def test_training_accuracy_capped_by_wrong_labels_is_not_called_underfitting(tmp
                                                                       0.10, noted)]
     assert "underfitting" not in kinds and "capacity" not in kinds
     assert "near the 0.9000 that the 10.0% of training labels that look wrong leave" in noted[0]
+
+
+@pytest.mark.slow
+def test_a_run_whose_training_events_are_damaged_is_diagnosed_from_its_final_model(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
+    for path in (run_dir / "train").iterdir():
+        path.write_bytes(bytes(range(256)) * 4)
+    result = run_script("diagnose", f"--run_dir={run_dir}", "--label_issues=off")
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert (f"the curve findings are left out: {run_dir / 'train'} holds no readable loss/total, accuracy, "
+            "learning_rate (its event files are damaged or cut short)") in flat
+    assert "calibration" in flat  # Measured on the final model.
 
 
 def test_an_image_folders_report_names_the_files_of_its_label_issues_and_duplicates():
