@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags
 
 from data import catalog, sources
+from trainer.errors import TapeloopError
 
 flags.DEFINE_enum("dataset", "mnist", sorted(catalog.CATALOG), "Catalog dataset to start from.")
 flags.DEFINE_string("data_dir", None, "Folder holding the dataset's files (else searched for, as train.py does).")
@@ -35,6 +36,13 @@ flags.DEFINE_integer("copy_test_to_train", 0, "Test images copied (with their la
 flags.DEFINE_integer("seed", 0, "Seed of every draw.")
 flags.register_validator("classes", lambda values: all(value.isdigit() for value in values)
                          and len(set(values)) == len(values), "--classes needs distinct class ids, e.g. 5,6,7,8,9")
+flags.register_multi_flags_validator(
+    ["classes", "dataset"], lambda values: all(int(value) < len(catalog.CATALOG[values["dataset"]].class_names)
+                                               for value in values["classes"] if value.isdigit()),
+    "--classes names a class id the --dataset does not have (its ids run from 0 to its class count - 1)")
+flags.register_multi_flags_validator(
+    ["classes", "flip_labels"], lambda values: not values["flip_labels"] or len(values["classes"]) != 1,
+    "--flip_labels needs two classes or more to flip a label to another")
 FLAGS = flags.FLAGS
 
 
@@ -79,8 +87,18 @@ def variant(train, test, num_classes: int, rng: np.random.Generator) -> tuple[tu
     return (images[order], labels[order]), truth
 
 
+def refuse_to_overwrite(output_path: str) -> None:
+    if os.path.lexists(output_path):
+        raise TapeloopError(
+            stage="output", problem=f"{output_path} exists already", expected="an --output_dir without a data.npz "
+            "(a dataset of yours, or the data a run trained on, is never overwritten)", found="that file",
+            fix="pass a new --output_dir, or delete the file if it is one this script wrote and you no longer need")
+
+
 def main(argv):
     spec = catalog.get_spec(FLAGS.dataset)
+    path = os.path.join(FLAGS.output_dir, "data.npz")
+    refuse_to_overwrite(path)
     splits = sources.load_dataset(spec, FLAGS.data_dir)
     class_names = spec.class_names
     if FLAGS.classes:
@@ -90,7 +108,6 @@ def main(argv):
     (x_train, y_train), truth = variant(splits["train"], splits["test"], len(class_names),
                                         np.random.default_rng(FLAGS.seed))
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    path = os.path.join(FLAGS.output_dir, "data.npz")
     np.savez(path, x_train=x_train, y_train=y_train, x_test=splits["test"][0],
              y_test=splits["test"][1].astype(np.int64), class_names=np.array(class_names))
     with open(os.path.join(FLAGS.output_dir, "truth.json"), "w") as stream:

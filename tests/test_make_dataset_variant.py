@@ -1,5 +1,6 @@
-"""make_dataset_variant.py on real MNIST: a class subset with so many training images per class,
-faults on top, and the truth file about them, each checked against the original arrays."""
+"""make_dataset_variant.py: on real MNIST, a class subset with so many training images per class,
+faults on top, and the truth file about them, each checked against the original arrays; and the
+requests it refuses (class ids the dataset lacks, flips with one class, overwriting a data.npz)."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from data import catalog, sources
-from tests.helpers import run_script
+from tests.helpers import assert_one_paragraph_error, run_script
 
 pytestmark = pytest.mark.slow  # Runs a script end to end.
 
@@ -43,3 +44,20 @@ def test_a_class_subset_with_so_many_training_images_per_class_and_its_faults(tm
     train_images, train_labels = original["train"]
     by_image = {image.tobytes(): label for image, label in zip(train_images, train_labels)}
     assert all([7, 3, 9][true_labels[index]] == by_image[variant["x_train"][index].tobytes()] for index in originals)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("--classes=3,99",), "--classes names a class id the --dataset does not have"),
+    (("--classes=4", "--flip_labels=0.1"), "--flip_labels needs two classes or more"),
+])
+def test_classes_the_dataset_lacks_and_flips_without_another_class_are_flag_errors(tmp_path, arguments, message):
+    result = run_script("make_dataset_variant", "--dataset=mnist", *arguments, f"--output_dir={tmp_path / 'out'}")
+    assert_one_paragraph_error(result, 2, "[flags]", message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_data_npz_is_never_overwritten(tmp_path):
+    (tmp_path / "data.npz").write_bytes(b"a user's own dataset")
+    result = run_script("make_dataset_variant", "--dataset=mnist", f"--output_dir={tmp_path}")
+    assert_one_paragraph_error(result, 1, f"[output] {tmp_path / 'data.npz'} exists already")
+    assert (tmp_path / "data.npz").read_bytes() == b"a user's own dataset"
