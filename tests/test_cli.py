@@ -2,11 +2,13 @@
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_one_paragraph_error, run_script, write_idx_dataset
+from tests.helpers import REPO, assert_one_paragraph_error, run_script, write_idx_dataset
+from trainer import cli
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
@@ -37,6 +39,16 @@ def test_a_step_schedule_without_values_fails_naming_the_flags(tmp_path):
     result = run_script("train", "--dataset=synthetic", "--lr_schedule=step", "--lr_boundaries=100",
                         f"--run_dir={tmp_path / 'run'}")
     assert_one_paragraph_error(result, 2, "[flags]", "--lr_schedule=step needs", "--lr_values")
+
+
+@pytest.mark.parametrize("script, flag", [("lr_range_test", "--range_test_max_rate=inf"),
+                                          ("make_dataset_variant", "--flip_labels=nan"),
+                                          ("benchmark", "--target_accuracy=inf")])
+def test_every_scripts_own_float_flags_must_be_finite(tmp_path, script, flag):
+    result = run_script(script, flag, f"--run_dir={tmp_path / 'run'}" if script == "lr_range_test" else
+                        f"--output_dir={tmp_path}" if script == "make_dataset_variant" else "--dataset=synthetic")
+    assert_one_paragraph_error(result, 2, "[flags]", f"--{flag[2:].split('=')[0]} must be a finite number")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_run_dir_flag_is_a_usage_error():
@@ -93,3 +105,13 @@ def test_evaluate_reports_test_time_augmentation_beside_the_plain_accuracy(synth
                                "[eval]", "mirror", "--tta=shift")
     refused = run_script("evaluate", f"--run_dir={synthetic_run}", "--tta=flip", "--weights=saved_model")
     assert refused.returncode == 2 and "--tta scores checkpoint weights" in refused.stderr
+
+
+@pytest.mark.parametrize("package", ["data", "models", "scripts", "trainer", "diagnosis", "tuning"])
+def test_info_lines_of_every_tapeloop_package_are_shown_and_tensorflows_are_not(package):
+    def record(path, level=logging.INFO):
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    assert cli._is_shown(record(str(REPO / package / "module.py")))
+    assert not cli._is_shown(record("/site-packages/tensorflow/python/ops/math_ops.py"))
+    assert cli._is_shown(record("/site-packages/tensorflow/python/ops/math_ops.py", logging.WARNING))

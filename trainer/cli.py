@@ -10,6 +10,7 @@ Import this module before TensorFlow so its C++ start-up logging stays quiet.
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -25,7 +26,8 @@ from trainer.errors import RunStopped, TapeloopError  # noqa: E402
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_DIRS = tuple(os.path.join(_ROOT, name) + os.sep for name in ("data", "models", "scripts", "trainer"))
+PROJECT_DIRS = tuple(os.path.join(_ROOT, name) + os.sep
+                     for name in ("data", "models", "scripts", "trainer", "diagnosis", "tuning"))
 
 
 def _is_shown(record: logging.LogRecord) -> bool:
@@ -112,4 +114,14 @@ def run(main, takes_arguments: bool = False) -> None:
                          128 + signal.SIGINT)
         _print_last_and_exit(*last_line)
 
+    require_finite_floats(flags.FLAGS.get_flags_for_module(sys.modules["__main__"]))
     app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def require_finite_floats(script_flags) -> None:
+    """A script's own float flags take finite values only, as train.py's do (absl's bounds let
+    inf and nan through)."""
+    for flag in script_flags:
+        if isinstance(flag.parser, flags.FloatParser):
+            flags.register_validator(flag.name, lambda value: value is None or math.isfinite(value),
+                                     f"--{flag.name} must be a finite number")
