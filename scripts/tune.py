@@ -49,6 +49,8 @@ flags.register_multi_flags_validator(["search", "summary"], lambda values: value
                                      "--search is required (e.g. --search=learning_rate=log:1e-4:1e-2)")
 flags.register_validator("strategy", lambda strategy: strategy != "multi_worker", "--strategy=multi_worker "
                          "cannot be tuned: run more tune.py workers on a shared --storage instead")
+flags.register_validator("run_dir", lambda run_dir: run_dir is None, "--run_dir is not for tune.py: the study "
+                         "gives each trial its own (STUDY_DIR/trial_K); pass --study_dir for the study's folder")
 FLAGS = flags.FLAGS
 WORKER_ENV = "TAPELOOP_TUNE_WORKER"  # Set for the worker processes that --workers starts.
 

@@ -77,7 +77,12 @@ def test_after_the_unfreeze_the_backbone_moves_at_its_scale_of_the_rate(tmp_path
 
 @pytest.mark.parametrize("flags, message", [
     (("--unfreeze_after_epochs=2",), "--unfreeze_after_epochs has nothing to unfreeze"),
-    (("--freeze=backbone", "--unfreeze_after_epochs=2", "--mixed_precision=float16"), "float16 loss scaling"),
+    (("--freeze=backbone", "--unfreeze_after_epochs=2", "--epochs=3", "--mixed_precision=float16"),
+     "float16 loss scaling"),
+    (("--freeze=backbone", "--unfreeze_after_epochs=5", "--epochs=1"),
+     "--unfreeze_after_epochs=5 can never happen in a run of --epochs=1"),
+    (("--freeze=backbone", "--unfreeze_after_epochs=2", "--epochs=2"),
+     "--unfreeze_after_epochs=2 can never happen in a run of --epochs=2"),
 ])
 def test_fine_tuning_flags_that_do_not_go_together_are_refused(tmp_path, flags, message):
     config = make_config(tmp_path, *flags)

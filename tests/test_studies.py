@@ -13,7 +13,7 @@ import optuna
 import pytest
 from absl import flags
 
-from tests.helpers import REPO, SMALL_RUN, run_script
+from tests.helpers import REPO, SMALL_RUN, assert_one_paragraph_error, run_script
 from tuning import studies
 from trainer.errors import TapeloopError
 from trainer.flags import define_flags, parse_config, serialize_config
@@ -164,6 +164,13 @@ def test_a_study_killed_mid_trial_continues_on_restart_resuming_that_trial(tmp_p
     assert len(studies.counted_trials(trials)) == 2 and "Resuming from" in result.stderr
     assert json.loads((folder / "trial_0" / "results.json").read_text())["steps"] == 2 * (1843 // 64)
     assert f"0 | fail" not in (folder / "trials.md").read_text()  # The re-queued trial stands in for it.
+
+
+def test_a_run_dir_is_refused_pointing_at_the_study_dir(tmp_path):
+    result = run_script("tune", *FAST, "--study=s", f"--study_dir={tmp_path}/s", "--search=dropout=0:0.5",
+                        f"--run_dir={tmp_path}/run")
+    assert_one_paragraph_error(result, 2, "[flags]", "--run_dir is not for tune.py", "pass --study_dir")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("search, message", [

@@ -59,6 +59,13 @@ def refuse_unsupported(config: TrainConfig) -> None:
             stage="model", problem="--unfreeze_after_epochs has nothing to unfreeze",
             expected="--freeze=backbone with it", found=f"--freeze={config.freeze}",
             fix="add --freeze=backbone, or drop --unfreeze_after_epochs")
+    if config.unfreeze_after_epochs >= config.epochs and config.freeze == "backbone":
+        raise TapeloopError(
+            stage="model", problem=f"--unfreeze_after_epochs={config.unfreeze_after_epochs} can never happen in a "
+            f"run of --epochs={config.epochs}", expected="--unfreeze_after_epochs below --epochs (the backbone "
+            "trains from that epoch on)", found=f"--unfreeze_after_epochs={config.unfreeze_after_epochs} "
+            f"--epochs={config.epochs}", fix=f"lower --unfreeze_after_epochs, or raise --epochs above "
+            f"{config.unfreeze_after_epochs}")
     if config.unfreeze_after_epochs and config.mixed_precision == "float16":
         raise TapeloopError(
             stage="model", problem="--unfreeze_after_epochs cannot be combined with float16 loss scaling",
