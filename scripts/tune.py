@@ -102,9 +102,10 @@ def run_workers(count: int) -> None:
 
 def main(argv):
     settings = study_settings()
-    os.makedirs(settings.folder, exist_ok=True)
+    if not FLAGS.summary:  # A summary reads a study: it creates nothing.
+        os.makedirs(settings.folder, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = studies.open_storage(settings)
+    storage = studies.open_storage(settings, must_exist=FLAGS.summary)
     if not settings.space:  # --summary alone: the study's own space and metric.
         settings = studies.stored_settings(settings, storage, FLAGS)
     study = studies.open_study(settings, storage)
@@ -123,6 +124,7 @@ def main(argv):
             studies.run_worker(study, settings, storage)
     logging.info("Summary in %s/trials.md and trials.csv.", settings.folder)
     print(study_report.write_summary(study, settings, complete=studies.is_done(study, settings)))
+    studies.refuse_a_study_that_only_failed(study, settings)
 
 
 if __name__ == "__main__":

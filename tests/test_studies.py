@@ -2,9 +2,12 @@
 re-queued when their worker dies, pruning, several workers on one SQLite file, a killed study
 continued, and best.flags reproducing the best trial."""
 
+import contextlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -50,6 +53,39 @@ def test_an_unreachable_database_is_the_paragraph(tmp_path):
                                     "accuracy", False, 60)
     with pytest.raises(TapeloopError, match=r"cannot open --storage=sqlite"):
         opened(settings)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_is_refused(tmp_path, url):
+    settings = studies.StudySettings("s", str(tmp_path), url, (), 1, "accuracy", False, 60)
+    with pytest.raises(TapeloopError, match=rf"\[search\] --storage={re.escape(url)} is an in-memory database"):
+        studies.open_storage(settings)
+
+
+@pytest.mark.parametrize("content, found", [("table", "another program's tables (customers)"),
+                                            ("text", "no SQLite database")])
+def test_a_file_that_is_not_a_studys_database_is_refused_and_left_as_it_was(tmp_path, content, found):
+    path = tmp_path / "study.db"
+    if content == "table":
+        with contextlib.closing(sqlite3.connect(path)) as database, database:
+            database.execute("CREATE TABLE customers (name TEXT)")
+    else:
+        path.write_text("someone's notes")
+    before = path.read_bytes()
+    settings = studies.StudySettings("s", str(tmp_path), studies.default_storage_url(str(tmp_path)), (), 1,
+                                    "accuracy", False, 60)
+    with pytest.raises(TapeloopError) as refused:
+        studies.open_storage(settings)
+    assert f"{path} is not a study's database" in str(refused.value) and found in str(refused.value)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["study.db"]
+
+
+def test_a_study_to_read_must_exist_and_is_not_created(tmp_path):
+    settings = studies.StudySettings("s", str(tmp_path), studies.default_storage_url(str(tmp_path)), (), 1,
+                                    "accuracy", False, 60)
+    with pytest.raises(TapeloopError, match=rf"there is no study in {re.escape(str(tmp_path / 'study.db'))}"):
+        studies.open_storage(settings, must_exist=True)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_study_is_continued_only_with_the_search_it_was_created_with(tmp_path):
@@ -171,6 +207,22 @@ def test_a_run_dir_is_refused_pointing_at_the_study_dir(tmp_path):
                         f"--run_dir={tmp_path}/run")
     assert_one_paragraph_error(result, 2, "[flags]", "--run_dir is not for tune.py", "pass --study_dir")
     assert not (tmp_path / "s").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_study_whose_every_trial_failed_exits_non_zero_with_the_first_failure(tmp_path):
+    folder = tmp_path / "study"
+    result = run_script("tune", *FAST, "--study=study", f"--study_dir={folder}", "--trials=2",
+                        "--search=learning_rate=log:1e4:1e5")  # Every trial diverges.
+    assert_one_paragraph_error(result, 1, "[search] every trial of study 'study' failed", "2 failed trials; the first: [",
+                               "diverged")
+    assert "No trial has completed yet." in result.stdout  # The summary still comes first.
+
+
+def test_summary_of_a_study_that_does_not_exist_creates_nothing(tmp_path):
+    result = run_script("tune", "--study=nowhere", f"--study_dir={tmp_path}/nowhere", "--summary")
+    assert_one_paragraph_error(result, 1, "[search] there is no study in")
+    assert not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.parametrize("search, message", [

@@ -14,12 +14,15 @@ import dataclasses
 import fcntl
 import json
 import os
+import sqlite3
 import threading
 import time
+import urllib.parse
 import warnings
 
 import keras
 import optuna
+import sqlalchemy
 from absl import flags, logging
 
 from trainer import loop, run_directory
@@ -33,6 +36,7 @@ STORAGE_ATTEMPTS = 3
 MAX_RETRIES = 3  # Re-queues of one trial whose worker died, before it stays failed.
 PRUNER_STARTUP_TRIALS = 3  # Finished trials the median pruner compares against before it prunes.
 IDLE_POLL_SECONDS = 2  # How often a worker with nothing to run reads the study again.
+OPTUNA_TABLES = {"studies", "trials", "version_info"}  # Among the tables of Optuna's RDB storage.
 FAIL, WAITING, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 
 
@@ -62,8 +66,9 @@ def default_storage_url(folder: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(folder, 'study.db'))}"
 
 
-def open_storage(settings: StudySettings) -> optuna.storages.RDBStorage:
-    """The study's relational storage with heartbeats on; a URL it cannot use is the paragraph."""
+def open_storage(settings: StudySettings, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    """The study's relational storage with heartbeats on; a URL it cannot use is the paragraph, and
+    so is an SQLite file that is missing where it `must_exist` (a study to read, not to start)."""
     scheme = settings.storage_url.partition(":")[0].partition("+")[0]
     if scheme not in RELATIONAL_SCHEMES:
         raise TapeloopError(
@@ -72,6 +77,8 @@ def open_storage(settings: StudySettings) -> optuna.storages.RDBStorage:
                      "(their heartbeats let a study re-queue the trials of a killed worker)",
             found=f"the scheme {scheme!r}",
             fix="leave --storage out for SQLite in the study folder, or pass a PostgreSQL or MySQL URL")
+    if scheme == "sqlite":
+        refuse_unusable_sqlite(settings.storage_url, must_exist)
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
     for attempt in range(STORAGE_ATTEMPTS):
         with warnings.catch_warnings():
@@ -93,6 +100,40 @@ def open_storage(settings: StudySettings) -> optuna.storages.RDBStorage:
         found=f"{type(problem).__name__}: {str(problem).splitlines()[0].rstrip('.')}",
         fix="check the URL, the server and the credentials; PostgreSQL needs `pip install 'psycopg[binary]'`, "
             "MySQL `pip install pymysql` (URL mysql+pymysql://...)")
+
+
+def refuse_unusable_sqlite(url: str, must_exist: bool) -> None:
+    """Refuses, before anything is written, an in-memory database (the study would vanish with the
+    process, and its heartbeat thread finds no tables), a file that is not a study's (another
+    program's database, or no database at all), and a missing file where a study must exist."""
+    path = sqlalchemy.engine.make_url(url).database
+    if not path or path == ":memory:":
+        raise TapeloopError(
+            stage="search", problem=f"--storage={url} is an in-memory database", expected="an SQLite file "
+            "(sqlite:///PATH) or a server URL, where the study outlives the process and every worker sees it",
+            found="no file", fix="leave --storage out for study.db in the study folder, or pass sqlite:///PATH")
+    if not os.path.exists(path):
+        if must_exist:
+            raise TapeloopError(stage="search", problem=f"there is no study in {path}", expected="the storage "
+                                "of a study that tune.py started", found="no such file",
+                                fix="check --study, --study_dir and --storage")
+        return
+    tables = sqlite_tables(path)
+    if tables is None or (tables and not OPTUNA_TABLES <= tables):
+        raise TapeloopError(
+            stage="search", problem=f"{path} is not a study's database", expected="an SQLite file that tune.py "
+            "created (Optuna's tables), or none yet", found="no SQLite database" if tables is None else
+            f"another program's tables ({', '.join(sorted(tables)[:5])})", fix="pass a --study_dir or --storage of "
+            "its own to the study; tune.py never writes into another database")
+
+
+def sqlite_tables(path: str) -> set[str] | None:
+    """The table names of the SQLite file at `path`, read without writing; None if it is none."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)) as database:
+            return {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return None
 
 
 def open_study(settings: StudySettings, storage: optuna.storages.RDBStorage) -> optuna.Study:
@@ -159,6 +200,19 @@ def next_trial(study: optuna.Study, settings: StudySettings) -> tuple[optuna.Tri
         if waiting or len(counted_trials(trials)) < settings.trials:
             return study.ask(), False
         return None, is_done(study, settings, trials)
+
+
+def refuse_a_study_that_only_failed(study: optuna.Study, settings: StudySettings) -> None:
+    """A done study none of whose trials finished is an error that says why its first trial failed,
+    so that a script checking the exit code does not carry on with no result."""
+    trials = study.get_trials(deepcopy=False)
+    if not is_done(study, settings, trials) or any(trial.state != FAIL for trial in trials):
+        return
+    first = trials[0].user_attrs.get("error") or "no paragraph recorded (its worker died)"
+    raise TapeloopError(
+        stage="search", problem=f"every trial of study {settings.name!r} failed", expected="trials that train",
+        found=f"{len(counted_trials(trials))} failed trials; the first: {first.removeprefix('tapeloop: error: ')}",
+        fix="fix what the first failure says (its run directory is STUDY/trial_0), then start a new --study")
 
 
 def stored_settings(settings: StudySettings, storage: optuna.storages.RDBStorage, flag_values) -> StudySettings:
