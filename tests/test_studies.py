@@ -196,7 +196,8 @@ def test_a_study_killed_mid_trial_continues_on_restart_resuming_that_trial(tmp_p
     trials = study.get_trials()
     assert trials[0].state == studies.FAIL
     retry = next(trial for trial in trials if trial.system_attrs.get("failed_trial") == 0)
-    assert retry.state.name == "COMPLETE" and retry.user_attrs["run_dir"] == str(folder / "trial_0")
+    assert retry.state.name == "COMPLETE", (retry.user_attrs.get("error"), result.stderr[-3000:])
+    assert retry.user_attrs["run_dir"] == str(folder / "trial_0")
     assert len(studies.counted_trials(trials)) == 2 and "Resuming from" in result.stderr
     assert json.loads((folder / "trial_0" / "results.json").read_text())["steps"] == 2 * (1843 // 64)
     assert f"0 | fail" not in (folder / "trials.md").read_text()  # The re-queued trial stands in for it.

@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import logging
 
 from data import catalog, diagnostics, pipeline, sources
+from data.files import unreadable_reason
 from data.mixing import MixSettings
 from models import registry, size
 from trainer import fine_tuning, losses, precision, steps, warm_start
@@ -186,6 +187,11 @@ def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
             expected=f"none, imagenet, or a Keras weights file ({' or '.join(WEIGHT_FILE_SUFFIXES)})",
             found=config.pretrained,
             fix="save the backbone's weights with model.save_weights('backbone.weights.h5') and pass that file")
+    if config.pretrained not in ("none", "imagenet") and unreadable_reason(os.path.expanduser(config.pretrained)):
+        raise TapeloopError(
+            stage="model", problem=f"--pretrained={config.pretrained} cannot be read", expected="a Keras weights "
+            "file saved from the same backbone", found=unreadable_reason(os.path.expanduser(config.pretrained)),
+            fix="check the path (it is read as given, relative to the working directory)")
 
 
 def pretrained_weights_error(config: TrainConfig, error: Exception) -> TapeloopError:
