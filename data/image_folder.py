@@ -31,10 +31,15 @@ SPLIT_SEED = 0  # Fixed, so the held-out test split of a folder without train/ a
 BAD_FILES_LISTED = 10
 
 
+class UnresizableImage(ValueError):
+    """An image that decodes but cannot be brought to the size asked for."""
+
+
 def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, resize: str) -> np.ndarray:
     """One image file -> uint8 [H, W, channels] at `size`: grayscale and RGB(A) converted as
     needed, then resized keeping the aspect ratio, padded with black (`pad`) or centre-cropped
-    (`crop`). Raises tf.errors.OpError for a file it cannot read or decode."""
+    (`crop`). Raises tf.errors.OpError for a file it cannot read or decode, UnresizableImage for
+    one too thin to pad to `size`."""
     # Bytes, not str: a file name that is not valid UTF-8 still opens.
     image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=0, expand_animations=False)
     if image.shape[-1] in (2, 4):  # Drop the alpha channel.
@@ -47,6 +52,10 @@ def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, re
     if tuple(image.shape[:2]) == (height, width):
         return image.numpy()
     if resize == "pad":
+        scale = min(height / image.shape[0], width / image.shape[1])
+        if min(round(image.shape[0] * scale), round(image.shape[1] * scale)) < 1:
+            raise UnresizableImage(f"decodes as {image.shape[0]}x{image.shape[1]}: padded to {height}x{width}, a side "
+                                   "would be under one pixel; --image_resize=crop keeps its middle")
         resized = tf.image.resize_with_pad(image, height, width, antialias=True)
     else:
         scale = max(height / image.shape[0], width / image.shape[1])
@@ -165,6 +174,8 @@ def read_images(paths: list, size: tuple[int, int], channels: int, resize: str):
         except tf.errors.OpError as error:
             reason = error.message.split("}} ")[-1].splitlines()[0][:120]  # Without the op and device prefix.
             bad.append(f"{path} ({reason})")
+        except UnresizableImage as error:
+            bad.append(f"{path} ({error})")
     return (np.stack(images) if images else np.zeros((0, *size, channels), np.uint8)), readable, bad
 
 
@@ -184,11 +195,11 @@ def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:
                                                   if len(bad) > BAD_FILES_LISTED else "")
     if not skip:
         raise TapeloopError(
-            stage="data", problem=f"{len(bad)} of {total} image files cannot be read",
+            stage="data", problem=f"{len(bad)} of {total} image files cannot be read or brought to the size",
             expected="JPEG, PNG, BMP or GIF files that decode", found=listed,
             fix="repair or remove those files, or pass --skip_bad_images to train without them")
     logging.warning(TapeloopWarning(
-        stage="data", problem=f"skipping {len(bad)} of {total} image files that cannot be read",
+        stage="data", problem=f"skipping {len(bad)} of {total} image files that cannot be read or brought to the size",
         expected="JPEG, PNG, BMP or GIF files that decode", found=listed,
         fix="repair or remove those files (--skip_bad_images is on)").paragraph())
 

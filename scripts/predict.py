@@ -32,9 +32,9 @@ def predict(serve, files: list[str], image_shape, resize: str, batch_size: int) 
     stacked, _, unreadable = read_images(files, (height, width), channels, resize)
     if unreadable:
         raise TapeloopError(
-            stage="data", problem=f"{len(unreadable)} of {len(files)} files cannot be read as images",
-            expected="JPEG, PNG, BMP or GIF files", found="; ".join(unreadable[:10]),
-            fix="pass only image files that decode")
+            stage="data", problem=f"{len(unreadable)} of {len(files)} files cannot be read as images or brought "
+            f"to the model's {height}x{width}", expected="JPEG, PNG, BMP or GIF files", found="; ".join(unreadable[:10]),
+            fix="pass only image files that decode (each file's reason is in parentheses)")
     if channels == 1:
         stacked = stacked[..., 0]  # Stored grayscale images have no channel axis.
     return np.concatenate([serve(images=tf.constant(stacked[start:start + batch_size]))["probabilities"].numpy()

@@ -60,6 +60,15 @@ def test_read_image_pads_or_crops_keeping_the_aspect_ratio_and_converts_channels
     assert rgb.shape == (16, 16, 1) and abs(int(rgb[0, 0, 0]) - 76) <= 1  # ITU-R 601 luma of pure red.
 
 
+def test_an_image_too_thin_to_pad_is_named_as_such_and_crop_keeps_it(tmp_path):
+    thin = save(tmp_path / "thin.png", np.full((1, 4000, 3), 200, np.uint8))
+    images, readable, bad = image_folder.read_images([thin], (16, 16), 3, "pad")
+    assert readable == [] and bad == [f"{thin} (decodes as 1x4000: padded to 16x16, a side would be under one "
+                                      "pixel; --image_resize=crop keeps its middle)"]
+    images, readable, bad = image_folder.read_images([thin], (16, 16), 3, "crop")
+    assert readable == [0] and bad == [] and np.all(images[0] == 200)
+
+
 def test_a_corrupt_file_is_named_and_stops_the_run_unless_skipped(tmp_path, caplog):
     root = make_folder(tmp_path / "images")
     with pytest.raises(TapeloopError) as error:
