@@ -48,6 +48,15 @@ def test_a_loss_that_climbs_past_the_factor_and_its_start_stops_the_run():
         guard.check(5, 2.5, 1e-3)
 
 
+def test_a_run_that_starts_from_trained_weights_is_judged_against_the_loss_at_chance():
+    resumed = DivergenceGuard(factor=10, chance_loss=math.log(10))  # Its first loss is already small.
+    for step, loss in enumerate([0.0023, 0.0031, 0.024, 0.3], start=11):
+        resumed.check(step, loss, 1e-2)  # Over 10x the lowest, but far below chance: noise, not divergence.
+    with pytest.raises(TapeloopError, match=r"grew to 2.5, over 10x its lowest value \(0.0023\) and above the "
+                                            r"loss at chance \(2.303\)"):
+        resumed.check(15, 2.5, 1e-2)
+
+
 def test_healthy_noise_near_the_minimum_and_factor_zero_pass():
     guard = DivergenceGuard(factor=10)
     for step, loss in enumerate([2.3, 0.05, 0.3, 0.04, 0.45], start=1):

@@ -35,12 +35,17 @@ class DivergenceGuard:
     """Stops a run whose training loss turned NaN or Inf, or blew up.
 
     "Blew up" means above `factor` times the lowest loss seen so far and above
-    the first step's loss: healthy runs fluctuate near their minimum, but do
-    not climb back past where they started. `factor=0` checks finiteness only.
+    where training starts: the first step's loss, or the `chance_loss` (a model
+    that predicts every class alike) when that is higher. Healthy runs fluctuate
+    near their minimum, but do not climb back past where they started. The
+    chance loss matters when this process starts from trained weights (a resume,
+    a warm start): a first loss of 0.002 would make 0.03 a blow-up.
+    `factor=0` checks finiteness only.
     """
 
-    def __init__(self, factor: float):
+    def __init__(self, factor: float, chance_loss: float = 0.0):
         self.factor = factor
+        self.chance_loss = chance_loss
         self.first_loss = None
         self.lowest_loss = math.inf
 
@@ -50,11 +55,13 @@ class DivergenceGuard:
             raise self._diverged(step, loss, learning_rate, f"the loss became {loss}")
         if self.first_loss is None:
             self.first_loss = loss
-        blew_up = self.factor and loss > self.factor * self.lowest_loss and loss > self.first_loss
+        start = max(self.first_loss, self.chance_loss)
+        blew_up = self.factor and loss > self.factor * self.lowest_loss and loss > start
         if blew_up:
+            where = "its first" if start == self.first_loss else "the loss at chance"
             raise self._diverged(step, loss, learning_rate,
                                  f"the loss grew to {loss:.4g}, over {self.factor:g}x its lowest value "
-                                 f"({self.lowest_loss:.4g}) and above its first ({self.first_loss:.4g})")
+                                 f"({self.lowest_loss:.4g}) and above {where} ({start:.4g})")
         self.lowest_loss = min(self.lowest_loss, loss)
 
     @staticmethod

@@ -9,6 +9,7 @@ profiler window, mid-epoch checkpoint) appears once, in `train_epoch`, decided b
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -149,7 +150,8 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
         train_metrics=train_metrics, gradient_snapshot=gradient_snapshot,
         evaluator=Evaluator(config, inputs.spec, model, inputs.loss),  # Evaluation runs on one device.
         progress=Progress(config.progress, inputs.steps_per_epoch, inputs.total_steps), timer=IntervalTimer(),
-        divergence=DivergenceGuard(config.divergence_factor), warnings=TrainingWarnings(inputs.spec.num_classes),
+        divergence=DivergenceGuard(config.divergence_factor, chance_loss=math.log(inputs.spec.num_classes)),
+        warnings=TrainingWarnings(inputs.spec.num_classes),
         profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir,
         bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config))
 
