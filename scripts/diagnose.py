@@ -19,8 +19,8 @@ import math
 from absl import flags
 
 from diagnosis import report
-from trainer import setup
-from trainer.flags import config_from_flags, define_flags
+from trainer import run_directory, setup
+from trainer.flags import config_from_flags, define_flags, load_run_config
 
 define_flags()
 flags.DEFINE_string("output", None, "With --run_dir: also write the findings as JSON to this file ('-': stdout only).")
@@ -33,9 +33,11 @@ FLAGS = flags.FLAGS
 
 def diagnose_run() -> None:
     cli.check_output_path(FLAGS.output)
-    diagnosis = report.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
-                                           FLAGS.label_issues)
-    folder = report.write_to_tensorboard(FLAGS.run_dir, diagnosis)
+    load_run_config(FLAGS.run_dir)  # A folder that is no run is refused before its lock is taken (and made).
+    with run_directory.claim(FLAGS.run_dir):  # Not while the run trains: it would write into it beside train.py.
+        diagnosis = report.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
+                                        FLAGS.label_issues)
+        folder = report.write_to_tensorboard(FLAGS.run_dir, diagnosis)
     if FLAGS.output == "-":
         cli.write_json("-", diagnosis.as_json())
         return

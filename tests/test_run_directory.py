@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, run_script
+from tests.helpers import REPO, assert_one_paragraph_error, copy_run, run_script
 from trainer import run_directory
 from trainer.errors import TapeloopError
 
@@ -15,7 +15,7 @@ def test_a_claimed_directory_is_refused_to_a_second_claim_until_released(tmp_pat
             with run_directory.claim(str(tmp_path / "run")):
                 pass
         message = str(raised.value)
-        assert "[run directory]" in message and "is in use by another training process" in message
+        assert "[run directory]" in message and "is in use by another tapeloop process" in message
         assert f"pid {os.getpid()}" in message and "pass another --run_dir" in message
     with run_directory.claim(str(tmp_path / "run")):  # Released: free again.
         pass
@@ -35,7 +35,7 @@ def test_a_killed_process_leaves_no_stuck_lock(tmp_path):
 def test_a_second_training_process_on_a_run_directory_in_use_is_refused(tmp_path):
     with run_directory.claim(str(tmp_path / "run")):
         result = run_script("train", "--dataset=synthetic", f"--run_dir={tmp_path / 'run'}")
-    assert result.returncode == 1 and "is in use by another training process" in result.stderr
+    assert result.returncode == 1 and "is in use by another tapeloop process" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -65,3 +65,13 @@ def test_a_flags_file_of_another_name_is_written_and_its_changed_flags_named(tmp
     assert "--epochs=2" in (tmp_path / "base.flags").read_text() and not (tmp_path / "flags.txt").exists()
     run_directory.write_flags_file(make_config(tmp_path, "--epochs=3"), str(tmp_path), "base.flags")
     assert "Resuming with changed flags: --epochs=3" in caplog.text
+
+
+@pytest.mark.slow
+def test_diagnosing_a_run_that_is_still_training_is_refused_and_writes_nothing(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
+    with run_directory.claim(str(run_dir)):
+        result = run_script("diagnose", f"--run_dir={run_dir}", "--label_issues=off")
+    assert_one_paragraph_error(result, 1, f"{run_dir} is in use by another tapeloop process",
+                               f"pid {os.getpid()}")
+    assert not (run_dir / "diagnosis").exists()

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import sys
 import time
 
 from absl import logging
@@ -36,12 +37,13 @@ def claim(run_dir: str):
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise TapeloopError(
-                stage="run directory", problem=f"{run_dir} is in use by another training process",
+                stage="run directory", problem=f"{run_dir} is in use by another tapeloop process",
                 expected="one process per run directory", found=f"its lock held by {holder}",
                 fix="wait for that run to finish (or stop it), or pass another --run_dir") from None
         lock.seek(0)
         lock.truncate()
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.write(f"{os.path.basename(sys.argv[0]) or 'python'} pid {os.getpid()} on {socket.gethostname()} "
+                   f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         lock.flush()
         try:
             yield
