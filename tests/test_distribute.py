@@ -19,7 +19,7 @@ from trainer import distribute
 from trainer.errors import TapeloopError
 
 SMALL_MLP = ("--dataset=synthetic", "--model=mlp", "--model_width=32", "--dropout=0", "--batch_size=64",
-             "--log_every_steps=4", "--progress=log")
+             "--log_every_steps=4", "--progress=log", "--mixed_precision=none")  # Float32 on every CPU kind.
 
 
 def fake_strategy(task_type, task_id, cluster):

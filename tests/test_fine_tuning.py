@@ -56,7 +56,7 @@ def test_a_frozen_backbone_and_its_batch_norm_statistics_stay_bit_identical(tmp_
 
 def test_after_the_unfreeze_the_backbone_moves_at_its_scale_of_the_rate(tmp_path):
     config, model, frozen, optimizer, backbone = frozen_model_and_optimizers(
-        tmp_path, *SGD, "--unfreeze_after_epochs=1", "--backbone_lr_scale=0.1")
+        tmp_path, *SGD, "--unfreeze_after_epochs=1", "--epochs=2", "--backbone_lr_scale=0.1")
     fine_tuning.unfreeze(config, model, epoch=1)
     images, labels, weights = batch()
     with tf.GradientTape() as tape:
