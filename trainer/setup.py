@@ -69,8 +69,9 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     compute_precision = run_precision(config)
     logging.info("Precision: %s.", compute_precision.reason)
-    if compute_precision.emulation_warning():
-        logging.warning(compute_precision.emulation_warning().paragraph())
+    emulation_warning = compute_precision.emulation_warning()
+    if emulation_warning:
+        logging.warning(emulation_warning.paragraph())
     with strategy.scope():  # Keras optimizers must be built in the scope, before the first step.
         model = build_model(config, data.spec, pretrained=not resuming(config))
         warm_start_model(config, model, data.spec)  # Before the weight average copies the initial weights.
