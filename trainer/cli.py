@@ -10,7 +10,6 @@ Import this module before TensorFlow so its C++ start-up logging stays quiet.
 import gc
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -114,14 +113,7 @@ def run(main, takes_arguments: bool = False) -> None:
                          128 + signal.SIGINT)
         _print_last_and_exit(*last_line)
 
-    require_finite_floats(flags.FLAGS.get_flags_for_module(sys.modules["__main__"]))
+    from trainer.flags import require_finite_floats  # Here: the module loads TensorFlow, after the quieting above.
+
+    require_finite_floats(flags.FLAGS.get_flags_for_module(sys.modules["__main__"]))  # The script's own, as train.py's.
     app.run(guarded_main, flags_parser=_parse_flags)
-
-
-def require_finite_floats(script_flags) -> None:
-    """A script's own float flags take finite values only, as train.py's do (absl's bounds let
-    inf and nan through)."""
-    for flag in script_flags:
-        if isinstance(flag.parser, flags.FloatParser):
-            flags.register_validator(flag.name, lambda value: value is None or math.isfinite(value),
-                                     f"--{flag.name} must be a finite number")

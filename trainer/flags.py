@@ -320,13 +320,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     _register_validators(flag_values)
 
 
+def require_finite_floats(flag_list, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The float flags among `flag_list` take finite values only (absl's bounds let inf and nan through)."""
+    for flag in flag_list:
+        if isinstance(flag.parser, flags.FloatParser):
+            flags.register_validator(flag.name, lambda value: value is None or math.isfinite(value),
+                                     f"--{flag.name} must be a finite number", flag_values=flag_values)
+
+
 def _register_validators(flag_values: flags.FlagValues) -> None:
     """Checks that involve several flags; each failure names the flags and the fix."""
-    for field in dataclasses.fields(TrainConfig):  # absl's bounds let inf and nan through.
-        if isinstance(flag_values[field.name].parser, flags.FloatParser):
-            flags.register_validator(field.name, lambda value: value is None or math.isfinite(value),
-                                     f"--{field.name} must be a finite number",
-                                     flag_values=flag_values)
+    require_finite_floats([flag_values[field.name] for field in dataclasses.fields(TrainConfig)], flag_values)
     register_run_dir_validator(flag_values)
     def step_schedule_is_complete(values):
         if values["lr_schedule"] != "step":

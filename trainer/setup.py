@@ -188,10 +188,12 @@ def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
             expected=f"none, imagenet, or a Keras weights file ({' or '.join(WEIGHT_FILE_SUFFIXES)})",
             found=config.pretrained,
             fix="save the backbone's weights with model.save_weights('backbone.weights.h5') and pass that file")
-    if config.pretrained not in ("none", "imagenet") and unreadable_reason(os.path.expanduser(config.pretrained)):
+    unreadable = (config.pretrained not in ("none", "imagenet")
+                  and unreadable_reason(os.path.expanduser(config.pretrained)))
+    if unreadable:
         raise TapeloopError(
             stage="model", problem=f"--pretrained={config.pretrained} cannot be read", expected="a Keras weights "
-            "file saved from the same backbone", found=unreadable_reason(os.path.expanduser(config.pretrained)),
+            "file saved from the same backbone", found=unreadable,
             fix="check the path (it is read as given, relative to the working directory)")
 
 

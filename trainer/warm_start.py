@@ -48,7 +48,8 @@ def copy_matching(model: keras.Model, source: keras.Model, reference: str,
     returns (loaded paths, paths left as initialized, each with both shapes). Refuses a source
     that shares no kernel (vectors such as a 10-class head's bias match by accident)."""
     ours, theirs = weights_by_path(model), weights_by_path(source)
-    head_variables = {id(variable) for variable in head_of(model).weights} if head_of(model) else set()
+    head_layer = head_of(model)
+    head_variables = {id(variable) for variable in head_layer.weights} if head_layer else set()
     head = {path for path, variable in ours.items() if id(variable) in head_variables}
     loaded = [path for path, variable in ours.items()
               if path in theirs and tuple(theirs[path].shape) == tuple(variable.shape)
