@@ -8,6 +8,7 @@ TapeloopWarnings in the report.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from trainer.config import TrainConfig
 from trainer.errors import TapeloopError, TapeloopWarning
 
 IMBALANCE_WARNING_RATIO = 10.0
+# One validation example moving the selection accuracy by more than this (0.5 points: a split under
+# 200 examples) is coarser than the gains between late checkpoints.
+SELECTION_RESOLUTION = 0.005
 RANGE_TOLERANCE = 1e-3
 
 
@@ -48,7 +52,8 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
         f"{name} {count}" for name, count in zip(spec.class_names, counts)))
     _refuse_single_class(counts, spec)
     warnings = [warning for warning in (_imbalance(counts, spec, config), *_classes_missing(splits, spec),
-                                        *_duplicates(data.train[0], splits)) if warning]
+                                        *_duplicates(data.train[0], splits),
+                                        _validation_too_coarse(data.validation, config)) if warning]
     return Report(lines=lines, warnings=warnings)
 
 
@@ -153,6 +158,35 @@ def _imbalance(counts: np.ndarray, spec: DatasetSpec, config: TrainConfig) -> Ta
         found=f"{present.max()} examples of the largest class, {present.min()} of the smallest ({rarest})",
         fix="pass --class_weights=balanced (or a focal loss) so the rare classes count; judge the "
             "model by eval balanced_accuracy and per-class recall, not accuracy")
+
+
+def _validation_too_coarse(validation, config: TrainConfig) -> TapeloopWarning | None:
+    """A validation split so small that one example moves the selection accuracy by more than
+    SELECTION_RESOLUTION: it cannot rank the checkpoints of a run's last epochs."""
+    if validation is None or config.early_stopping_metric == "loss":
+        return None
+    counts = np.bincount(validation[1])
+    counts = counts[counts > 0]
+    balanced = config.early_stopping_metric == "balanced_accuracy"
+    one_example = 1 / (len(counts) * counts.min()) if balanced else 1 / counts.sum()
+    if one_example <= SELECTION_RESOLUTION:
+        return None
+    smallest = f", {counts.min()} in its smallest class" if balanced else ""
+    return TapeloopWarning(
+        stage="eval", problem=f"the validation split is too small to pick the best checkpoint by "
+                              f"{config.early_stopping_metric}",
+        expected=f"one example moving it by at most {SELECTION_RESOLUTION * 100:g} points (late epochs gain less "
+                 "than a point)",
+        found=f"{counts.sum()} validation examples{smallest}: one example is {one_example * 100:.2f} points, so "
+              "many epochs tie or swap by chance (ties go to the lower validation loss)",
+        fix=_larger_split_or_loss(config.validation_split * one_example / SELECTION_RESOLUTION))
+
+
+def _larger_split_or_loss(needed_split: float) -> str:
+    loss = "pick the best by --early_stopping_metric=loss, which every example moves a little"
+    if needed_split > 0.5:
+        return f"the dataset is too small for a split that fine: {loss}"
+    return f"hold out more (--validation_split={math.ceil(needed_split * 100) / 100:g}) or {loss}"
 
 
 def _duplicates(train_images: np.ndarray, splits: dict) -> list[TapeloopWarning]:

@@ -14,11 +14,13 @@ import math
 import numpy as np
 
 KINDS = ("batchnorm_statistics", "overfitting", "underfitting", "learning_rate_high", "learning_rate_low",
-         "too_few_epochs", "capacity", "label_issues", "leakage", "class_confusion", "class_imbalance",
+         "too_few_epochs", "capacity", "checkpoint_selection", "label_issues", "leakage", "class_confusion", "class_imbalance",
          "calibration")
 MAJOR_COST, MODERATE_COST = 0.02, 0.005
 # Rates below these rarely train a network in a few epochs (Adam's usual range is 1e-4 to 3e-3, SGD's 0.01 to 0.5).
 LOWEST_USUAL_RATE = {"adam": 1e-5, "adamw": 1e-5, "sgd": 1e-3}
+CLEARLY_LOWER_LOSS = 1.25  # A kept checkpoint's validation loss this many times the last one's.
+CLEAR_EXAMPLES = 3  # Validation examples (and at least 0.3 points) an accuracy gap needs to be clear.
 BLOW_UP = 3.0  # A logged loss this many times chance level is a near-divergence (initial losses are below 2x).
 CURVE_LOGS_NEEDED = 8  # Training logs below which most curve detectors say nothing.
 
@@ -216,8 +218,37 @@ def capacity(curves: Curves) -> Finding | None:
                    "regularization (--dropout, --weight_decay)")
 
 
+def checkpoint_selection(curves: Curves, metric: str, kept_epoch: int, validation_examples: int) -> Finding | None:
+    """The kept checkpoint (best/, chosen by `metric`) clearly below the last one on the same split by
+    the other measure: a much higher loss with the accuracy within one example, or (chosen by
+    loss) a clearly lower accuracy."""
+    kept = np.flatnonzero(curves.eval_epochs == kept_epoch)
+    if not len(kept) or kept[0] == len(curves.eval_epochs) - 1:
+        return None
+    kept, last_epoch = int(kept[0]), int(curves.eval_epochs[-1])
+    one_example = 1 / validation_examples
+    accuracy_gap = float(curves.eval_accuracy[-1] - curves.eval_accuracy[kept])  # Positive: the last is ahead.
+    scores = (f"the kept checkpoint (epoch {kept_epoch}, best validation {metric}) scores accuracy "
+              f"{curves.eval_accuracy[kept]:.4f} and loss {curves.eval_loss[kept]:.4f}, the last (epoch {last_epoch}) "
+              f"{curves.eval_accuracy[-1]:.4f} and {curves.eval_loss[-1]:.4f} on the {validation_examples} validation "
+              "examples")
+    later = "until then, evaluate.py --weights=latest scores the last weights"
+    if metric == "loss":
+        if accuracy_gap < max(CLEAR_EXAMPLES * one_example, 0.003):
+            return None
+        return Finding("checkpoint_selection", cost=accuracy_gap, evidence=scores,
+                       suggestion=f"pick the best by accuracy (--early_stopping_metric=accuracy), as the loss also "
+                                  f"rises when a model grows overconfident; {later}")
+    if curves.eval_loss[kept] < CLEARLY_LOWER_LOSS * curves.eval_loss[-1] or accuracy_gap < -1.5 * one_example:
+        return None
+    return Finding("checkpoint_selection", cost=one_example, evidence=f"{scores}: one example is "
+                   f"{one_example * 100:.2f} points, too coarse for {metric} to rank them",
+                   suggestion=f"hold out a larger --validation_split, or pick the best by --early_stopping_metric=loss; "
+                              f"{later}")
+
+
 CURVE_DETECTORS = (overfitting, underfitting, learning_rate_low, learning_rate_high, too_few_epochs, capacity)
-EVAL_CURVE_KINDS = ("overfitting", "too_few_epochs", "capacity")  # Read the validation curve.
+EVAL_CURVE_KINDS = ("overfitting", "too_few_epochs", "capacity", "checkpoint_selection")  # Read the validation curve.
 
 
 def from_curves(curves: Curves) -> list[Finding]:

@@ -18,7 +18,7 @@ from data import pipeline, sources
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
 from trainer.batchnorm import StatisticsEstimator
-from trainer.checkpoints import final_weights_dir, restore_model_weights
+from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.evaluation import predicted_logits
 from trainer.flags import load_run_config
 from trainer.setup import build_model, make_weight_average
@@ -176,7 +176,8 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
         notes.append(f"the curve findings are left out: {problem}; the findings measured on the final model "
                      "(batch-norm statistics, label issues, leakage, confusions, calibration) do not need them")
         return []
-    found = findings.from_curves(curves)
+    found = findings.from_curves(curves) + [kept_checkpoint_finding(run_dir, config, data, curves)]
+    found = [finding for finding in found if finding]
     ceiling = 1 - label_noise  # The accuracy a model that ignores wrong labels reaches on training data.
     if label_noise >= LABEL_NOISE_CEILING and ceiling - 0.03 <= curves.final_train_accuracy() <= ceiling + 0.01:
         notes.append(f"training accuracy {curves.final_train_accuracy():.4f} is near the {ceiling:.4f} that the "
@@ -193,6 +194,15 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
                      "what follows the curves is measured with re-estimated statistics")
         found = [finding for finding in found if finding.kind not in findings.EVAL_CURVE_KINDS]
     return found
+
+
+def kept_checkpoint_finding(run_dir: str, config, data, curves: findings.Curves) -> findings.Finding | None:
+    """checkpoint_selection for a run that kept a best/ checkpoint (it held out a validation split)."""
+    kept = latest_checkpoint(os.path.join(run_dir, "best"))
+    if kept is None or data.validation is None:
+        return None
+    kept_epoch = round(int(kept.rsplit("-", 1)[1]) / curves.steps_per_epoch)
+    return findings.checkpoint_selection(curves, config.early_stopping_metric, kept_epoch, len(data.validation[1]))
 
 
 def split_label_issues(config, data, training_examples, model, mode: str) -> list:

@@ -68,19 +68,45 @@ def test_a_new_run_directory_has_nothing_to_restore(tmp_path):
 def test_best_is_saved_only_when_accuracy_improves(tmp_path):
     _, model, optimizer = trained_state(tmp_path)
     run = run_checkpoints(tmp_path, model, optimizer, keep=1)
-    assert run.save_best_if_improved({"accuracy": 0.5}, epochs_done=1)
+    assert run.save_best_if_improved({"accuracy": 0.5, "loss/total": 1.0}, epochs_done=1)
     first = run.best.latest_checkpoint
-    assert not run.save_best_if_improved({"accuracy": 0.5}, epochs_done=2)
-    assert not run.save_best_if_improved({"accuracy": 0.4}, epochs_done=2)
+    assert not run.save_best_if_improved({"accuracy": 0.5, "loss/total": 1.2}, epochs_done=2)
+    assert not run.save_best_if_improved({"accuracy": 0.4, "loss/total": 0.5}, epochs_done=2)
     assert run.best.latest_checkpoint == first and run.best_metric.best == 0.5
+
+
+def test_a_tie_on_accuracy_goes_to_the_lower_validation_loss_and_resets_the_patience(tmp_path):
+    _, model, optimizer = trained_state(tmp_path)
+    run = run_checkpoints(tmp_path, model, optimizer, keep=1)
+    assert run.save_best_if_improved({"accuracy": 0.9, "loss/total": 0.4}, epochs_done=1)
+    assert not run.save_best_if_improved({"accuracy": 0.9, "loss/total": 0.5}, epochs_done=2)
+    assert int(run.best_metric.evaluations_since_best.numpy()) == 1
+    assert run.save_best_if_improved({"accuracy": 0.9, "loss/total": 0.3}, epochs_done=3)
+    assert int(run.best_metric.evaluations_since_best.numpy()) == 0
+    assert run.best.latest_checkpoint.endswith(f"ckpt-{int(optimizer.iterations.numpy())}")
+    assert float(run.loss_at_best.numpy()) == pytest.approx(0.3)
+
+
+def test_a_checkpoint_from_before_the_tie_break_resumes_with_the_loss_unknown(tmp_path):
+    _, model, optimizer = trained_state(tmp_path)
+    run = run_checkpoints(tmp_path, model, optimizer, keep=1)
+    run.save_best_if_improved({"accuracy": 0.9, "loss/total": 0.4}, epochs_done=1)
+    objects = dict(run._saved_objects)  # What an earlier tapeloop saved: all but loss_at_best.
+    del objects["loss_at_best"]
+    tf.train.Checkpoint(**objects).save(str(tmp_path / "checkpoints" / "ckpt"))  # Written as ckpt-1.
+    _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
+    restored = run_checkpoints(tmp_path, fresh_model, fresh_optimizer, keep=1)
+    assert restored.restore_latest().endswith("ckpt-1")
+    assert restored.best_metric.best == 0.9 and float(restored.loss_at_best.numpy()) == np.inf
+    assert int(fresh_optimizer.iterations.numpy()) == 2
 
 
 def test_best_by_loss_means_lowest_and_survives_a_resume_with_the_schedule_state(tmp_path):
     flags = ("--early_stopping_metric=loss", "--lr_schedule=plateau")
     _, model, optimizer = trained_state(tmp_path)
     run = run_checkpoints(tmp_path, model, optimizer, 1, *flags)
-    assert run.save_best_if_improved({"loss/total": 0.8}, epochs_done=1)
-    assert not run.save_best_if_improved({"loss/total": 0.9}, epochs_done=2)
+    assert run.save_best_if_improved({"accuracy": 0.5, "loss/total": 0.8}, epochs_done=1)
+    assert not run.save_best_if_improved({"accuracy": 0.6, "loss/total": 0.9}, epochs_done=2)
     run.checkpoint.schedule.reductions.assign(2)
     run.save_latest(epochs_done=2)
     _, fresh_model, fresh_optimizer = trained_state(tmp_path / "other", train_steps=0)
@@ -121,7 +147,7 @@ def test_final_weights_are_the_best_checkpoint_or_without_one_the_latest(tmp_pat
     saved = run_checkpoints(tmp_path, model, optimizer, keep=1)
     saved.save_latest(epochs_done=0)
     assert checkpoints.final_weights_dir(str(tmp_path)) == str(tmp_path / "checkpoints")
-    saved.save_best_if_improved({"accuracy": 0.5}, epochs_done=0)
+    saved.save_best_if_improved({"accuracy": 0.5, "loss/total": 1.0}, epochs_done=0)
     assert checkpoints.final_weights_dir(str(tmp_path)) == str(tmp_path / "best")
 
 

@@ -60,3 +60,26 @@ def test_data_no_model_can_learn_from_is_refused(tmp_path, images, labels, phras
     with pytest.raises(TapeloopError, match=phrase) as raised:
         diagnostics.preflight(prepared(images, labels), make_config(tmp_path))
     assert raised.value.stage == "raw data"
+
+
+@pytest.mark.parametrize("validation_size, flags, suggestion", [
+    (90, (), "--validation_split=0.12"),  # 1.1 points an example; 0.05 of the data held out.
+    (10, (), "the dataset is too small for a split that fine"),
+    (400, ("--early_stopping_metric=balanced_accuracy", ), None),  # 40 per class: 0.25 points.
+    (100, ("--early_stopping_metric=balanced_accuracy", ), "--validation_split=0.1"),
+    (90, ("--early_stopping_metric=loss", ), None),
+    (200, (), None),
+])
+def test_a_validation_split_too_coarse_to_rank_checkpoints_is_warned_about(tmp_path, validation_size, flags,
+                                                                           suggestion):
+    images, labels = balanced_train(200)
+    validation = balanced_train(validation_size)
+    data = PreparedData(spec=catalog.MNIST, train=(images, labels), validation=validation,
+                        test=(images[:20], labels[:20]))
+    warnings = diagnostics.preflight(data, make_config(tmp_path, "--validation_split=0.05", *flags)).warnings
+    coarse = [warning.paragraph() for warning in warnings if "too small to pick the best checkpoint" in
+              warning.paragraph()]
+    assert len(coarse) == (suggestion is not None)
+    if suggestion:
+        assert suggestion in coarse[0] and "--early_stopping_metric=loss" in coarse[0]
+        assert f"found {validation_size} validation examples" in coarse[0]

@@ -103,6 +103,34 @@ def test_capacity_is_training_accuracy_flat_and_no_better_than_validation():
     assert finding.cost == pytest.approx(0.07) and "--model_width" in finding.suggestion
 
 
+def small_split_run():
+    """The digits case of issue 37: 90 validation images, accuracy 88/90 from epoch 3 on, the loss still falling."""
+    eval_loss = [0.40, 0.25, 0.20, 0.15, 0.12, 0.10, 0.09, 0.08]
+    return curves(np.linspace(2, 0.05, 40), 0.99, eval_loss=eval_loss,
+                  eval_accuracy=[80 / 90, 85 / 90] + [88 / 90] * 5 + [87 / 90])
+
+
+def test_a_kept_checkpoint_with_a_much_higher_loss_and_no_clear_accuracy_lead_is_reported():
+    finding = findings.checkpoint_selection(small_split_run(), "accuracy", kept_epoch=3, validation_examples=90)
+    assert finding.cost == pytest.approx(1 / 90) and finding.severity == "moderate"
+    assert "epoch 3" in finding.evidence and "epoch 8" in finding.evidence and "1.11 points" in finding.evidence
+    assert "--early_stopping_metric=loss" in finding.suggestion and "--weights=latest" in finding.suggestion
+    # Not reported: a last checkpoint two examples behind, the last one kept, a healthy run.
+    behind = dataclasses.replace(small_split_run(), eval_accuracy=np.r_[small_split_run().eval_accuracy[:-1], 86 / 90])
+    assert findings.checkpoint_selection(behind, "accuracy", kept_epoch=3, validation_examples=90) is None
+    assert findings.checkpoint_selection(small_split_run(), "accuracy", kept_epoch=8, validation_examples=90) is None
+    assert findings.checkpoint_selection(healthy(), "accuracy", kept_epoch=9, validation_examples=5000) is None
+
+
+def test_a_checkpoint_kept_by_loss_clearly_less_accurate_than_the_last_is_reported():
+    overconfident = curves(np.linspace(2, 0.05, 40), 0.99, eval_loss=[0.30, 0.25, 0.27, 0.31, 0.36],
+                           eval_accuracy=[0.900, 0.915, 0.925, 0.930, 0.935])
+    finding = findings.checkpoint_selection(overconfident, "loss", kept_epoch=2, validation_examples=1000)
+    assert finding.cost == pytest.approx(0.02) and "--early_stopping_metric=accuracy" in finding.suggestion
+    close = dataclasses.replace(overconfident, eval_accuracy=np.array([0.900, 0.915, 0.915, 0.916, 0.917]))
+    assert findings.checkpoint_selection(close, "loss", kept_epoch=2, validation_examples=1000) is None
+
+
 def test_batch_norm_statistics_cost_what_re_estimating_them_gains():
     finding = findings.batchnorm_statistics("validation", 0.58, 0.95, 50)
     assert finding.cost == pytest.approx(0.37) and "--precise_bn_batches=50" in finding.suggestion

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -28,9 +29,9 @@ class RunCheckpoints:
 
     Both hold the whole training state: model, optimizer (its step counter is
     the global step), the learning-rate schedule's state, the weight average
-    (--ema_decay), epoch, the best value of the metric that defines "best" and
-    the evaluations since, and the wall and training seconds spent, so a resumed
-    run continues as if never stopped.
+    (--ema_decay), epoch, the best value of the metric that defines "best", the
+    validation loss there (which breaks ties) and the evaluations since, and the
+    wall and training seconds spent, so a resumed run continues as if never stopped.
 
     The checkpoints of a folder are found from their files (`ckpt-N.index`), not from
     TensorFlow's state file, which a crash or a user can delete or damage.
@@ -42,14 +43,16 @@ class RunCheckpoints:
                  backbone_optimizer: keras.optimizers.Optimizer | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best_metric = MetricTracker(best_metric)
+        self.loss_at_best = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.training_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
+        self._saved_objects = dict(
             model=model, optimizer=optimizer, schedule=schedule, epoch=self.epoch,
-            best_metric=self.best_metric, wall_seconds=self.wall_seconds,
+            best_metric=self.best_metric, loss_at_best=self.loss_at_best, wall_seconds=self.wall_seconds,
             training_seconds=self.training_seconds,
             **({"weight_average": weight_average} if weight_average is not None else {}),
             **({"backbone_optimizer": backbone_optimizer} if backbone_optimizer is not None else {}))
+        self.checkpoint = tf.train.Checkpoint(**self._saved_objects)
         assert_checkpoint_covers(model)
         self.latest = self._manager(os.path.join(run_dir, "checkpoints"), keep)
         self.best = self._manager(os.path.join(run_dir, "best"), 1)
@@ -67,10 +70,20 @@ class RunCheckpoints:
 
         A damaged one (truncated, missing or corrupt files) is reported and the one before it used.
         """
-        path = restore_newest_intact(self.checkpoint, self._resume_dir, partial=False)
+        path = restore_newest_intact(self._checkpoint_to_restore, self._resume_dir, partial=False)
         if path:
             self._seconds_before = float(self.wall_seconds.numpy())
         return path
+
+    def _checkpoint_to_restore(self, path: str) -> tf.train.Checkpoint:
+        """The whole state, or for a checkpoint written before ties were broken by the validation
+        loss (tapeloop before stop 42) the state without `loss_at_best`, which then stays unknown."""
+        if any(name.startswith("loss_at_best/") for name, _ in tf.train.list_variables(path)):
+            return self.checkpoint
+        logging.info("%s holds no validation loss of its best evaluation (written by an earlier tapeloop): the "
+                     "next tie on --early_stopping_metric keeps the newer checkpoint.", path)
+        return tf.train.Checkpoint(**{name: saved for name, saved in self._saved_objects.items()
+                                      if name != "loss_at_best"})
 
     def elapsed_seconds(self) -> float:
         """Wall seconds of the whole run, including processes before a resume."""
@@ -81,8 +94,9 @@ class RunCheckpoints:
         return self._save(self.latest, epochs_done)
 
     def save_best_if_improved(self, results: dict[str, float], epochs_done: int) -> bool:
-        """Records an evaluation and saves to best/ if its metric beats every earlier one."""
-        if not self.best_metric.update(results):
+        """Records an evaluation and saves to best/ if its metric beats every earlier one (or ties
+        the best with a lower validation loss)."""
+        if not self.best_metric.update(results, self.loss_at_best):
             return False
         self._save(self.best, epochs_done)
         return True
@@ -192,13 +206,16 @@ def _verify_readable(path: str) -> None:
         raise CheckpointDamaged(f"{type(error).__name__}: {_first_line(error)}") from None
 
 
-def restore_newest_intact(checkpoint: tf.train.Checkpoint, folder: str, partial: bool) -> str | None:
-    """Restores the newest checkpoint in `folder` whose files are intact and returns its path
-    (None if the folder has none); each damaged one is reported and the one before it tried."""
+def restore_newest_intact(checkpoint_for: Callable[[str], tf.train.Checkpoint], folder: str,
+                          partial: bool) -> str | None:
+    """Restores the newest checkpoint in `folder` whose files are intact into `checkpoint_for(its
+    path)` and returns its path (None if the folder has none); each damaged one is reported and the
+    one before it tried."""
     damaged = []
     for path in reversed(checkpoint_prefixes(folder)):
         try:
-            _restore(checkpoint, path, partial)
+            _verify_readable(path)
+            _restore(checkpoint_for(path), path, partial)
             return path
         except CheckpointDamaged as error:
             damaged.append(path)
@@ -216,9 +233,7 @@ def restore_newest_intact(checkpoint: tf.train.Checkpoint, folder: str, partial:
 
 
 def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
-    """Restores `path`; raises CheckpointDamaged for damaged files, a TapeloopError for a checkpoint
-    of another model."""
-    _verify_readable(path)
+    """Restores `path`, whose files are intact; raises a TapeloopError for a checkpoint of another model."""
     try:
         status = checkpoint.restore(path)
         if partial:  # Values of objects left out (e.g. the optimizer when only the model is wanted).
@@ -246,7 +261,8 @@ def restore_model_weights(model: keras.Model, checkpoint_dir: str, weight_averag
     """
     assert_checkpoint_covers(model)
     averaged = {"weight_average": weight_average} if weight_average is not None else {}
-    path = restore_newest_intact(tf.train.Checkpoint(model=model, **averaged), checkpoint_dir, partial=True)
+    weights = tf.train.Checkpoint(model=model, **averaged)
+    path = restore_newest_intact(lambda _: weights, checkpoint_dir, partial=True)
     if path is None:
         raise TapeloopError(
             stage="checkpoint", problem=f"no checkpoint in {checkpoint_dir}",

@@ -77,12 +77,21 @@ class MetricTracker(tf.Module):
         """The best value seen (-inf for accuracies, +inf for the loss, before any evaluation)."""
         return self._sign * float(self._best_score.numpy())
 
-    def update(self, results: dict[str, float]) -> bool:
-        """Reads the metric from an evaluation's results; returns True if it is a new best."""
-        score = self._sign * results[self.tag]
-        if score > self._best_score.numpy():
+    def update(self, results: dict[str, float], loss_at_best: tf.Variable | None = None) -> bool:
+        """Reads the metric from an evaluation's results; returns True if it is a new best.
+
+        Given `loss_at_best` (the validation loss of the best evaluation so far, kept up to date
+        here), a tie on an accuracy goes to the lower loss: on a small split many evaluations
+        share an accuracy while the model still improves.
+        """
+        score, best = self._sign * results[self.tag], float(self._best_score.numpy())
+        tie_won = (loss_at_best is not None and self.metric != "loss" and score == best
+                   and results["loss/total"] < float(loss_at_best.numpy()))
+        if score > best or tie_won:
             self._best_score.assign(score)
             self.evaluations_since_best.assign(0)
+            if loss_at_best is not None:
+                loss_at_best.assign(results["loss/total"])
             return True
         self.evaluations_since_best.assign_add(1)
         return False
