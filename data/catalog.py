@@ -11,7 +11,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 # Datasets read from the user's own files (--data_dir), their shape and classes found there.
-USER_DATASETS = ("image_folder", "npz")
+USER_DATASETS = ("image_folder", "npz", "tfrecord")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 
 from data.catalog import DatasetSpec
 from data.pipeline import PreparedData
+from data.streaming import SAMPLE_EXAMPLES, StreamedImages, sample_of
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError, TapeloopWarning
 
@@ -40,21 +41,31 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
     spec = data.spec
     splits = {"train": data.train, "validation": data.validation, "test": data.test}
     splits = {name: arrays for name, arrays in splits.items() if arrays is not None}
-    for name, (images, labels) in splits.items():
-        _check_images(name, images, spec, config.input_range)
+    pixels = {name: _checked_pixels(images) for name, (images, _) in splits.items()}
+    for name, (_, labels) in splits.items():
+        _check_images(name, pixels[name], spec, config.input_range)
         _check_labels(name, labels, spec)
     sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
-    images = data.train[0]
+    images = pixels["train"]
     lines = [f"{spec.name}: {sizes} examples; images {images.dtype} {list(images.shape[1:])}, "
              f"values {images.min()} to {images.max()}; model input {list(spec.image_shape)}"]
+    streamed = isinstance(data.train[0], StreamedImages)
+    if streamed:
+        lines.append(f"streamed from shards: pixels checked on a sample of up to {SAMPLE_EXAMPLES} examples per "
+                     "split (the first records of every shard); labels checked in full; duplicates not sought")
     counts = np.bincount(data.train[1], minlength=spec.num_classes)
     lines.append("training examples per class: " + ", ".join(
         f"{name} {count}" for name, count in zip(spec.class_names, counts)))
     _refuse_single_class(counts, spec)
     warnings = [warning for warning in (_imbalance(counts, spec, config), *_classes_missing(splits, spec),
-                                        *_duplicates(data.train[0], splits),
+                                        *([] if streamed else _duplicates(data.train[0], splits)),
                                         _validation_too_coarse(data.validation, config)) if warning]
     return Report(lines=lines, warnings=warnings)
+
+
+def _checked_pixels(images) -> np.ndarray:
+    """The pixels the checks read: the array, or a streamed split's sample, decoded."""
+    return sample_of(images).decoded() if isinstance(images, StreamedImages) else images
 
 
 def _check_images(split: str, images: np.ndarray, spec: DatasetSpec, input_range) -> None:

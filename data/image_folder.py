@@ -36,32 +36,55 @@ class UnresizableImage(ValueError):
 
 
 def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, resize: str) -> np.ndarray:
-    """One image file -> uint8 [H, W, channels] at `size`: grayscale and RGB(A) converted as
-    needed, then resized keeping the aspect ratio, padded with black (`pad`) or centre-cropped
-    (`crop`). Raises tf.errors.OpError for a file it cannot read or decode, UnresizableImage for
-    one too thin to pad to `size`."""
+    """One image file -> uint8 [H, W, channels] at `size` (decoded_image, then resized_image).
+    Raises tf.errors.OpError for a file it cannot read or decode, UnresizableImage for one too
+    thin to pad to `size`."""
     # Bytes, not str: a file name that is not valid UTF-8 still opens.
-    image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=0, expand_animations=False)
-    if image.shape[-1] in (2, 4):  # Drop the alpha channel.
-        image = image[..., :-1]
-    if channels == 3 and image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    elif channels == 1 and image.shape[-1] == 3:
-        image = tf.image.rgb_to_grayscale(image)
-    height, width = size
-    if tuple(image.shape[:2]) == (height, width):
-        return image.numpy()
-    if resize == "pad":
-        scale = min(height / image.shape[0], width / image.shape[1])
-        if min(round(image.shape[0] * scale), round(image.shape[1] * scale)) < 1:
-            raise UnresizableImage(f"decodes as {image.shape[0]}x{image.shape[1]}: padded to {height}x{width}, a side "
-                                   "would be under one pixel; --image_resize=crop keeps its middle")
-        resized = tf.image.resize_with_pad(image, height, width, antialias=True)
+    image = decoded_image(tf.io.read_file(os.fsencode(path)), channels)
+    problem = resize_problem(image.shape[0], image.shape[1], size, resize)
+    if problem:
+        raise UnresizableImage(problem)
+    return resized_image(image, size, resize).numpy()
+
+
+def decoded_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """Encoded JPEG, PNG, BMP or GIF (first frame) -> uint8 [h, w, channels]: the alpha channel
+    dropped, grayscale and RGB converted as needed. Runs eagerly or inside tf.data."""
+    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+    present = tf.shape(image)[-1]
+    image = image[..., :present - (1 - present % 2)]  # 2 or 4 channels: drop the alpha.
+    if channels == 3:
+        image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
     else:
-        scale = max(height / image.shape[0], width / image.shape[1])
-        covering = [max(height, round(image.shape[0] * scale)), max(width, round(image.shape[1] * scale))]
-        resized = tf.image.resize_with_crop_or_pad(tf.image.resize(image, covering, antialias=True), height, width)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+        image = tf.cond(tf.shape(image)[-1] == 3, lambda: tf.image.rgb_to_grayscale(image), lambda: image)
+    return tf.ensure_shape(image, [None, None, channels])
+
+
+def resize_problem(height: int, width: int, size: tuple[int, int], resize: str) -> str | None:
+    """Why an image of height x width cannot be brought to `size` (a side padded to under one pixel), or None."""
+    scale = min(size[0] / height, size[1] / width)
+    if resize == "pad" and min(round(height * scale), round(width * scale)) < 1:
+        return (f"decodes as {height}x{width}: padded to {size[0]}x{size[1]}, a side would be under one pixel; "
+                "--image_resize=crop keeps its middle")
+    return None
+
+
+def resized_image(image: tf.Tensor, size: tuple[int, int], resize: str) -> tf.Tensor:
+    """uint8 [h, w, C] -> uint8 [H, W, C] at `size`, keeping the aspect ratio: padded with black
+    (`pad`) or centre-cropped (`crop`); an image already at `size` is returned as it is."""
+    height, width = size
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+
+    def resampled():
+        if resize == "pad":
+            return tf.image.resize_with_pad(image, height, width, antialias=True)
+        scale = tf.maximum(height / shape[0], width / shape[1])
+        covering = tf.maximum([height, width], tf.cast(tf.round(shape * scale), tf.int32))
+        return tf.image.resize_with_crop_or_pad(tf.image.resize(image, covering, antialias=True), height, width)
+
+    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+    result = tf.cond(same, lambda: image, lambda: tf.cast(tf.clip_by_value(tf.round(resampled()), 0, 255), tf.uint8))
+    return tf.ensure_shape(result, [height, width, image.shape[-1]])
 
 
 def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -87,24 +110,29 @@ def stored_paths(root: Path, config: TrainConfig, cache_dir: Path) -> dict[str, 
 def _listing(root: Path, config: TrainConfig, cache_dir: Path):
     """(class names, {split: [(path, class id)]}, the key of the decoding settings, and the cache
     entry of these files at these settings)."""
+    class_names, files = split_files(root, config.test_split)
+    settings_key = _settings_key(root, image_size(config), config)
+    return class_names, files, settings_key, cache_dir / f"{settings_key}-{_files_key(files)}.npz"
+
+
+def split_files(root: Path, test_split: float) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, int]]]]:
+    """(class names, {"train", "test": [(path, class id)]}) of an image folder: its train/ and test/,
+    or its class folders with `test_split` of the files held out (fixed by SPLIT_SEED)."""
     if (root / "train").is_dir() and (root / "test").is_dir():
         class_names = _class_names(root / "train", root / "test")  # A class in only one split is still a class.
-        files = {split: _list_files(root / split, class_names) for split in ("train", "test")}
-    else:
-        class_names = _class_names(root)
-        files = _hold_out_test(_list_files(root, class_names), config.test_split)
-    settings_key = _settings_key(root, _image_size(config), config)
-    return class_names, files, settings_key, cache_dir / f"{settings_key}-{_files_key(files)}.npz"
+        return class_names, {split: _list_files(root / split, class_names) for split in ("train", "test")}
+    class_names = _class_names(root)
+    return class_names, _hold_out_test(_list_files(root, class_names), test_split)
 
 
 def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
     """(class names, {split: (images [N, H, W, C], labels, file paths)}) from the cache, else decoded and cached."""
-    size = _image_size(config)
+    size = image_size(config)
     class_names, files, settings_key, cache = _listing(root, config, cache_dir)
     splits = _read_cache(cache, files)
     if splits is None:
         decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}
-        _report_unreadable([path for *_, bad in decoded.values() for path in bad],
+        report_unreadable([path for *_, bad in decoded.values() for path in bad],
                            sum(map(len, files.values())), config.skip_bad_images)
         splits = {split: (images, labels, paths) for split, (images, labels, paths, _) in decoded.items()}
         _write_cache(cache, splits, replaces=f"{glob.escape(settings_key)}-*.npz")
@@ -117,7 +145,7 @@ def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
     return class_names, splits
 
 
-def _image_size(config: TrainConfig) -> tuple[int, int]:
+def image_size(config: TrainConfig) -> tuple[int, int]:
     if len(config.image_size) not in (1, 2):
         raise TapeloopError(
             stage="data", problem="--dataset=image_folder needs the size to bring every image to",
@@ -187,7 +215,7 @@ def _decode_all(entries: list[tuple[Path, int]], size: tuple[int, int], config: 
             np.array([os.fsdecode(entries[index][0]) for index in readable], dtype=str), bad)
 
 
-def _report_unreadable(bad: list[str], total: int, skip: bool) -> None:
+def report_unreadable(bad: list[str], total: int, skip: bool) -> None:
     """Fails the run naming the unreadable files, or (--skip_bad_images) lists them in a warning."""
     if not bad:
         return

@@ -14,11 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from data.catalog import CATALOG, DatasetSpec
-from data import sources
+from data import sources, streaming
 from data.mixing import MixSettings, mix
 from data.pixels import stored_range
 from data.randaugment import randaugment
 from data.sources import Arrays, load_sample_weights
+from data.streaming import StreamedImages
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
@@ -291,8 +292,13 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     slices, batch after batch, so that the replicas together train on exactly the global batch.
     """
     first_replica, replicas_fed, replicas = replica_shard
-    images, labels, weights = tf.constant(train[0]), tf.constant(train[1]), tf.constant(example_weights)
     batch_size = update_batch_size(config)
+    prepare = batch_preparation(spec, config)
+    if isinstance(train[0], StreamedImages):
+        return (streaming.train_batches(train, example_weights, config, epoch, skip_batches, replica_shard, batch_size,
+                                        prepare)
+                .prefetch(PREFETCH_BATCHES).with_options(without_autotuning()))
+    images, labels, weights = tf.constant(train[0]), tf.constant(train[1]), tf.constant(example_weights)
     steps = steps_per_epoch(len(train[1]), batch_size)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(train[1]))
     slices = order[: steps * batch_size].reshape(steps, replicas, batch_size // replicas)
@@ -300,7 +306,6 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     # Each slice's augmentation seed: its global step and replica, so reruns draw the same.
     global_steps = np.arange(epoch * steps + skip_batches, (epoch + 1) * steps)
     slice_seeds = global_steps[:, None] * replicas + np.arange(first_replica, first_replica + replicas_fed)
-    prepare = batch_preparation(spec, config)
     return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
             .map(lambda slice_seed, indices: prepare(
                 tf.stack([tf.constant(config.seed, tf.int64), slice_seed]), tf.gather(images, indices),
@@ -339,16 +344,14 @@ def batch_preparation(spec: DatasetSpec, config: TrainConfig):
 def eval_batches(split: Arrays, spec: DatasetSpec, config: TrainConfig, batch_size: int | None = None
                  ) -> tf.data.Dataset:
     """Every example once, in order, never augmented or weighted, in batches of `batch_size`
-    (--eval_batch_size if None); cached after the first pass."""
+    (--eval_batch_size if None); cached after the first pass, unless streamed (decoded each pass)."""
     images, labels = split
 
     def preprocess(batch_images, batch_labels):
         return (to_model_input(batch_images, spec, config.standardize, config.input_range),
                 format_labels(batch_labels, spec.num_classes, config.label_format))
 
-    return (tf.data.Dataset.from_tensor_slices((images, labels))
-            .batch(batch_size or config.eval_batch_size)
-            .map(preprocess)
-            .cache()
-            .prefetch(PREFETCH_BATCHES)
-            .with_options(without_autotuning()))
+    streamed = isinstance(images, StreamedImages)
+    examples = streaming.eval_records(images) if streamed else tf.data.Dataset.from_tensor_slices((images, labels))
+    batches = examples.batch(batch_size or config.eval_batch_size).map(preprocess)
+    return (batches if streamed else batches.cache()).prefetch(PREFETCH_BATCHES).with_options(without_autotuning())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import image_folder
+from data import image_folder, streaming
 from data.files import read_at_most, refuse_oversized, unreadable_reason
 from data.catalog import USER_DATASETS, DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
@@ -404,6 +404,8 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
                 fix="pass --data_dir=FOLDER (README, Your own data)")
         if config.dataset == "image_folder":
             return image_folder.load(Path(data_dir).expanduser(), config, user_cache_dir() / "image_folder")
+        if config.dataset == "tfrecord":
+            return streaming.load(Path(data_dir).expanduser(), config)
         return load_npz(Path(data_dir).expanduser(), config)
     spec = get_spec(config.dataset)
     return spec, load_dataset(spec, data_dir, config.download)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SMALL_RUN, run_script
+from data import catalog, shards, sources
+from tests.helpers import SMALL_RUN, run_script, write_image_folder
 
 
 @pytest.fixture
@@ -25,3 +26,15 @@ def synthetic_run(tmp_path_factory) -> Path:
     result = run_script("train", *SMALL_RUN, "--epochs=1", f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory) -> Path:
+    """The synthetic dataset as an image folder of PNGs (images/) and its shards (shards/, several per
+    split), made once per session; a test that changes them works on a copy."""
+    root = tmp_path_factory.mktemp("shared_shards")
+    spec = catalog.get_spec("synthetic")
+    write_image_folder(root / "images", sources.synthetic_splits(spec), spec.class_names)
+    shards.make_shards(root / "images", root / "shards", shard_mb=0.2, test_split=0.2, skip_bad_images=False,
+                       workers=2)
+    return root

@@ -58,6 +58,23 @@ def write_idx_dataset(folder: Path, train_size: int = 40, test_size: int = 20, s
     return folder
 
 
+def write_image_folder(folder: Path, splits: dict, class_names) -> Path:
+    """Writes {split: (uint8 images [N, H, W(, C)], labels)} as FOLDER/<split>/<class>/<index>.png."""
+    for split, (images, labels) in splits.items():
+        for name in class_names:
+            (folder / split / name).mkdir(parents=True, exist_ok=True)
+        for index, (image, label) in enumerate(zip(images, labels)):
+            pixels = image[..., None] if image.ndim == 2 else image
+            tf.io.write_file(str(folder / split / class_names[label] / f"{index:05d}.png"), tf.io.encode_png(pixels))
+    return folder
+
+
+def checkpointed_step(run_dir: Path) -> int:
+    """The step of the newest checkpoint in RUN/checkpoints (0 if none)."""
+    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
 SCRIPTS = ScriptForker()
 atexit.register(SCRIPTS.close)
 

@@ -42,6 +42,7 @@ def test_a_step_schedule_without_values_fails_naming_the_flags(tmp_path):
 
 
 @pytest.mark.parametrize("script, flag", [("lr_range_test", "--range_test_max_rate=inf"),
+                                          ("lr_range_test", "--range_test_max_rate=nan"),  # Not "min below max".
                                           ("make_dataset_variant", "--flip_labels=nan"),
                                           ("benchmark", "--target_accuracy=inf")])
 def test_every_scripts_own_float_flags_must_be_finite(tmp_path, script, flag):

@@ -10,7 +10,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO, run_script
+from tests.helpers import REPO, checkpointed_step, run_script
 
 pytestmark = pytest.mark.slow
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it).
@@ -30,11 +30,6 @@ def test_the_quick_start_gives_its_precision_and_time_estimate_first_and_names_t
     assert result.stdout.splitlines()[-2:] == [
         "Next, the full recipe (about 94% test accuracy; about 8x the training time of this one):",
         "  .venv/bin/python scripts/train.py --flagfile=configs/fashion_mnist.flags --run_dir=runs/fashion_mnist"]
-
-
-def checkpointed_step(run_dir) -> int:
-    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else 0
 
 
 def test_train_killed_and_resumed_on_real_mnist_then_evaluated(tmp_path, mnist_dir):

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from data.streaming import StreamedImages
 from trainer.errors import TapeloopError, TapeloopWarning
 
 CHECK_PREFIX = "tapeloop-check:"
@@ -302,7 +303,8 @@ class TrainingWarnings:
 def check_unaugmented(batches, stored_images: np.ndarray, preprocess) -> None:
     """Eval stage: the first evaluation batch must be its stored images, preprocessed and nothing more."""
     images = next(iter(batches))[0].numpy()
-    expected = np.asarray(preprocess(stored_images[: len(images)]))
+    first = stored_images[: len(images)]
+    expected = np.asarray(preprocess(first.decoded() if isinstance(first, StreamedImages) else first))
     difference = float(np.max(np.abs(images - expected)))
     if difference > 1e-4:
         raise TapeloopError(

@@ -21,6 +21,7 @@ class TrainConfig:
     channels: int
     image_resize: str
     skip_bad_images: bool
+    shuffle_buffer: int
     test_split: float
     # Augmentation (training split only)
     augment_shift: float

@@ -109,8 +109,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     # Data
     flags.DEFINE_enum("dataset", "fashion_mnist", DATASETS, "Dataset: fashion_mnist, mnist and cifar10 from "
                       "the catalog; image_folder (--data_dir/<class>/<image>, or train/ and test/ each "
-                      "with class folders) or npz (the one .npz file in --data_dir, with x_train, y_train, "
-                      "x_test, y_test) for your own; synthetic (generated, for tests).", **fv)
+                      "with class folders), npz (the one .npz file in --data_dir, with x_train, y_train, "
+                      "x_test, y_test) or tfrecord (the shards scripts/make_shards.py wrote into --data_dir, "
+                      "streamed: for data larger than memory) for your own; synthetic (generated, for tests).", **fv)
     flags.DEFINE_string("data_dir", None, "Folder holding the dataset's files. If set, the only "
                         "place looked in; otherwise $TAPELOOP_DATA_DIR/<dataset>, Keras' cache, "
                         "/usr/share/datasets and the download cache are searched.", **fv)
@@ -130,14 +131,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "keeps ratio^(-c/(k-1)) of its examples (class 0 all, the last 1/ratio), chosen "
                        "with a fixed seed so every run sees the same subset; 1 keeps everything.",
                        lower_bound=1.0, **fv)
-    flags.DEFINE(NumberListParser(int), "image_size", "", "image_folder: the size every image is brought "
+    flags.DEFINE(NumberListParser(int), "image_size", "", "image_folder, tfrecord: the size every image is brought "
                  "to, S or H,W.", serializer=flags.CsvListSerializer(","), **fv)
-    flags.DEFINE_integer("channels", 3, "image_folder: 1 (grayscale) or 3 (RGB); images are converted "
+    flags.DEFINE_integer("channels", 3, "image_folder, tfrecord: 1 (grayscale) or 3 (RGB); images are converted "
                          "as needed.", **fv)
-    flags.DEFINE_enum("image_resize", "pad", ("pad", "crop"), "image_folder: keep each image's aspect "
+    flags.DEFINE_enum("image_resize", "pad", ("pad", "crop"), "image_folder, tfrecord: keep each image's aspect "
                       "ratio by padding it with black (pad) or by cropping its centre (crop).", **fv)
-    flags.DEFINE_boolean("skip_bad_images", False, "image_folder: leave out (and list) files that cannot "
-                         "be decoded, instead of stopping.", **fv)
+    flags.DEFINE_boolean("skip_bad_images", False, "image_folder, tfrecord: leave out (and list) files that "
+                         "cannot be decoded or brought to --image_size, and damaged shards, instead of stopping.", **fv)
+    flags.DEFINE_integer("shuffle_buffer", 0, "tfrecord: records in the training shuffle buffer (beside "
+                         "interleaving 4 shards in an order drawn per epoch); 0: as many as 128 MiB of "
+                         "encoded images hold, at most 10,000.", lower_bound=0, **fv)
     flags.DEFINE_float("test_split", 0.2, "image_folder without train/ and test/: the fraction of the "
                        "images held out as the test split (fixed, whatever the --seed).",
                        lower_bound=0.01, upper_bound=0.9, **fv)
@@ -327,6 +331,8 @@ def require_finite_floats(flag_list, flag_values: flags.FlagValues = flags.FLAGS
         if isinstance(flag.parser, flags.FloatParser):
             flags.register_validator(flag.name, lambda value: value is None or math.isfinite(value),
                                      f"--{flag.name} must be a finite number", flag_values=flag_values)
+            # absl runs validators in the order registered: this one goes first, before comparisons NaN fools.
+            flag.validators[-1].insertion_index = -1
 
 
 def _register_validators(flag_values: flags.FlagValues) -> None:

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data import pipeline
+from data import pipeline, streaming
 from data.mixing import MixSettings
 from trainer import distribute, fine_tuning, losses, run_directory, steps
 from trainer.batchnorm import StatisticsEstimator
@@ -48,11 +48,12 @@ def train(config: TrainConfig, after_evaluation: AfterEvaluation | None = None) 
     inputs = prepare_run(config, strategy)
     validation = (evaluation_batches(inputs.data.validation, inputs.spec, config)
                   if inputs.data.validation is not None else None)
+    damage_named = streaming.damaged_records_named(inputs.data.train, inputs.data.validation, inputs.data.test)
     if distribute.is_chief(strategy):
-        with run_directory.claim(config.run_dir), StopRequest().installed() as stop:
+        with run_directory.claim(config.run_dir), StopRequest().installed() as stop, damage_named:
             # Inputs checked; nothing written yet.
             return run(config, inputs, validation, config.run_dir, stop, after_evaluation)
-    with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop:
+    with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop, damage_named:
         return run(config, inputs, validation, scratch, stop, after_evaluation)
 
 

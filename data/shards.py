@@ -1,0 +1,179 @@
+"""TFRecord shards of an image folder (scripts/make_shards.py) and their description.
+
+A shard folder holds, per split, `<split>-KKKKK-of-NNNNN.tfrecord` files of tf.train.Example
+records ({"image": the file's encoded bytes, as they were; "label": class id}), in a fixed
+permutation of the image folder's listing (so every shard mixes the classes), and `shards.json`: the class names, and per split its shards (file,
+first example, examples, bytes), its class counts and image shape statistics. `index-<split>.npz`
+holds each example's label, decoded height and width and source path, in record order.
+
+Shards are written in parallel, each to a temporary name then renamed, with a sidecar that names
+the files it holds; a rerun keeps every shard whose sidecar matches its files (paths, sizes and
+modification times) and writes the rest. The description is written last, so a folder with
+`shards.json` is complete.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data import image_folder
+from data.files import unreadable_reason
+from trainer.errors import TapeloopError
+
+DESCRIPTION = "shards.json"
+ORDER_SEED = 0  # The fixed order of the records: a permutation of the folder's listing.
+FORMAT = "tapeloop-shards-1"
+INDEX_ARRAYS = ("labels", "heights", "widths", "channels", "paths")  # Per example, in record order.
+FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its file and the (path, class id) of the images it holds."""
+
+    path: Path
+    entries: tuple[tuple[Path, int], ...]
+
+    @property
+    def sidecar(self) -> Path:
+        return self.path.with_name(self.path.name + ".done.npz")
+
+    def key(self) -> str:
+        """Names exactly these files (paths, classes, sizes, modification times)."""
+        digest = hashlib.sha256()
+        for path, class_id in self.entries:
+            status = os.stat(path) if unreadable_reason(path) is None else None
+            digest.update(os.fsencode(f"{os.path.abspath(path)}\0{class_id}\0"
+                                      f"{status.st_size if status else -1}\0{status.st_mtime_ns if status else -1}\n"))
+        return digest.hexdigest()
+
+
+def plan_shards(files: list[tuple[Path, int]], split: str, output: Path, shard_bytes: int) -> list[ShardPlan]:
+    """Cuts a split's files, in order, into shards of about `shard_bytes` of encoded images."""
+    groups, current, size = [], [], 0
+    for path, class_id in files:
+        current.append((path, class_id))
+        size += os.stat(path).st_size if unreadable_reason(path) is None else 0
+        if size >= shard_bytes:
+            groups.append(current)
+            current, size = [], 0
+    if current or not groups:
+        groups.append(current)
+    return [ShardPlan(output / f"{split}-{number:05d}-of-{len(groups):05d}.tfrecord", tuple(group))
+            for number, group in enumerate(groups)]
+
+
+def write_shard(plan: ShardPlan) -> dict:
+    """Writes one shard (unless a finished one for the same files is there) and returns what it
+    holds: labels, heights, widths, paths of its records and "path (reason)" of each file left out."""
+    key = plan.key()
+    finished = _read_sidecar(plan.sidecar, key) if plan.path.exists() else None
+    if finished is not None:
+        return finished | {"reused": True}
+    partial = plan.path.with_name(f".{plan.path.name}.partial")
+    kept = {"labels": [], "heights": [], "widths": [], "channels": [], "paths": []}
+    bad = []
+    with tf.io.TFRecordWriter(str(partial)) as writer:
+        for path, class_id in plan.entries:
+            reason = unreadable_reason(path)
+            try:
+                encoded = None if reason else tf.io.read_file(os.fsencode(path))
+                shape = None if reason else tf.io.decode_image(encoded, channels=0, expand_animations=False).shape
+            except tf.errors.OpError as error:
+                reason = error.message.split("}} ")[-1].splitlines()[0][:120]
+            if reason:
+                bad.append(f"{os.fsdecode(path)} ({reason})")
+                continue
+            writer.write(example_bytes(encoded.numpy(), class_id))
+            for name, value in zip(kept, (class_id, *shape, os.fsdecode(path))):
+                kept[name].append(value)
+    os.replace(partial, plan.path)
+    held = {"labels": np.asarray(kept["labels"], np.int32), "heights": np.asarray(kept["heights"], np.int32),
+            "widths": np.asarray(kept["widths"], np.int32), "channels": np.asarray(kept["channels"], np.int32),
+            "paths": np.asarray(kept["paths"], dtype=str),
+            "bad": np.asarray(bad, dtype=str)}
+    np.savez(plan.sidecar, key=np.asarray(key), **held)
+    return held | {"reused": False}
+
+
+def example_bytes(encoded: bytes, class_id: int) -> bytes:
+    """One record: the encoded image as it was stored, and its class id."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[class_id]))})).SerializeToString()
+
+
+def _read_sidecar(path: Path, key: str) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as sidecar:
+            if str(sidecar["key"]) != key:
+                return None
+            return {name: sidecar[name] for name in (*INDEX_ARRAYS, "bad")}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def make_shards(data_dir: Path, output: Path, shard_mb: float, test_split: float, skip_bad_images: bool,
+                workers: int) -> dict:
+    """Writes the shards of the image folder `data_dir` into `output` and returns the description."""
+    class_names, files = image_folder.split_files(data_dir, test_split)
+    files = {split: [entries[index] for index in np.random.default_rng(ORDER_SEED).permutation(len(entries))]
+             for split, entries in files.items()}  # Shards of mixed classes: a listing is sorted by class.
+    output.mkdir(parents=True, exist_ok=True)
+    (output / DESCRIPTION).unlink(missing_ok=True)  # Incomplete until written again at the end.
+    plans = {split: plan_shards(entries, split, output, int(shard_mb * 2**20)) for split, entries in files.items()}
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # Decoding releases the GIL.
+        written = {split: list(pool.map(write_shard, split_plans)) for split, split_plans in plans.items()}
+    _remove_stale_shards(output, [plan for split_plans in plans.values() for plan in split_plans])
+    reused = sum(shard["reused"] for shards in written.values() for shard in shards)
+    logging.info("Shards: %d written, %d kept from an earlier run.",
+                 sum(map(len, written.values())) - reused, reused)
+    bad = [str(path) for shards in written.values() for shard in shards for path in shard["bad"]]
+    image_folder.report_unreadable(bad, sum(map(len, files.values())), skip_bad_images)
+    description = {"format": FORMAT, "source": str(data_dir.resolve()), "class_names": list(class_names),
+                   "splits": {split: _describe_split(output, split, plans[split], written[split], len(class_names))
+                              for split in plans}}
+    partial = output / f".{DESCRIPTION}.partial"
+    partial.write_text(json.dumps(description, indent=1))
+    os.replace(partial, output / DESCRIPTION)
+    return description
+
+
+def _remove_stale_shards(output: Path, plans: list[ShardPlan]) -> None:
+    """Deletes the shards (and sidecars) of an earlier plan that this one does not name."""
+    current = {plan.path.name for plan in plans} | {plan.sidecar.name for plan in plans}
+    for path in output.glob("*-of-*.tfrecord*"):
+        if path.name not in current:
+            path.unlink()
+
+
+def _describe_split(output: Path, split: str, plans: list[ShardPlan], written: list[dict], num_classes: int) -> dict:
+    """The split's entry in shards.json; also writes its index-<split>.npz."""
+    shards, first = [], 0
+    for plan, shard in zip(plans, written):
+        shards.append({"file": plan.path.name, "first": first, "examples": len(shard["labels"]),
+                       "bytes": plan.path.stat().st_size})
+        first += len(shard["labels"])
+    joined = {name: np.concatenate([shard[name] for shard in written]) for name in INDEX_ARRAYS}
+    np.savez(output / f"index-{split}.npz", **joined)
+    if first == 0:
+        raise TapeloopError(
+            stage="data", problem=f"the {split} split has no readable images", expected="image files that decode",
+            found=f"{sum(len(plan.entries) for plan in plans)} files, none readable", fix="check the folder")
+    heights, widths = joined["heights"], joined["widths"]
+    return {"examples": first, "shards": shards,
+            "class_counts": np.bincount(joined["labels"], minlength=num_classes).tolist(),
+            "image_height": _statistics(heights), "image_width": _statistics(widths),
+            "image_channels": {str(count): int(np.sum(joined["channels"] == count)) for count in
+                               np.unique(joined["channels"])}}
+
+
+def _statistics(values: np.ndarray) -> dict:
+    return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}

@@ -1,0 +1,269 @@
+"""Streamed datasets (--dataset=tfrecord): images read from TFRecord shards (data/shards.py) as
+training goes, never all in memory.
+
+A split is `StreamedImages` (its shards and the stored indices of its examples, indexable like an
+array) beside its labels, which are small and stay in memory, so the validation split, class
+weights and steps per epoch are computed as for arrays. Each epoch reads the shards in an order
+drawn from (seed, epoch), interleaved, through a shuffle buffer seeded the same way, then decodes
+and resizes each example in parallel (deterministically ordered) and prepares each batch exactly
+as the in-memory pipeline does, with the same seeds: a resumed run skips the records of the
+batches already trained (undecoded) and sees exactly the batches an uninterrupted run would.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from data import image_folder, shards
+from data.catalog import DatasetSpec, user_spec
+from data.files import unreadable_reason
+from data.pixels import unit_scaled
+from trainer.config import TrainConfig
+from trainer.errors import TapeloopError
+
+SAMPLE_EXAMPLES = 1024  # Decoded per split for the spec's mean and std and the pre-flight checks.
+READ_CYCLE = 4  # Shards read at once in training.
+SHUFFLE_BUFFER_BYTES = 128 * 2**20  # --shuffle_buffer=0: as many records as this many encoded bytes hold...
+SHUFFLE_BUFFER_RECORDS = 10_000  # ... and at most this many.
+SHARD_ORDER_STREAM = 3  # Folded into an epoch's seed for its shard order and shuffle.
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    path: str
+    first: int  # Stored index of its first record.
+    examples: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamedImages:
+    """A split's images in TFRecord shards, selected by their stored indices (`positions`, increasing).
+
+    Indexed with increasing indices (or a slice) it selects a subset, as an array would; `decoded()`
+    reads a small selection into memory.
+    """
+
+    shards: tuple[Shard, ...]
+    positions: np.ndarray
+    image_size: tuple[int, int]
+    channels: int
+    resize: str
+    dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """As the stored arrays of an image folder: [N, H, W] for one channel, else [N, H, W, C]."""
+        return (len(self), *self.image_size, *(() if self.channels == 1 else (self.channels,)))
+
+    def __getitem__(self, selection) -> "StreamedImages":
+        positions = self.positions[selection]
+        if positions.ndim != 1 or np.any(np.diff(positions) <= 0):
+            raise ValueError("StreamedImages selects examples in stored order: increasing indices or a slice")
+        return dataclasses.replace(self, positions=positions)
+
+    def decoded(self) -> np.ndarray:
+        """The selected images as uint8 arrays (meant for samples: every image is held in memory)."""
+        images = [batch.numpy() for batch, _ in records_in_order(self).map(self.decode).batch(256)]
+        return np.concatenate(images) if images else np.zeros(self.shape, np.uint8)
+
+    def decode(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One record -> (uint8 image in the stored shape, class id)."""
+        example = tf.io.parse_single_example(serialized, shards.FEATURES)
+        image = image_folder.resized_image(image_folder.decoded_image(example["image"], self.channels),
+                                           self.image_size, self.resize)
+        return (image[..., 0] if self.channels == 1 else image), example["label"]
+
+    def shards_read(self) -> list[tuple[Shard, int]]:
+        """The shards holding selected examples, each with how many of its records to read (up to
+        its last selected one)."""
+        read = []
+        for shard in self.shards:
+            inside = self.positions[(self.positions >= shard.first) & (self.positions < shard.first + shard.examples)]
+            if len(inside):
+                read.append((shard, int(inside[-1]) - shard.first + 1))
+        return read
+
+
+def _records(images: StreamedImages, shard_order: list[tuple[Shard, int]], cycle: int) -> tf.data.Dataset:
+    """The selected records of the shards in `shard_order`, `cycle` shards interleaved a record at a time."""
+    stored = max(shard.first + shard.examples for shard in images.shards)
+    member = np.zeros(stored, bool)
+    member[images.positions] = True
+    member = tf.constant(member)
+    paths = tf.constant([shard.path for shard, _ in shard_order])
+    firsts = tf.constant([shard.first for shard, _ in shard_order], tf.int64)
+    reads = tf.constant([read for _, read in shard_order], tf.int64)
+    return (tf.data.Dataset.from_tensor_slices((paths, firsts, reads))
+            .interleave(lambda path, first, read: tf.data.TFRecordDataset(path).take(read).enumerate(first),
+                        cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+            .filter(lambda index, record: tf.gather(member, index)))
+
+
+def records_in_order(images: StreamedImages) -> tf.data.Dataset:
+    """The selected records, in stored order (one shard after another)."""
+    return _records(images, images.shards_read(), cycle=1).map(lambda index, record: record)
+
+
+def epoch_records(images: StreamedImages, config: TrainConfig, epoch: int, mean_record_bytes: float
+                  ) -> tf.data.Dataset:
+    """(stored index, record) of every selected example in the epoch's order: shards in an order
+    drawn from (seed, epoch), READ_CYCLE interleaved, through a shuffle buffer seeded the same way."""
+    rng = np.random.default_rng([config.seed, epoch, SHARD_ORDER_STREAM])
+    read = images.shards_read()
+    order = [read[index] for index in rng.permutation(len(read))]
+    buffer = config.shuffle_buffer or int(min(SHUFFLE_BUFFER_RECORDS, SHUFFLE_BUFFER_BYTES // max(1, mean_record_bytes)))
+    return (_records(images, order, cycle=min(READ_CYCLE, len(order)))
+            .shuffle(max(1, buffer), seed=int(rng.integers(2**31)), reshuffle_each_iteration=False))
+
+
+def mean_record_bytes(images: StreamedImages) -> float:
+    return sum(shard.bytes for shard in images.shards) / max(1, sum(shard.examples for shard in images.shards))
+
+
+def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch: int, skip_batches: int,
+                  replica_shard: tuple[int, int, int], batch_size: int, prepare) -> tf.data.Dataset:
+    """The epoch's batches, as data.pipeline.train_batches yields them for arrays (see there)."""
+    images, labels = train
+    first_replica, replicas_fed, replicas = replica_shard
+    steps = len(labels) // batch_size
+    weights = np.zeros(max(shard.first + shard.examples for shard in images.shards), np.float32)
+    weights[images.positions] = example_weights
+    weights = tf.constant(weights)
+    per_replica = batch_size // replicas
+
+    def decoded(index, record):
+        image, label = images.decode(record)
+        return image, label, tf.gather(weights, index)
+
+    def replica_slices(step, batch):
+        pick = [tf.reshape(part, [replicas, per_replica, *part.shape[1:]])[first_replica:first_replica + replicas_fed]
+                for part in batch]
+        slice_seeds = step * replicas + tf.range(first_replica, first_replica + replicas_fed, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((slice_seeds, *pick))
+
+    batches = (epoch_records(images, config, epoch, mean_record_bytes(images))
+               .take(steps * batch_size).skip(skip_batches * batch_size)  # Skipped undecoded.
+               .map(decoded, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+               .batch(batch_size, drop_remainder=True))
+    global_steps = tf.data.Dataset.range(epoch * steps + skip_batches, (epoch + 1) * steps)
+    return (tf.data.Dataset.zip(global_steps, batches).flat_map(replica_slices)
+            .map(lambda slice_seed, *batch: prepare(tf.stack([tf.constant(config.seed, tf.int64), slice_seed]),
+                                                    *batch)))
+
+
+def eval_records(images: StreamedImages) -> tf.data.Dataset:
+    """(image, class id) of every selected example, in stored order, decoded in parallel."""
+    return records_in_order(images).map(images.decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+
+
+def load(root: Path, config: TrainConfig) -> tuple[DatasetSpec, dict]:
+    """The shard folder's spec and its {"train", "test"} splits as (StreamedImages, labels)."""
+    description = read_description(root)
+    size = image_folder.image_size(config)
+    splits = {name: _split(root, name, split, size, config) for name, split in description["splits"].items()}
+    sample = sample_of(splits["train"][0]).decoded()
+    spec = user_spec("tfrecord", unit_scaled(sample), tuple(description["class_names"]))
+    return spec, splits
+
+
+def sample_of(images: StreamedImages, count: int = SAMPLE_EXAMPLES) -> StreamedImages:
+    """Up to `count` examples, the first ones of every shard (so reading them reads little)."""
+    per_shard = math.ceil(count / len(images.shards))
+    chosen = [images.positions[(images.positions >= shard.first) & (images.positions < shard.first + shard.examples)]
+              [:per_shard] for shard in images.shards]
+    return dataclasses.replace(images, positions=np.concatenate(chosen)[:count])
+
+
+def read_description(root: Path) -> dict:
+    """shards.json of a shard folder, or the paragraph saying why there is none usable."""
+    path = root / shards.DESCRIPTION
+    try:
+        description = json.loads(path.read_text())
+        if description.get("format") != shards.FORMAT or set(description["splits"]) != {"train", "test"}:
+            raise ValueError(f"format {description.get('format')!r}, splits {sorted(description['splits'])}")
+        return description
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise TapeloopError(
+            stage="data", problem=f"{root} is not a finished shard folder",
+            expected=f"{shards.DESCRIPTION} ({shards.FORMAT}) beside train-*.tfrecord and test-*.tfrecord, as "
+                     "scripts/make_shards.py writes them", found=f"{type(error).__name__}: {error}",
+            fix=f"run (or rerun, it resumes) scripts/make_shards.py --data_dir=IMAGE_FOLDER --output={root}") from None
+
+
+def _split(root: Path, name: str, split: dict, size: tuple[int, int], config: TrainConfig):
+    """(StreamedImages, labels) of one split; damaged shards and images that cannot be brought to
+    `size` fail the run, or with --skip_bad_images are left out with a warning."""
+    with np.load(root / f"index-{name}.npz", allow_pickle=False) as index:
+        labels, heights, widths, paths = (index[key] for key in ("labels", "heights", "widths", "paths"))
+    listed = tuple(Shard(str(root / shard["file"]), shard["first"], shard["examples"], shard["bytes"])
+                   for shard in split["shards"])
+    damaged = [shard for shard in listed if _damage(shard)]
+    keep = np.ones(len(labels), bool)
+    for shard in damaged:
+        keep[shard.first:shard.first + shard.examples] = False
+    thin = np.flatnonzero(keep & _too_thin(heights, widths, size, config.image_resize))
+    keep[thin] = False
+    bad = ([f"{shard.path} ({_damage(shard)})" for shard in damaged]
+           + [f"{paths[position]} ({image_folder.resize_problem(int(heights[position]), int(widths[position]), size, config.image_resize)})"
+              for position in thin])
+    image_folder.report_unreadable(bad, len(listed) + len(labels), config.skip_bad_images)
+    positions = np.flatnonzero(keep)
+    images = StreamedImages(listed, positions, size, config.channels, config.image_resize)
+    return images, labels[positions]
+
+
+def _too_thin(heights: np.ndarray, widths: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
+    """image_folder.resize_problem's rule for every example at once: True where it finds a problem."""
+    if resize != "pad":
+        return np.zeros(len(heights), bool)
+    scale = np.minimum(size[0] / heights, size[1] / widths)
+    return np.minimum(np.round(heights * scale), np.round(widths * scale)) < 1
+
+
+def _damage(shard: Shard) -> str | None:
+    """What is wrong with a shard file that its size shows (missing, cut short, grown), or None."""
+    reason = unreadable_reason(shard.path)
+    if reason:
+        return reason
+    found = os.path.getsize(shard.path)
+    return None if found == shard.bytes else f"{found} bytes where make_shards wrote {shard.bytes}: cut short or changed"
+
+
+@contextlib.contextmanager
+def damaged_records_named(*splits):
+    """Turns a record that fails its checksum mid-run (a shard damaged after the run started, where
+    its size does not show it) into the paragraph naming the shard, found by reading each one."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        streamed = [split[0] for split in splits if split is not None and isinstance(split[0], StreamedImages)]
+        if not streamed:
+            raise
+        culprit = next((shard.path for images in streamed for shard, _ in images.shards_read()
+                        if _unreadable_records(shard.path)), "(none found damaged when read again)")
+        raise TapeloopError(
+            stage="data", problem=f"a record of the shard {culprit} is damaged",
+            expected="TFRecord shards as make_shards.py wrote them (each record has a checksum)",
+            found=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+            fix="delete that shard and rerun make_shards.py with the same flags (it rewrites only what is missing), "
+                "then rerun the training command: it resumes from the last checkpoint") from None
+
+
+def _unreadable_records(path: str) -> bool:
+    try:
+        for _ in tf.data.TFRecordDataset(path):
+            pass
+    except tf.errors.OpError:
+        return True
+    return False
+
