@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def _records(images: StreamedImages, shard_order: list[tuple[Shard, int]], cycle
     member = np.zeros(stored, bool)
     member[images.positions] = True
     member = tf.constant(member)
-    paths = tf.constant([shard.path for shard, _ in shard_order])
+    paths = tf.constant([shard.path for shard, _ in shard_order], tf.string)
     firsts = tf.constant([shard.first for shard, _ in shard_order], tf.int64)
     reads = tf.constant([read for _, read in shard_order], tf.int64)
     return (tf.data.Dataset.from_tensor_slices((paths, firsts, reads))
@@ -164,6 +165,22 @@ def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch
 def eval_records(images: StreamedImages) -> tf.data.Dataset:
     """(image, class id) of every selected example, in stored order, decoded in parallel."""
     return records_in_order(images).map(images.decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+
+
+def stored_batches(images, batch_size: int) -> Iterator[np.ndarray]:
+    """The images as stored, `batch_size` at a time: slices of an array, or decoded from shards."""
+    if isinstance(images, StreamedImages):
+        yield from (batch.numpy() for batch, _ in eval_records(images).batch(batch_size))
+    else:
+        yield from (images[start:start + batch_size] for start in range(0, len(images), batch_size))
+
+
+def pixels_at(images, indices: np.ndarray) -> np.ndarray:
+    """images[indices] as an array, in the order given (decoded from the shards for a streamed split)."""
+    if not isinstance(images, StreamedImages):
+        return images[indices]
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return images[unique].decoded()[inverse]
 
 
 def load(root: Path, config: TrainConfig) -> tuple[DatasetSpec, dict]:

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data import pipeline, sources
+from data.streaming import StreamedImages, pixels_at
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
 from trainer.batchnorm import StatisticsEstimator
@@ -126,7 +127,12 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     if bn_lags:  # What follows is measured on the model with its statistics fixed.
         bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
         logits = precise
-    training_examples = data.training_examples()
+    streamed = isinstance(data.train[0], StreamedImages)
+    if streamed:
+        notes.append("label issues and leakage are not sought: they compare every image, which a streamed dataset "
+                     "(--dataset=tfrecord) does not hold in memory; diagnose a run on the image folder for them")
+        label_issue_mode = "off"
+    training_examples = None if streamed else data.training_examples()
     issues = split_label_issues(config, data, training_examples, model, label_issue_mode)
     notes += [f"label issues in the {split.split} split are not judged: the out-of-sample model's accuracy there "
               f"({split.model_accuracy:.4f}) is below {label_issues.MIN_MODEL_ACCURACY}" for split in issues
@@ -135,16 +141,19 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     found += curve_findings(run_dir, config, data, bn_lags, label_noise, notes)
     prediction_findings, confused, calibration_report = from_predictions(spec, data.train[1], split_name, logits,
                                                                          labels)
-    train_images, _, stored_index = training_examples
-    pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
     method = ("the run's model for the test split" + (f", {label_issues.MODES[label_issue_mode][0]}-fold "
               "cross-validation for the training split" if label_issue_mode in label_issues.MODES else ""))
     grids = {"confused_pairs": confused_examples(images, labels, logits.argmax(axis=1), confused, spec, config),
-             "leakage": duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config),
              **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues
                 if split.usable}}
-    pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
-    found += [findings.label_issues(issues, spec.class_names, method), findings.leakage(pairs, len(data.test[1]))]
+    pairs = []
+    if not streamed:
+        train_images, _, stored_index = training_examples
+        pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
+        grids["leakage"] = duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config)
+        pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
+        found.append(findings.leakage(pairs, len(data.test[1])))
+    found.append(findings.label_issues(issues, spec.class_names, method))
     return RunDiagnosis(
         findings=findings.ranked(found + prediction_findings), split=split_name, calibration=calibration_report,
         notes=notes, reliability=calibration.reliability_bins(calibration.softmax(logits), labels),
@@ -229,7 +238,7 @@ def confused_examples(images, labels, predicted, pairs, spec, config) -> tuple[n
     chosen = np.concatenate([np.flatnonzero((labels == true) & (predicted == guess))[:CONFUSED_IMAGES_SHOWN]
                              for true, guess in pairs]).astype(int) if pairs else np.array([], int)
     captions = [f"{spec.class_names[labels[index]]} as {spec.class_names[predicted[index]]}" for index in chosen]
-    return displayed(images[chosen], spec, config), captions
+    return displayed(pixels_at(images, chosen), spec, config), captions
 
 
 def issue_examples(issues, spec, config) -> tuple[np.ndarray, list[str]]:

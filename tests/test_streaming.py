@@ -1,6 +1,7 @@
 """--dataset=tfrecord: streamed splits, their epochs and resume, evaluation order, damaged shards."""
 
 import dataclasses
+import json
 import shutil
 import signal
 import subprocess
@@ -158,3 +159,23 @@ def test_an_image_too_thin_for_the_size_is_named_from_the_index_without_decoding
     with pytest.raises(TapeloopError) as raised:
         sources.load(tfrecord_config(root))
     assert f"{index['paths'][7]} (decodes as 100000x1" in raised.value.found
+
+
+@pytest.mark.slow
+def test_a_streamed_run_is_scored_by_evaluate_three_ways_and_diagnosed_without_the_all_image_findings(
+        synthetic_shards, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*SMALL_RUN, "--dataset=tfrecord", f"--data_dir={synthetic_shards / 'shards'}", "--image_size=28",
+            "--channels=1", "--epochs=1", f"--run_dir={run_dir}"]
+    trained = run_script("train", *args)
+    assert trained.returncode == 0, trained.stderr
+    test_accuracy = json.loads((run_dir / "results.json").read_text())["test"]["accuracy"]
+    for weights in ("best", "saved_model"):
+        evaluated = run_script("evaluate", f"--run_dir={run_dir}", f"--weights={weights}", "--output=-")
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(test_accuracy, abs=2e-3)
+    diagnosed = run_script("diagnose", f"--run_dir={run_dir}", "--output=-")
+    assert diagnosed.returncode == 0, diagnosed.stderr
+    report = json.loads(diagnosed.stdout)
+    assert any("label issues and leakage are not sought" in note for note in report["notes"])
+    assert report["duplicates"] == [] and report["split"] == "validation"

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
 from data.pixels import unit_scaled
+from data.streaming import stored_batches
 from trainer.errors import TapeloopError, TapeloopWarning
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
@@ -347,17 +348,15 @@ def load_saved_model(path: str):
     return exported
 
 
-def saved_model_probabilities(path: str, images: np.ndarray, batch_size: int, input_range=(0.0, 1.0)) -> np.ndarray:
+def saved_model_probabilities(path: str, images, batch_size: int, input_range=(0.0, 1.0)) -> np.ndarray:
     """The exported model's class probabilities for raw images, fed as a user would feed them.
 
     uint8 images go to `serving_default`; float images, mapped from `input_range` to [0, 1], to `serving_float`.
     """
     floating = np.issubdtype(images.dtype, np.floating)
     serve = load_saved_model(path).signatures["serving_float" if floating else "serving_default"]
-    if floating:
-        images = unit_scaled(images, input_range)
-    return np.concatenate([serve(images=tf.constant(images[start:start + batch_size]))["probabilities"].numpy()
-                           for start in range(0, len(images), batch_size)])
+    return np.concatenate([serve(images=tf.constant(unit_scaled(batch, input_range) if floating else batch)
+                                 )["probabilities"].numpy() for batch in stored_batches(images, batch_size)])
 
 
 def evaluate_saved_model(path: str, spec: DatasetSpec, images: np.ndarray, labels: np.ndarray,
