@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import flags
 
 from data import catalog, pipeline
+from data.streaming import pixels_at
 from data.sources import load_dataset
 from trainer import loop, setup, steps
 from trainer.flags import config_from_flags, define_flags, parse_config
@@ -90,8 +91,11 @@ class KerasFitTrial:
         self.model.compile(optimizer=setup.make_optimizer(config),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"], jit_compile=jit_compile)
-        images, self.labels = run.data.train
-        self.images = pipeline.to_model_input(images, run.spec, config.standardize, config.input_range).numpy()
+        images, labels = run.data.train
+        used = np.arange(min(len(labels), (FLAGS.warmup_steps_per_trial + FLAGS.measure_steps + 1) * config.batch_size))
+        self.labels = labels[used]  # A streamed split (--dataset=tfrecord) is decoded for what fit trains on.
+        self.images = pipeline.to_model_input(pixels_at(images, used), run.spec, config.standardize,
+                                              config.input_range).numpy()
         self.batch_size = config.batch_size
 
     def examples_per_sec(self, warmup: int, measured: int) -> float:
