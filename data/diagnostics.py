@@ -14,7 +14,7 @@ import numpy as np
 
 from data.catalog import DatasetSpec
 from data.pipeline import PreparedData
-from data.streaming import SAMPLE_EXAMPLES, StreamedImages, sample_of
+from data.streaming import SAMPLE_EXAMPLES, StreamedImages
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError, TapeloopWarning
 
@@ -51,8 +51,9 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
              f"values {images.min()} to {images.max()}; model input {list(spec.image_shape)}"]
     streamed = isinstance(data.train[0], StreamedImages)
     if streamed:
-        lines.append(f"streamed from shards: pixels checked on a sample of up to {SAMPLE_EXAMPLES} examples per "
-                     "split (the first records of every shard); labels checked in full; duplicates not sought")
+        lines.append(f"streamed from disk: pixels checked on a sample of up to {SAMPLE_EXAMPLES} examples per split "
+                     "(the first records of every shard, or evenly spaced files); labels checked in full; duplicates "
+                     "not sought")
     counts = np.bincount(data.train[1], minlength=spec.num_classes)
     lines.append("training examples per class: " + ", ".join(
         f"{name} {count}" for name, count in zip(spec.class_names, counts)))
@@ -65,7 +66,7 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
 
 def _checked_pixels(images) -> np.ndarray:
     """The pixels the checks read: the array, or a streamed split's sample, decoded."""
-    return sample_of(images).decoded() if isinstance(images, StreamedImages) else images
+    return images.sample().decoded() if isinstance(images, StreamedImages) else images
 
 
 def _check_images(split: str, images: np.ndarray, spec: DatasetSpec, input_range) -> None:

@@ -47,6 +47,18 @@ def read_image(path: str | os.PathLike, size: tuple[int, int], channels: int, re
     return resized_image(image, size, resize).numpy()
 
 
+def probe_image(path: str | os.PathLike) -> tuple[tf.Tensor | None, tuple[int, ...] | None, str | None]:
+    """(encoded bytes, decoded shape [h, w, c], None) of a file that decodes, else (None, None, why not)."""
+    reason = unreadable_reason(path)
+    if reason:
+        return None, None, reason
+    try:
+        encoded = tf.io.read_file(os.fsencode(path))
+        return encoded, tuple(tf.io.decode_image(encoded, channels=0, expand_animations=False).shape), None
+    except tf.errors.OpError as error:
+        return None, None, error.message.split("}} ")[-1].splitlines()[0][:120]  # Without the op and device prefix.
+
+
 def decoded_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     """Encoded JPEG, PNG, BMP or GIF (first frame) -> uint8 [h, w, channels]: the alpha channel
     dropped, grayscale and RGB converted as needed. Runs eagerly or inside tf.data."""
@@ -100,14 +112,14 @@ def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec,
 def stored_paths(root: Path, config: TrainConfig, cache_dir: Path) -> dict[str, list[str]]:
     """The file each stored example was decoded from, per split, in the order load() returns them:
     read from the cache entry's path arrays alone (not its images) when it is there."""
-    _, files, _, cache = _listing(root, config, cache_dir)
+    _, files, _, cache = listing(root, config, cache_dir)
     cached = _read_cache(cache, files, kinds=("p",))
     if cached is None:  # No usable entry: decoded (and cached) as load() does.
         return {split: paths.tolist() for split, (_, _, paths) in _read_or_decode(root, config, cache_dir)[1].items()}
     return {split: paths.tolist() for split, (paths,) in cached.items()}
 
 
-def _listing(root: Path, config: TrainConfig, cache_dir: Path):
+def listing(root: Path, config: TrainConfig, cache_dir: Path):
     """(class names, {split: [(path, class id)]}, the key of the decoding settings, and the cache
     entry of these files at these settings)."""
     class_names, files = split_files(root, config.test_split)
@@ -128,7 +140,7 @@ def split_files(root: Path, test_split: float) -> tuple[tuple[str, ...], dict[st
 def _read_or_decode(root: Path, config: TrainConfig, cache_dir: Path):
     """(class names, {split: (images [N, H, W, C], labels, file paths)}) from the cache, else decoded and cached."""
     size = image_size(config)
-    class_names, files, settings_key, cache = _listing(root, config, cache_dir)
+    class_names, files, settings_key, cache = listing(root, config, cache_dir)
     splits = _read_cache(cache, files)
     if splits is None:
         decoded = {split: _decode_all(entries, size, config) for split, entries in files.items()}

@@ -82,12 +82,7 @@ def write_shard(plan: ShardPlan) -> dict:
     bad = []
     with tf.io.TFRecordWriter(str(partial)) as writer:
         for path, class_id in plan.entries:
-            reason = unreadable_reason(path)
-            try:
-                encoded = None if reason else tf.io.read_file(os.fsencode(path))
-                shape = None if reason else tf.io.decode_image(encoded, channels=0, expand_animations=False).shape
-            except tf.errors.OpError as error:
-                reason = error.message.split("}} ")[-1].splitlines()[0][:120]
+            encoded, shape, reason = image_folder.probe_image(path)
             if reason:
                 bad.append(f"{os.fsdecode(path)} ({reason})")
                 continue

@@ -403,7 +403,10 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
                 expected="--data_dir naming the folder that holds them", found="no --data_dir",
                 fix="pass --data_dir=FOLDER (README, Your own data)")
         if config.dataset == "image_folder":
-            return image_folder.load(Path(data_dir).expanduser(), config, user_cache_dir() / "image_folder")
+            root = Path(data_dir).expanduser()
+            if streaming.folder_exceeds_memory(root, config):
+                return streaming.load_image_folder(root, config, user_cache_dir() / "image_folder")
+            return image_folder.load(root, config, user_cache_dir() / "image_folder")
         if config.dataset == "tfrecord":
             return streaming.load(Path(data_dir).expanduser(), config)
         return load_npz(Path(data_dir).expanduser(), config)
@@ -416,8 +419,11 @@ def stored_paths(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
     datasets that are arrays (catalog datasets, npz files), whose indices are the reference."""
     if config.dataset != "image_folder":
         return None
-    return image_folder.stored_paths(Path(data_dir or config.data_dir).expanduser(), config,
-                                     user_cache_dir() / "image_folder")
+    root, cache_dir = Path(data_dir or config.data_dir).expanduser(), user_cache_dir() / "image_folder"
+    if streaming.folder_exceeds_memory(root, config):
+        return {split: images.paths[images.positions].tolist()
+                for split, (images, _) in streaming.folder_splits(root, config, cache_dir)[1].items()}
+    return image_folder.stored_paths(root, config, cache_dir)
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

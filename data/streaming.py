@@ -10,24 +10,29 @@ as the in-memory pipeline does, with the same seeds: a resumed run skips the rec
 batches already trained (undecoded) and sees exactly the batches an uninterrupted run would.
 """
 
+import abc
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from data import image_folder, shards
 from data.catalog import DatasetSpec, user_spec
-from data.files import unreadable_reason
+from data.files import ALLOCATION_FRACTION, allocation_limit_bytes, unreadable_reason
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
+MEMORY_SHARE = 0.25  # --max_memory_gb=0: an image folder decoded above this share of the memory is streamed.
 SAMPLE_EXAMPLES = 1024  # Decoded per split for the spec's mean and std and the pre-flight checks.
 READ_CYCLE = 4  # Shards read at once in training.
 SHUFFLE_BUFFER_BYTES = 128 * 2**20  # --shuffle_buffer=0: as many records as this many encoded bytes hold...
@@ -44,14 +49,14 @@ class Shard:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class StreamedImages:
-    """A split's images in TFRecord shards, selected by their stored indices (`positions`, increasing).
+class StreamedImages(abc.ABC):
+    """A split's images on disk, selected by their stored indices (`positions`, increasing): in TFRecord
+    shards (ShardedImages) or in their own files (FileImages).
 
     Indexed with increasing indices (or a slice) it selects a subset, as an array would; `decoded()`
     reads a small selection into memory.
     """
 
-    shards: tuple[Shard, ...]
     positions: np.ndarray
     image_size: tuple[int, int]
     channels: int
@@ -74,15 +79,61 @@ class StreamedImages:
 
     def decoded(self) -> np.ndarray:
         """The selected images as uint8 arrays (meant for samples: every image is held in memory)."""
-        images = [batch.numpy() for batch, _ in records_in_order(self).map(self.decode).batch(256)]
+        images = [batch.numpy() for batch, _ in self.records_in_order().map(self.decode).batch(256)]
         return np.concatenate(images) if images else np.zeros(self.shape, np.uint8)
 
+    def pixels(self, encoded: tf.Tensor) -> tf.Tensor:
+        """Encoded image bytes -> uint8 image in the stored shape, as the image folder reader makes it."""
+        image = image_folder.resized_image(image_folder.decoded_image(encoded, self.channels), self.image_size,
+                                           self.resize)
+        return image[..., 0] if self.channels == 1 else image
+
+    @abc.abstractmethod
+    def decode(self, *record) -> tuple[tf.Tensor, tf.Tensor]:
+        """One record (its parts) -> (uint8 image in the stored shape, class id)."""
+
+    @abc.abstractmethod
+    def records_in_order(self) -> tf.data.Dataset:
+        """The selected records, in stored order."""
+
+    @abc.abstractmethod
+    def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
+        """(stored index, *record) of every selected example, in the epoch's order drawn from (seed, epoch)."""
+
+    @abc.abstractmethod
+    def sample(self, count: int = SAMPLE_EXAMPLES) -> "StreamedImages":
+        """Up to `count` of the selected examples, chosen to be cheap to read and spread over the split."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShardedImages(StreamedImages):
+    """Images in TFRecord shards (--dataset=tfrecord); an epoch reads the shards in a drawn order,
+    READ_CYCLE interleaved, through a seeded shuffle buffer."""
+
+    shards: tuple[Shard, ...] = ()
+
     def decode(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One record -> (uint8 image in the stored shape, class id)."""
         example = tf.io.parse_single_example(serialized, shards.FEATURES)
-        image = image_folder.resized_image(image_folder.decoded_image(example["image"], self.channels),
-                                           self.image_size, self.resize)
-        return (image[..., 0] if self.channels == 1 else image), example["label"]
+        return self.pixels(example["image"]), example["label"]
+
+    def records_in_order(self) -> tf.data.Dataset:
+        return self._records(self.shards_read(), cycle=1).map(lambda index, record: record)
+
+    def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
+        rng = np.random.default_rng([config.seed, epoch, SHARD_ORDER_STREAM])
+        read = self.shards_read()
+        order = [read[index] for index in rng.permutation(len(read))]
+        mean_bytes = sum(shard.bytes for shard in self.shards) / max(1, sum(shard.examples for shard in self.shards))
+        buffer = config.shuffle_buffer or int(min(SHUFFLE_BUFFER_RECORDS, SHUFFLE_BUFFER_BYTES // max(1, mean_bytes)))
+        return (self._records(order, cycle=min(READ_CYCLE, len(order)))
+                .shuffle(max(1, buffer), seed=int(rng.integers(2**31)), reshuffle_each_iteration=False))
+
+    def sample(self, count: int = SAMPLE_EXAMPLES) -> "ShardedImages":
+        """The first selected examples of every shard (so reading them reads little)."""
+        per_shard = math.ceil(count / len(self.shards))
+        chosen = [self.positions[(self.positions >= shard.first) & (self.positions < shard.first + shard.examples)]
+                  [:per_shard] for shard in self.shards]
+        return dataclasses.replace(self, positions=np.concatenate(chosen)[:count])
 
     def shards_read(self) -> list[tuple[Shard, int]]:
         """The shards holding selected examples, each with how many of its records to read (up to
@@ -94,41 +145,42 @@ class StreamedImages:
                 read.append((shard, int(inside[-1]) - shard.first + 1))
         return read
 
-
-def _records(images: StreamedImages, shard_order: list[tuple[Shard, int]], cycle: int) -> tf.data.Dataset:
-    """The selected records of the shards in `shard_order`, `cycle` shards interleaved a record at a time."""
-    stored = max(shard.first + shard.examples for shard in images.shards)
-    member = np.zeros(stored, bool)
-    member[images.positions] = True
-    member = tf.constant(member)
-    paths = tf.constant([shard.path for shard, _ in shard_order], tf.string)
-    firsts = tf.constant([shard.first for shard, _ in shard_order], tf.int64)
-    reads = tf.constant([read for _, read in shard_order], tf.int64)
-    return (tf.data.Dataset.from_tensor_slices((paths, firsts, reads))
-            .interleave(lambda path, first, read: tf.data.TFRecordDataset(path).take(read).enumerate(first),
-                        cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
-            .filter(lambda index, record: tf.gather(member, index)))
+    def _records(self, shard_order: list[tuple[Shard, int]], cycle: int) -> tf.data.Dataset:
+        """The selected records of the shards in `shard_order`, `cycle` shards interleaved a record at a time."""
+        member = np.zeros(max(shard.first + shard.examples for shard in self.shards), bool)
+        member[self.positions] = True
+        member = tf.constant(member)
+        paths = tf.constant([shard.path for shard, _ in shard_order], tf.string)
+        firsts = tf.constant([shard.first for shard, _ in shard_order], tf.int64)
+        reads = tf.constant([read for _, read in shard_order], tf.int64)
+        return (tf.data.Dataset.from_tensor_slices((paths, firsts, reads))
+                .interleave(lambda path, first, read: tf.data.TFRecordDataset(path).take(read).enumerate(first),
+                            cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+                .filter(lambda index, record: tf.gather(member, index)))
 
 
-def records_in_order(images: StreamedImages) -> tf.data.Dataset:
-    """The selected records, in stored order (one shard after another)."""
-    return _records(images, images.shards_read(), cycle=1).map(lambda index, record: record)
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileImages(StreamedImages):
+    """Images in their own files (--dataset=image_folder above --max_memory_gb); an epoch reads them
+    in the permutation the in-memory path draws from (seed, epoch), so its batches are the same."""
 
+    paths: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], str))  # Per stored index.
+    labels: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], np.int32))
 
-def epoch_records(images: StreamedImages, config: TrainConfig, epoch: int, mean_record_bytes: float
-                  ) -> tf.data.Dataset:
-    """(stored index, record) of every selected example in the epoch's order: shards in an order
-    drawn from (seed, epoch), READ_CYCLE interleaved, through a shuffle buffer seeded the same way."""
-    rng = np.random.default_rng([config.seed, epoch, SHARD_ORDER_STREAM])
-    read = images.shards_read()
-    order = [read[index] for index in rng.permutation(len(read))]
-    buffer = config.shuffle_buffer or int(min(SHUFFLE_BUFFER_RECORDS, SHUFFLE_BUFFER_BYTES // max(1, mean_record_bytes)))
-    return (_records(images, order, cycle=min(READ_CYCLE, len(order)))
-            .shuffle(max(1, buffer), seed=int(rng.integers(2**31)), reshuffle_each_iteration=False))
+    def decode(self, path, label) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.pixels(tf.io.read_file(path)), label
 
+    def records_in_order(self) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices((self.paths[self.positions], self.labels[self.positions]))
 
-def mean_record_bytes(images: StreamedImages) -> float:
-    return sum(shard.bytes for shard in images.shards) / max(1, sum(shard.examples for shard in images.shards))
+    def sample(self, count: int = SAMPLE_EXAMPLES) -> "FileImages":
+        """Evenly spaced selected examples (a folder's listing is sorted by class)."""
+        step = max(1, len(self.positions) // count)
+        return dataclasses.replace(self, positions=self.positions[::step][:count])
+
+    def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
+        chosen = self.positions[np.random.default_rng([config.seed, epoch]).permutation(len(self.positions))]
+        return tf.data.Dataset.from_tensor_slices((chosen, self.paths[chosen], self.labels[chosen]))
 
 
 def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch: int, skip_batches: int,
@@ -137,13 +189,13 @@ def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch
     images, labels = train
     first_replica, replicas_fed, replicas = replica_shard
     steps = len(labels) // batch_size
-    weights = np.zeros(max(shard.first + shard.examples for shard in images.shards), np.float32)
+    weights = np.zeros(int(images.positions.max(initial=0)) + 1, np.float32)
     weights[images.positions] = example_weights
     weights = tf.constant(weights)
     per_replica = batch_size // replicas
 
-    def decoded(index, record):
-        image, label = images.decode(record)
+    def decoded(index, *record):
+        image, label = images.decode(*record)
         return image, label, tf.gather(weights, index)
 
     def replica_slices(step, batch):
@@ -152,7 +204,7 @@ def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch
         slice_seeds = step * replicas + tf.range(first_replica, first_replica + replicas_fed, dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((slice_seeds, *pick))
 
-    batches = (epoch_records(images, config, epoch, mean_record_bytes(images))
+    batches = (images.epoch_records(config, epoch)
                .take(steps * batch_size).skip(skip_batches * batch_size)  # Skipped undecoded.
                .map(decoded, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
                .batch(batch_size, drop_remainder=True))
@@ -164,7 +216,7 @@ def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch
 
 def eval_records(images: StreamedImages) -> tf.data.Dataset:
     """(image, class id) of every selected example, in stored order, decoded in parallel."""
-    return records_in_order(images).map(images.decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+    return images.records_in_order().map(images.decode, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
 
 
 def stored_batches(images, batch_size: int) -> Iterator[np.ndarray]:
@@ -188,17 +240,74 @@ def load(root: Path, config: TrainConfig) -> tuple[DatasetSpec, dict]:
     description = read_description(root)
     size = image_folder.image_size(config)
     splits = {name: _split(root, name, split, size, config) for name, split in description["splits"].items()}
-    sample = sample_of(splits["train"][0]).decoded()
+    sample = splits["train"][0].sample().decoded()
     spec = user_spec("tfrecord", unit_scaled(sample), tuple(description["class_names"]))
     return spec, splits
 
 
-def sample_of(images: StreamedImages, count: int = SAMPLE_EXAMPLES) -> StreamedImages:
-    """Up to `count` examples, the first ones of every shard (so reading them reads little)."""
-    per_shard = math.ceil(count / len(images.shards))
-    chosen = [images.positions[(images.positions >= shard.first) & (images.positions < shard.first + shard.examples)]
-              [:per_shard] for shard in images.shards]
-    return dataclasses.replace(images, positions=np.concatenate(chosen)[:count])
+def folder_exceeds_memory(root: Path, config: TrainConfig) -> bool:
+    """Whether an image folder's decoded images would take more than --max_memory_gb (0: a quarter
+    of this machine's memory)."""
+    height, width = image_folder.image_size(config)
+    _, files = image_folder.split_files(root, config.test_split)
+    decoded = sum(map(len, files.values())) * height * width * config.channels
+    limit = config.max_memory_gb * 2**30 or allocation_limit_bytes() * MEMORY_SHARE / ALLOCATION_FRACTION
+    return decoded > limit
+
+
+def load_image_folder(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec, dict]:
+    """An image folder streamed from its files: its spec and {"train", "test"} splits as (FileImages,
+    labels). Every file is decoded once to check it (the result is cached), none is kept."""
+    class_names, splits = folder_splits(root, config, cache_dir)
+    logging.info("Streaming %s from its files: decoded, its %d images would take more than --max_memory_gb.", root,
+                 sum(len(labels) for _, labels in splits.values()))
+    sample = splits["train"][0].sample().decoded()
+    return user_spec("image_folder", unit_scaled(sample), class_names), splits
+
+
+def folder_splits(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[tuple[str, ...], dict]:
+    """(class names, {"train", "test": (FileImages, labels)}) of an image folder: files that do not
+    decode or are too thin for --image_size fail the run, or are left out with --skip_bad_images."""
+    class_names, files, _, cache = image_folder.listing(root, config, cache_dir)
+    size = image_folder.image_size(config)
+    probes = _probes(files, cache.with_name(cache.name.removesuffix(".npz") + ".probe.npz"))
+    bad, splits = [], {}
+    for split, entries in files.items():
+        heights, widths, reasons = probes[split]
+        thin = (reasons == "") & _too_thin(np.maximum(heights, 1), np.maximum(widths, 1), size, config.image_resize)
+        for index in np.flatnonzero((reasons != "") | thin):
+            reason = reasons[index] or image_folder.resize_problem(int(heights[index]), int(widths[index]), size,
+                                                                     config.image_resize)
+            bad.append(f"{os.fsdecode(entries[index][0])} ({reason})")
+        paths = np.array([os.fsdecode(path) for path, _ in entries], dtype=str)
+        labels = np.array([class_id for _, class_id in entries], np.int32)
+        positions = np.flatnonzero((reasons == "") & ~thin)
+        splits[split] = (FileImages(positions, size, config.channels, config.image_resize, paths=paths, labels=labels),
+                         labels[positions])
+    image_folder.report_unreadable(bad, sum(map(len, files.values())), config.skip_bad_images)
+    return class_names, splits
+
+
+def _probes(files: dict, cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split, each file's decoded height, width and why it does not decode ("" if it does), read
+    from `cache` when it is there, else probed in parallel and cached."""
+    try:
+        with np.load(cache, allow_pickle=False) as cached:
+            return {split: tuple(cached[f"{kind}_{split}"] for kind in ("h", "w", "r")) for split in files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Decoding releases the GIL.
+        probed = {split: list(pool.map(lambda entry: image_folder.probe_image(entry[0])[1:], entries))
+                  for split, entries in files.items()}
+    probes = {split: (np.array([shape[0] if shape else 0 for shape, _ in found], np.int32),
+                      np.array([shape[1] if shape else 0 for shape, _ in found], np.int32),
+                      np.array([reason or "" for _, reason in found], dtype=str))
+              for split, found in probed.items()}
+    with contextlib.suppress(OSError):  # Unwritable: probed again next time.
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **{f"{kind}_{split}": array for split, arrays in probes.items()
+                           for kind, array in zip(("h", "w", "r"), arrays)})
+    return probes
 
 
 def read_description(root: Path) -> dict:
@@ -235,7 +344,7 @@ def _split(root: Path, name: str, split: dict, size: tuple[int, int], config: Tr
               for position in thin])
     image_folder.report_unreadable(bad, len(listed) + len(labels), config.skip_bad_images)
     positions = np.flatnonzero(keep)
-    images = StreamedImages(listed, positions, size, config.channels, config.image_resize)
+    images = ShardedImages(positions, size, config.channels, config.image_resize, shards=listed)
     return images, labels[positions]
 
 
@@ -263,7 +372,7 @@ def damaged_records_named(*splits):
     try:
         yield
     except tf.errors.DataLossError as error:
-        streamed = [split[0] for split in splits if split is not None and isinstance(split[0], StreamedImages)]
+        streamed = [split[0] for split in splits if split is not None and isinstance(split[0], ShardedImages)]
         if not streamed:
             raise
         culprit = next((shard.path for images in streamed for shard, _ in images.shards_read()

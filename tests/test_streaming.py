@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from data import diagnostics, image_folder, pipeline, sources, streaming
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
@@ -71,7 +72,7 @@ def test_evaluation_batches_are_every_example_in_stored_order_with_its_label(syn
         data.validation, data.spec, config)])
     np.testing.assert_array_equal(labels, data.validation[1])
     report = diagnostics.preflight(data, config)
-    assert report.lines[1].startswith("streamed from shards: pixels checked on a sample of up to 1024")
+    assert report.lines[1].startswith("streamed from disk: pixels checked on a sample of up to 1024")
 
 
 @pytest.mark.slow
@@ -179,3 +180,46 @@ def test_a_streamed_run_is_scored_by_evaluate_three_ways_and_diagnosed_without_t
     report = json.loads(diagnosed.stdout)
     assert any("label issues and leakage are not sought" in note for note in report["notes"])
     assert report["duplicates"] == [] and report["split"] == "validation"
+
+
+def folder_config(root, *flags):
+    return make_config(root / "run", "--dataset=image_folder", f"--data_dir={root / 'images'}", "--image_size=28",
+                       "--channels=1", *flags)
+
+
+def test_an_image_folder_above_max_memory_streams_the_very_batches_it_would_gather_in_memory(synthetic_shards,
+                                                                                              monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # Unstandardized: the streamed spec's mean and std come from a sample, not from every image.
+    flags = ("--batch_size=64", "--augment_shift=0.1", "--mixup_alpha=0.4", "--eval_batch_size=300", "--nostandardize")
+    in_memory = pipeline.prepare_data(folder_config(synthetic_shards, *flags))
+    config = folder_config(synthetic_shards, *flags, "--max_memory_gb=0.001")  # 2,560 images of 784 bytes: 2 MB.
+    streamed = pipeline.prepare_data(config)
+    assert isinstance(streamed.train[0], streaming.FileImages) and not isinstance(in_memory.train[0],
+                                                                                 streaming.StreamedImages)
+    np.testing.assert_array_equal(streamed.train[1], in_memory.train[1])
+    weights = np.arange(len(streamed.train[1]), dtype=np.float32)
+    for epoch, skip in ((0, 0), (1, 7)):
+        pairs = zip(pipeline.train_batches(in_memory.train, weights, in_memory.spec, config, epoch, skip),
+                    pipeline.train_batches(streamed.train, weights, streamed.spec, config, epoch, skip))
+        for expected, actual in pairs:
+            for expected_part, actual_part in zip(expected, actual):
+                np.testing.assert_allclose(actual_part.numpy(), expected_part.numpy(), atol=1e-6)
+    for expected, actual in zip(pipeline.eval_batches(in_memory.test, in_memory.spec, config),
+                                pipeline.eval_batches(streamed.test, streamed.spec, config)):
+        np.testing.assert_array_equal(actual[1].numpy(), expected[1].numpy())
+    assert sources.stored_paths(config)["train"] == sources.stored_paths(folder_config(synthetic_shards))["train"]
+
+
+def test_a_streamed_image_folder_names_files_that_do_not_decode_or_are_too_thin(synthetic_shards, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_shards / "images", root / "images")
+    (root / "images" / "train" / "pattern_0" / "broken.png").write_bytes(b"not a png")
+    tf.io.write_file(str(root / "images" / "train" / "pattern_1" / "thin.png"), tf.io.encode_png(np.zeros((9000, 1, 1), np.uint8)))
+    with pytest.raises(TapeloopError, match="2 of 2562 image files") as raised:
+        sources.load(folder_config(root, "--max_memory_gb=0.001"))
+    assert "broken.png (" in raised.value.found and "thin.png (decodes as 9000x1" in raised.value.found
+    _, splits = sources.load(folder_config(root, "--max_memory_gb=0.001", "--skip_bad_images"))
+    assert len(splits["train"][1]) + len(splits["test"][1]) == 2560

@@ -21,6 +21,7 @@ class TrainConfig:
     channels: int
     image_resize: str
     skip_bad_images: bool
+    max_memory_gb: float
     shuffle_buffer: int
     test_split: float
     # Augmentation (training split only)
