@@ -9,6 +9,8 @@ have seen. Evaluation batches are never augmented.
 
 import dataclasses
 import math
+import os
+from functools import partial
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +21,7 @@ from data.mixing import MixSettings, mix
 from data.pixels import stored_range
 from data.randaugment import randaugment
 from data.sources import Arrays, load_sample_weights
-from data.streaming import StreamedImages
+from data.streaming import FileImages, ShardedImages, StreamedImages
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
@@ -294,11 +296,12 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     first_replica, replicas_fed, replicas = replica_shard
     batch_size = update_batch_size(config)
     prepare = batch_preparation(spec, config)
-    if isinstance(train[0], StreamedImages):
+    if isinstance(train[0], ShardedImages):
         return (streaming.train_batches(train, example_weights, config, epoch, skip_batches, replica_shard, batch_size,
                                         prepare)
                 .prefetch(PREFETCH_BATCHES).with_options(without_autotuning()))
-    images, labels, weights = tf.constant(train[0]), tf.constant(train[1]), tf.constant(example_weights)
+    gather_images = train[0].gather if isinstance(train[0], FileImages) else partial(tf.gather, tf.constant(train[0]))
+    labels, weights = tf.constant(train[1]), tf.constant(example_weights)
     steps = steps_per_epoch(len(train[1]), batch_size)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(train[1]))
     slices = order[: steps * batch_size].reshape(steps, replicas, batch_size // replicas)
@@ -306,12 +309,17 @@ def train_batches(train: Arrays, example_weights: np.ndarray, spec: DatasetSpec,
     # Each slice's augmentation seed: its global step and replica, so reruns draw the same.
     global_steps = np.arange(epoch * steps + skip_batches, (epoch + 1) * steps)
     slice_seeds = global_steps[:, None] * replicas + np.arange(first_replica, first_replica + replicas_fed)
-    return (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
-            .map(lambda slice_seed, indices: prepare(
-                tf.stack([tf.constant(config.seed, tf.int64), slice_seed]), tf.gather(images, indices),
-                tf.gather(labels, indices), tf.gather(weights, indices)))
-            .prefetch(PREFETCH_BATCHES)
-            .with_options(without_autotuning()))
+    # Files are decoded in parallel (in order); gathering from memory takes microseconds.
+    parallel = {"num_parallel_calls": os.cpu_count() or 1, "deterministic": True} if isinstance(
+        train[0], FileImages) else {}
+    batches = (tf.data.Dataset.from_tensor_slices((slice_seeds.reshape(-1), slices.reshape(-1, slices.shape[-1])))
+               .map(lambda slice_seed, indices: prepare(
+                   tf.stack([tf.constant(config.seed, tf.int64), slice_seed]), gather_images(indices),
+                   tf.gather(labels, indices), tf.gather(weights, indices)), **parallel))
+    if config.data_service:  # Each batch is one split: built whole on a worker, exactly as here.
+        batches = batches.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service))
+    return batches.prefetch(PREFETCH_BATCHES).with_options(without_autotuning())
 
 
 def batch_preparation(spec: DatasetSpec, config: TrainConfig):

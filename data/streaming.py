@@ -97,10 +97,6 @@ class StreamedImages(abc.ABC):
         """The selected records, in stored order."""
 
     @abc.abstractmethod
-    def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
-        """(stored index, *record) of every selected example, in the epoch's order drawn from (seed, epoch)."""
-
-    @abc.abstractmethod
     def sample(self, count: int = SAMPLE_EXAMPLES) -> "StreamedImages":
         """Up to `count` of the selected examples, chosen to be cheap to read and spread over the split."""
 
@@ -120,6 +116,7 @@ class ShardedImages(StreamedImages):
         return self._records(self.shards_read(), cycle=1).map(lambda index, record: record)
 
     def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
+        """(stored index, record) of every selected example, in the epoch's order drawn from (seed, epoch)."""
         rng = np.random.default_rng([config.seed, epoch, SHARD_ORDER_STREAM])
         read = self.shards_read()
         order = [read[index] for index in rng.permutation(len(read))]
@@ -161,8 +158,9 @@ class ShardedImages(StreamedImages):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FileImages(StreamedImages):
-    """Images in their own files (--dataset=image_folder above --max_memory_gb); an epoch reads them
-    in the permutation the in-memory path draws from (seed, epoch), so its batches are the same."""
+    """Images in their own files (--dataset=image_folder above --max_memory_gb): batches are gathered
+    by index as from arrays (data.pipeline.train_batches), each image read and decoded, so they are
+    the batches of the in-memory path."""
 
     paths: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], str))  # Per stored index.
     labels: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], np.int32))
@@ -178,14 +176,16 @@ class FileImages(StreamedImages):
         step = max(1, len(self.positions) // count)
         return dataclasses.replace(self, positions=self.positions[::step][:count])
 
-    def epoch_records(self, config: TrainConfig, epoch: int) -> tf.data.Dataset:
-        chosen = self.positions[np.random.default_rng([config.seed, epoch]).permutation(len(self.positions))]
-        return tf.data.Dataset.from_tensor_slices((chosen, self.paths[chosen], self.labels[chosen]))
+    def gather(self, indices: tf.Tensor) -> tf.Tensor:
+        """The images of the selection's `indices` (not stored indices), read and decoded: [B, stored shape]."""
+        paths = tf.gather(tf.constant(self.paths[self.positions]), indices)
+        return tf.map_fn(lambda path: self.pixels(tf.io.read_file(path)), paths,
+                         fn_output_signature=tf.TensorSpec(self.shape[1:], tf.uint8))
 
 
 def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch: int, skip_batches: int,
                   replica_shard: tuple[int, int, int], batch_size: int, prepare) -> tf.data.Dataset:
-    """The epoch's batches, as data.pipeline.train_batches yields them for arrays (see there)."""
+    """The epoch's batches of a sharded split, as data.pipeline.train_batches yields them for arrays (see there)."""
     images, labels = train
     first_replica, replicas_fed, replicas = replica_shard
     steps = len(labels) // batch_size
@@ -194,8 +194,8 @@ def train_batches(train, example_weights: np.ndarray, config: TrainConfig, epoch
     weights = tf.constant(weights)
     per_replica = batch_size // replicas
 
-    def decoded(index, *record):
-        image, label = images.decode(*record)
+    def decoded(index, record):
+        image, label = images.decode(record)
         return image, label, tf.gather(weights, index)
 
     def replica_slices(step, batch):

@@ -71,6 +71,7 @@ class TrainConfig:
     strategy: str
     cpu_devices: int
     tpu: str
+    data_service: str
     ema_decay: float
     precise_bn_batches: int
     # Learning-rate schedule

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import re
 
 from absl import flags
 
@@ -306,6 +307,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "--strategy=mirrored can be tried and tested without GPUs.", lower_bound=1, **fv)
     flags.DEFINE_string("tpu", "", "--strategy=tpu: the TPU's name or grpc:// address (empty: the "
                         "TPU VM this runs on).", **fv)
+    flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher "
+                        "(scripts/data_service.py): training batches are built whole, each exactly as here, by its "
+                        "workers, which must reach --data_dir at the same path; they arrive in the order the "
+                        "workers finish them, so a run is not bit-reproducible (each epoch still holds each of "
+                        "its batches once). Arrays and image folders (also streamed); not tfrecord.", **fv)
     # Run directory, logging, checkpoints
     flags.DEFINE_string("run_dir", None, "Run directory: logs, checkpoints, exported model, results. "
                         "Rerunning on a directory with checkpoints resumes.", **fv)
@@ -375,6 +381,15 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
     flags.register_multi_flags_validator(
         ["score_test", "validation_split"], lambda values: values["score_test"] or values["validation_split"] > 0,
         "--noscore_test leaves the run no split to be scored on: set --validation_split above 0",
+        flag_values=flag_values)
+    flags.register_validator(
+        "data_service", lambda url: not url or re.fullmatch(r"grpc://[^\s/:]+:\d+", url) is not None,
+        "--data_service needs the dispatcher's grpc://HOST:PORT, e.g. grpc://10.0.0.5:5050", flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["data_service", "dataset"], lambda values: not (values["data_service"] and values["dataset"] == "tfrecord"),
+        "--data_service builds each batch whole on a worker, which needs the examples by index (arrays, or an "
+        "image folder, streamed or not); TFRecord shards are read in sequence: train from the image folder the "
+        "shards were made from (--dataset=image_folder streams it when it exceeds --max_memory_gb)",
         flag_values=flag_values)
     flags.register_multi_flags_validator(
         ["lr_schedule", "learning_rate", "min_learning_rate"],
