@@ -18,11 +18,9 @@ from data import pipeline, sources
 from data.streaming import StreamedImages, pixels_at
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
-from trainer.batchnorm import StatisticsEstimator
-from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
+from trainer.checkpoints import latest_checkpoint
 from trainer.evaluation import predicted_logits
-from trainer.flags import load_run_config
-from trainer.setup import build_model, make_weight_average
+from trainer.setup import final_model
 
 PRECISE_BN_CHECK_BATCHES = 50
 LABEL_NOISE_CEILING = 0.02  # A share of likely-wrong training labels that caps training accuracy visibly.
@@ -158,20 +156,6 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
         findings=findings.ranked(found + prediction_findings), split=split_name, calibration=calibration_report,
         notes=notes, reliability=calibration.reliability_bins(calibration.softmax(logits), labels),
         grids=grids, label_issues=issues, duplicates=pairs, paths=sources.stored_paths(config))
-
-
-def final_model(run_dir: str, data_dir: str | None):
-    """The run's config, data, and final model as train.py scored it (averaged weights, precise
-    batch-norm statistics if the run used them), with its batch-norm statistics estimator."""
-    config = load_run_config(run_dir)
-    config = dataclasses.replace(config, data_dir=data_dir or config.data_dir)
-    data = pipeline.prepare_data(config)
-    model = build_model(config, data.spec, pretrained=False)
-    restore_model_weights(model, final_weights_dir(run_dir), make_weight_average(config, model))
-    bn_statistics = StatisticsEstimator(model, data.train, data.spec, config)
-    if config.precise_bn_batches:
-        bn_statistics.estimate(config.precise_bn_batches)
-    return config, data, model, bn_statistics
 
 
 def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository and installs tapeloop (editable) with its test tools.
+# Creates .venv in the repository and installs tapeloop (editable) with its test tools and the ONNX extra.
 # Idempotent and fast when nothing changed: it reinstalls only when pyproject.toml changes.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +20,6 @@ fi
 wanted="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "tapeloop: installing tapeloop and its dependencies into $venv (once)" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[dev]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[dev,onnx]"
   echo "$wanted" > "$stamp"
 fi

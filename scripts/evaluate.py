@@ -11,11 +11,12 @@ import dataclasses
 import os
 
 import keras
+import numpy as np
 from absl import flags
 
 from data import pipeline, sources
 from diagnosis import calibration
-from trainer import losses, steps
+from trainer import conversion, losses, steps
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import final_weights_dir, probability_scores, restore_model_weights, saved_model_probabilities
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split
@@ -23,16 +24,20 @@ from trainer.flags import load_run_config, register_run_dir_validator
 from trainer.setup import build_model, make_weight_average
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py.", required=True)
-flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model"),
+flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model", *conversion.FORMATS),
                   "What to score: the weights train.py scored (final: best/, or the latest checkpoint "
-                  "of a run without a validation split), the best or latest checkpoint, or the exported SavedModel.")
+                  "of a run without a validation split), the best or latest checkpoint, the exported SavedModel, "
+                  "or a file scripts/export.py converted (tflite, tflite_int8, onnx), run in its own runtime and "
+                  "compared with the SavedModel.")
+flags.DEFINE_string("converted", None, "--weights=tflite|tflite_int8|onnx: the file (default: where export.py "
+                    "writes it, RUN/export/).")
 flags.DEFINE_string("data_dir", None, "Overrides the run's --data_dir (the same files, elsewhere).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file ('-': stdout only).")
 flags.DEFINE_enum("tta", "none", ("none", "flip", "shift"), "Also score with test-time augmentation: class "
                   "probabilities averaged over each image and its mirror (flip; not for digits) or its "
                   "one-pixel shifts (shift). Needs checkpoint weights, not --weights=saved_model.")
 flags.register_multi_flags_validator(
-    ["tta", "weights"], lambda values: values["tta"] == "none" or values["weights"] != "saved_model",
+    ["tta", "weights"], lambda values: values["tta"] == "none" or values["weights"] in ("final", "best", "latest"),
     "--tta scores checkpoint weights: use --weights=final, best or latest")
 register_run_dir_validator()
 FLAGS = flags.FLAGS
@@ -48,6 +53,43 @@ def tta_accuracy(model, batches, spec, config) -> float:
     return float(accuracy.result())
 
 
+def compared_with_saved_model(spec, labels, saved: np.ndarray, converted: np.ndarray) -> dict:
+    """How far a converted file's predictions are from the SavedModel's on the same images."""
+    saved_accuracy = probability_scores(spec, labels, saved)["accuracy"]
+    converted_accuracy = float(np.mean(converted.argmax(axis=1) == labels))
+    return {"saved_model_accuracy": saved_accuracy,
+            "accuracy_difference_points": 100 * (converted_accuracy - saved_accuracy),
+            "top1_agreement": float(np.mean(converted.argmax(axis=1) == saved.argmax(axis=1))),
+            "max_probability_difference": float(np.max(np.abs(converted - saved)))}
+
+
+def scored_checkpoint(config, data, spec, images, labels):
+    """(weights path, scores, probabilities, model, batches) of the checkpoint --weights names."""
+    model = build_model(config, spec, pretrained=False)
+    folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
+              "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
+    source = restore_model_weights(model, folder, make_weight_average(config, model))
+    if data:  # As train.py scored and exported it.
+        StatisticsEstimator(model, data.train, spec, config).estimate(config.precise_bn_batches)
+    batches = evaluation_batches((images, labels), spec, config)
+    scores = Evaluator(config, spec, model).run(batches).scores
+    return source, scores, calibration.softmax(predicted_logits(model, batches)), model, batches
+
+
+def scored_export(config, spec, images, labels):
+    """(file, scores, probabilities, comparison with the SavedModel or None) of the SavedModel or a
+    converted file, each fed raw images in its own runtime."""
+    source = os.path.join(FLAGS.run_dir, "saved_model")
+    probabilities = saved_model_probabilities(source, images, config.eval_batch_size, config.input_range)
+    comparison = None
+    if FLAGS.weights != "saved_model":
+        saved_probabilities = probabilities
+        source = FLAGS.converted or conversion.default_path(FLAGS.run_dir, FLAGS.weights)
+        probabilities = conversion.converted_probabilities(source, FLAGS.weights, images, config.eval_batch_size)
+        comparison = compared_with_saved_model(spec, labels, saved_probabilities, probabilities)
+    return source, probability_scores(spec, labels, probabilities), probabilities, comparison
+
+
 def main(argv):
     cli.check_output_path(FLAGS.output)
     config = load_run_config(FLAGS.run_dir)
@@ -56,23 +98,15 @@ def main(argv):
     data = pipeline.prepare_data(config) if config.precise_bn_batches else None
     spec, splits = (data.spec, {"test": data.test}) if data else sources.load(config)
     images, labels = splits["test"]
-    if FLAGS.weights == "saved_model":
-        source = os.path.join(FLAGS.run_dir, "saved_model")
-        probabilities = saved_model_probabilities(source, images, config.eval_batch_size, config.input_range)
-        scores = probability_scores(spec, labels, probabilities)
+    if FLAGS.weights in ("final", "best", "latest"):
+        source, scores, probabilities, model, batches = scored_checkpoint(config, data, spec, images, labels)
+        comparison = None
     else:
-        model = build_model(config, spec, pretrained=False)
-        folder = {"final": final_weights_dir(FLAGS.run_dir), "best": os.path.join(FLAGS.run_dir, "best"),
-                  "latest": os.path.join(FLAGS.run_dir, "checkpoints")}[FLAGS.weights]
-        source = restore_model_weights(model, folder, make_weight_average(config, model))
-        if data:  # As train.py scored and exported it.
-            StatisticsEstimator(model, data.train, spec, config).estimate(config.precise_bn_batches)
-        batches = evaluation_batches((images, labels), spec, config)
-        scores = Evaluator(config, spec, model).run(batches).scores
-        probabilities = calibration.softmax(predicted_logits(model, batches))
+        source, scores, probabilities, comparison = scored_export(config, spec, images, labels)
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
                **summarize_split(scores, spec.class_names),
-               "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels)}
+               "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
+               **({"saved_model_comparison": comparison} if comparison else {})}
     if FLAGS.tta != "none":
         results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":
@@ -84,6 +118,11 @@ def main(argv):
     for name, scores in results["per_class"].items():
         recall = "n/a (no examples)" if scores["recall"] is None else f"{scores['recall']:.4f}"
         print(f"  {name:>12}  precision {scores['precision']:.4f}  recall {recall}")
+    if comparison:
+        print(f"against the SavedModel ({comparison['saved_model_accuracy']:.4f}): "
+              f"{comparison['accuracy_difference_points']:+.2f} points, the same top-1 class for "
+              f"{comparison['top1_agreement']:.2%} of the images, probabilities within "
+              f"{comparison['max_probability_difference']:.2g}")
     if "tta" in results:
         print(f"test accuracy with test-time augmentation ({FLAGS.tta}): {results['tta']['accuracy']:.4f} "
               "(not the headline number)")

@@ -13,12 +13,16 @@ import tensorflow as tf
 from absl import flags
 
 from data.image_folder import IMAGE_SUFFIXES, read_images
+from trainer import conversion
 from trainer.checkpoints import load_saved_model
 from trainer.errors import TapeloopError
 from trainer.flags import load_run_config, register_run_dir_validator
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py (its saved_model/ is used).",
                     required=True)
+flags.DEFINE_enum("weights", "saved_model", ("saved_model", *conversion.FORMATS), "The model: RUN/saved_model, or a "
+                  "file scripts/export.py converted (run in its own runtime: the TFLite interpreter, onnxruntime).")
+flags.DEFINE_string("converted", None, "--weights=tflite|tflite_int8|onnx: the file (default: RUN/export/).")
 flags.DEFINE_integer("top_k", 3, "Classes printed per file, most probable first.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Files classified per call of the model.", lower_bound=1)
 flags.DEFINE_string("output", None, "Also write the predictions as JSON to this file ('-': stdout only).")
@@ -26,7 +30,7 @@ register_run_dir_validator()
 FLAGS = flags.FLAGS
 
 
-def predict(serve, files: list[str], image_shape, resize: str, batch_size: int) -> np.ndarray:
+def predict(probabilities_of, files: list[str], image_shape, resize: str, batch_size: int) -> np.ndarray:
     """Class probabilities [len(files), num_classes] of the exported model for the files."""
     height, width, channels = image_shape
     stacked, _, unreadable = read_images(files, (height, width), channels, resize)
@@ -37,8 +41,22 @@ def predict(serve, files: list[str], image_shape, resize: str, batch_size: int) 
             fix="pass only image files that decode (each file's reason is in parentheses)")
     if channels == 1:
         stacked = stacked[..., 0]  # Stored grayscale images have no channel axis.
-    return np.concatenate([serve(images=tf.constant(stacked[start:start + batch_size]))["probabilities"].numpy()
+    return np.concatenate([probabilities_of(stacked[start:start + batch_size])
                            for start in range(0, len(stacked), batch_size)])
+
+
+def chosen_model() -> tuple:
+    """(uint8 images -> probabilities, class names, image shape [H, W, C]) of --weights."""
+    if FLAGS.weights == "saved_model":
+        exported = load_saved_model(os.path.join(FLAGS.run_dir, "saved_model"))
+        serve = exported.signatures["serving_default"]
+        return (lambda images: serve(images=tf.constant(images))["probabilities"].numpy(),
+                [name.decode() for name in exported.class_names.numpy()], exported.image_shape.numpy().tolist())
+    path = FLAGS.converted or conversion.default_path(FLAGS.run_dir, FLAGS.weights)
+    contract = conversion.read_contract(path)
+    stored = contract["input"]["shape"][1:]
+    return (conversion.runner(path, FLAGS.weights), contract["output"]["class_names"],
+            stored if len(stored) == 3 else [*stored, 1])
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -60,10 +78,8 @@ def main(argv):
         raise TapeloopError(stage="flags", problem="no image files to classify", expected="FILE... after the flags",
                             found="none", fix="e.g. scripts/predict.py --run_dir=RUN photo.jpg scan.png")
     config = load_run_config(FLAGS.run_dir)
-    exported = load_saved_model(os.path.join(FLAGS.run_dir, "saved_model"))
-    class_names = [name.decode() for name in exported.class_names.numpy()]
-    probabilities = predict(exported.signatures["serving_default"], files, exported.image_shape.numpy().tolist(),
-                            config.image_resize, FLAGS.batch_size)
+    probabilities_of, class_names, image_shape = chosen_model()
+    probabilities = predict(probabilities_of, files, image_shape, config.image_resize, FLAGS.batch_size)
     predictions = []
     for file, row in zip(files, probabilities):
         top = np.argsort(-row)[:FLAGS.top_k]

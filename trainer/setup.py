@@ -15,6 +15,7 @@ from data.mixing import MixSettings
 from models import registry, size
 from trainer import fine_tuning, losses, precision, steps, warm_start
 from trainer.averaging import WeightAverage
+from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
 from trainer.config import TrainConfig
@@ -296,3 +297,19 @@ def diagnose(config: TrainConfig) -> dict:
     return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
             "num_classes": run.spec.num_classes, "loss": values["loss/total"],
             "gradient_norm": values["gradients/global_norm"]}
+
+
+def final_model(run_dir: str, data_dir: str | None = None, mixed_precision: str | None = None):
+    """A finished run's config, data, and final model as train.py scored and exported it (averaged
+    weights, precise batch-norm statistics if the run used them), with its statistics estimator;
+    computing in `mixed_precision` if given (e.g. "none": float32 for a converter), else as the run did."""
+    config = load_run_config(run_dir)
+    config = dataclasses.replace(config, data_dir=data_dir or config.data_dir,
+                                 mixed_precision=mixed_precision or config.mixed_precision)
+    data = pipeline.prepare_data(config)
+    model = build_model(config, data.spec, pretrained=False)
+    restore_model_weights(model, final_weights_dir(run_dir), make_weight_average(config, model))
+    bn_statistics = StatisticsEstimator(model, data.train, data.spec, config)
+    if config.precise_bn_batches:
+        bn_statistics.estimate(config.precise_bn_batches)
+    return config, data, model, bn_statistics

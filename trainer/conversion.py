@@ -1,0 +1,192 @@
+"""A finished run's model in deployment formats (scripts/export.py) and scored in their own runtimes
+(evaluate.py and predict.py --weights=tflite|tflite_int8|onnx).
+
+Every format is converted from the run's final weights rebuilt in float32 (a run that computed in
+bfloat16 exports float32: TFLite and ONNX runtimes on phones and servers lack bfloat16 kernels),
+wrapped exactly as the SavedModel is (checkpoints.ServingModule: raw uint8 images in, the
+preprocessing inside, class probabilities out), so the input contract is the SavedModel's. It is
+written beside the file as `<file>.json`.
+"""
+
+import importlib.util
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from data.streaming import pixels_at, stored_batches
+from trainer.checkpoints import ServingModule
+from trainer.errors import TapeloopError
+from trainer.setup import final_model
+
+FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
+ONNX_OPSET = 17
+ONNX_PACKAGES = ("tf2onnx", "onnxruntime")
+
+
+def default_path(run_dir: str, kind: str) -> str:
+    """Where export.py writes a format unless told: RUN/export/<file>."""
+    return os.path.join(run_dir, "export", FORMATS[kind])
+
+
+def export(run_dir: str, kind: str, output: str, calibration_examples: int, data_dir: str | None = None) -> dict:
+    """Converts the run's final model to `kind`, writes it to `output` (whole or not at all) and its
+    input contract beside it; returns the contract."""
+    if kind == "onnx":
+        require_onnx_packages("export")
+    config, data, model, _ = final_model(run_dir, data_dir, mixed_precision="none")
+    try:
+        if kind == "onnx":
+            converted = to_onnx(ServingModule(model, data.spec, config.standardize), data.spec.stored_shape)
+        else:
+            calibration = (calibration_images(data.train[0], calibration_examples, config.seed)
+                           if kind == "tflite_int8" else None)
+            converted = to_tflite(ServingModule(model, data.spec, config.standardize), calibration)
+    except Exception as error:  # The converters raise many kinds (ConverterError, ValueError, their own).
+        raise conversion_error(kind, error) from None
+    contract = input_contract(kind, data.spec, config.standardize, run_dir, calibration_examples)
+    write_whole(output, converted)
+    write_whole(f"{output}.json", json.dumps(contract, indent=1).encode())
+    return contract
+
+
+def calibration_images(images, count: int, seed: int) -> np.ndarray:
+    """`count` training images chosen by `seed`, as stored (uint8), for int8 calibration."""
+    chosen = np.sort(np.random.default_rng([seed, 7]).permutation(len(images))[:count])
+    return np.asarray(pixels_at(images, chosen))
+
+
+def to_tflite(module: ServingModule, calibration: np.ndarray | None) -> bytes:
+    """The uint8 signature, its weights frozen into constants, through TensorFlow's converter: float,
+    or (given calibration images) int8 weights and activations by post-training quantization, the
+    uint8 input and float probabilities kept."""
+    # Frozen first: the converter keeps Keras 3's variables as resources otherwise (READ_VARIABLE ops,
+    # which its int8 calibration cannot run).
+    frozen = convert_variables_to_constants_v2(module.serve_uint8.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def to_onnx(module: ServingModule, stored_shape: tuple[int, ...]) -> bytes:
+    """The uint8 signature through tf2onnx (input "images", output "probabilities")."""
+    import tf2onnx  # Optional: pip install -e '.[onnx]'.
+
+    proto, _ = tf2onnx.convert.from_function(
+        module.serve_uint8, input_signature=[tf.TensorSpec([None, *stored_shape], tf.uint8, name="images")],
+        opset=ONNX_OPSET)
+    return proto.SerializeToString()
+
+
+def input_contract(kind: str, spec, standardize: bool, run_dir: str, calibration_examples: int) -> dict:
+    """What the file takes and gives, as the SavedModel's serving_default does."""
+    return {
+        "format": kind, "run_dir": os.path.abspath(run_dir),
+        "input": {"name": "images", "dtype": "uint8", "shape": [None, *spec.stored_shape], "range": [0, 255],
+                  "preprocessing_inside": "pixels / 255" + (f", then (x - {spec.mean:.6g}) / {spec.std:.6g}"
+                                                            if standardize else "")},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, spec.num_classes],
+                   "class_names": list(spec.class_names)},
+        **({"quantization": f"int8 weights and activations, calibrated on {calibration_examples} training images"}
+           if kind == "tflite_int8" else {}),
+    }
+
+
+def write_whole(path: str, content: bytes) -> None:
+    """Writes `content` to a temporary name beside `path`, then renames it: never half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "wb") as stream:
+            stream.write(content)
+        os.replace(partial, path)
+    except OSError as error:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise TapeloopError(stage="export", problem=f"could not write {path}", expected="room and permission there",
+                            found=f"{type(error).__name__}: {error.strerror or error}",
+                            fix="free disk space or pass another --output") from None
+
+
+def conversion_error(kind: str, error: Exception) -> TapeloopError:
+    """A converter's failure as the paragraph: the format, the cause, what to do."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lacking = sorted(set(re.findall(r"'(tf\.\w+)' op", str(error))))
+    cause = (f"ops it lacks: {', '.join(lacking)}" if lacking else lines[0] if lines else "no message")
+    return TapeloopError(
+        stage="export", problem=f"the model could not be converted to {kind}",
+        expected=f"a model whose every op {kind} supports ({'TFLite builtins' if kind.startswith('tflite') else f'ONNX opset {ONNX_OPSET}'})",
+        found=f"{type(error).__name__}: {cause[:300]}",
+        fix="try another format (the SavedModel always works), or a model without that op; for a version "
+            "mismatch, tapeloop's README lists the converter versions it was tested with")
+
+
+def require_onnx_packages(stage_action: str) -> None:
+    """Refuses ONNX when its optional packages are not installed, naming them."""
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TapeloopError(
+            stage="export", problem=f"cannot {stage_action} ONNX: {', '.join(missing)} not installed",
+            expected="tapeloop's optional ONNX packages (tf2onnx converts, onnxruntime runs)",
+            found=f"no module {', '.join(missing)}",
+            fix="pip install -e '.[onnx]' (or pip install tf2onnx onnxruntime) in tapeloop's environment")
+
+
+def converted_probabilities(path: str, kind: str, images, batch_size: int) -> np.ndarray:
+    """Class probabilities of raw uint8 images from the converted file, in its own runtime."""
+    if not os.path.isfile(path):
+        raise TapeloopError(stage="export", problem=f"no {kind} file at {path}", expected="the file export.py wrote",
+                            found="no such file",
+                            fix=f"run scripts/export.py --run_dir=RUN --format={kind} first (or pass its --output)")
+    predict = runner(path, kind)
+    return np.concatenate([predict(np.asarray(batch, np.uint8)) for batch in stored_batches(images, batch_size)])
+
+
+def runner(path: str, kind: str):
+    """uint8 images -> class probabilities, through the converted file's own runtime."""
+    return onnx_runner(path) if kind == "onnx" else tflite_runner(path)
+
+
+def read_contract(path: str) -> dict:
+    """The input contract export.py wrote beside a converted file, or the paragraph saying it is missing."""
+    try:
+        with open(f"{path}.json", encoding="utf-8") as stream:
+            contract = json.load(stream)
+        if not (isinstance(contract["input"]["shape"], list) and isinstance(contract["output"]["class_names"], list)):
+            raise ValueError("no input shape or class names")
+        return contract
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TapeloopError(stage="export", problem=f"no usable input contract beside {path}",
+                            expected=f"{path}.json as export.py writes it (input shape, class names)",
+                            found=f"{type(error).__name__}: {error}",
+                            fix="export the run again with scripts/export.py (it writes both files)") from None
+
+
+def tflite_runner(path: str):
+    """images -> probabilities through the TFLite interpreter (its one input resized to each batch)."""
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+    (given,), (taken,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        interpreter.resize_tensor_input(given["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(given["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(taken["index"]).copy()
+
+    return predict
+
+
+def onnx_runner(path: str):
+    """images -> probabilities through onnxruntime."""
+    require_onnx_packages("run")
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(["probabilities"], {"images": images})[0]
