@@ -12,13 +12,16 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import flags
 
 from data import pipeline, sources
+from data.streaming import pixels_at
 from diagnosis import calibration
 from trainer import conversion, losses, steps
 from trainer.batchnorm import StatisticsEstimator
-from trainer.checkpoints import final_weights_dir, probability_scores, restore_model_weights, saved_model_probabilities
+from trainer.checkpoints import (final_weights_dir, load_saved_model, probability_scores, restore_model_weights,
+                                 saved_model_probabilities)
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split
 from trainer.flags import load_run_config, register_run_dir_validator
 from trainer.setup import build_model, make_weight_average
@@ -87,7 +90,24 @@ def scored_export(config, spec, images, labels):
         source = FLAGS.converted or conversion.default_path(FLAGS.run_dir, FLAGS.weights)
         probabilities = conversion.converted_probabilities(source, FLAGS.weights, images, config.eval_batch_size)
         comparison = compared_with_saved_model(spec, labels, saved_probabilities, probabilities)
-    return source, probability_scores(spec, labels, probabilities), probabilities, comparison
+    scores = probability_scores(spec, labels, probabilities)
+    scores["single_image_ms"] = single_image_milliseconds(source, pixels_at(images, np.array([0]))[0])
+    return source, scores, probabilities, comparison
+
+
+def single_image_milliseconds(source: str, image: np.ndarray) -> float:
+    """The median latency of one image through the scored file, in its own runtime (uint8 input)."""
+    if FLAGS.weights == "saved_model":
+        serve = load_saved_model(source).signatures["serving_default"]
+        return conversion.single_image_milliseconds(lambda batch: serve(images=tf.constant(batch)), image)
+    return conversion.single_image_milliseconds(conversion.runner(source, FLAGS.weights), image)
+
+
+def file_bytes(path: str) -> int:
+    """The size of a file, or of a folder's files (a SavedModel)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
 
 
 def main(argv):
@@ -106,7 +126,9 @@ def main(argv):
     results = {"dataset": config.dataset, "split": "test", "examples": int(len(labels)), "weights": source,
                **summarize_split(scores, spec.class_names),
                "expected_calibration_error": calibration.expected_calibration_error(probabilities, labels),
-               **({"saved_model_comparison": comparison} if comparison else {})}
+               **({"saved_model_comparison": comparison} if comparison else {}),
+               **({"single_image_ms": scores["single_image_ms"], "file_bytes": file_bytes(source)}
+                  if "single_image_ms" in scores else {})}
     if FLAGS.tta != "none":
         results["tta"] = {"views": FLAGS.tta, "accuracy": tta_accuracy(model, batches, spec, config)}
     if FLAGS.output == "-":
@@ -118,6 +140,9 @@ def main(argv):
     for name, scores in results["per_class"].items():
         recall = "n/a (no examples)" if scores["recall"] is None else f"{scores['recall']:.4f}"
         print(f"  {name:>12}  precision {scores['precision']:.4f}  recall {recall}")
+    if "single_image_ms" in results:
+        print(f"one image takes {results['single_image_ms']:.2f} ms (median of {conversion.LATENCY_REPEATS}); "
+              f"{results['file_bytes'] / 1024:.0f} KiB on disk")
     if comparison:
         print(f"against the SavedModel ({comparison['saved_model_accuracy']:.4f}): "
               f"{comparison['accuracy_difference_points']:+.2f} points, the same top-1 class for "

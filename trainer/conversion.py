@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +25,7 @@ from trainer.setup import final_model
 
 FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 ONNX_OPSET = 17
+LATENCY_REPEATS = 200
 ONNX_PACKAGES = ("tf2onnx", "onnxruntime")
 
 
@@ -153,6 +155,19 @@ def runner(path: str, kind: str):
     return onnx_runner(path) if kind == "onnx" else tflite_runner(path)
 
 
+def single_image_milliseconds(predict, image: np.ndarray, repeats: int = LATENCY_REPEATS) -> float:
+    """The median time of `predict` on one image (a batch of one), after a few untimed calls."""
+    batch = np.asarray(image)[np.newaxis]
+    for _ in range(5):
+        predict(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def read_contract(path: str) -> dict:
     """The input contract export.py wrote beside a converted file, or the paragraph saying it is missing."""
     try:
@@ -173,9 +188,13 @@ def tflite_runner(path: str):
     interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
     (given,), (taken,) = interpreter.get_input_details(), interpreter.get_output_details()
 
+    allocated = []  # The input shape the tensors are allocated for (none yet).
+
     def predict(images: np.ndarray) -> np.ndarray:
-        interpreter.resize_tensor_input(given["index"], images.shape)
-        interpreter.allocate_tensors()
+        if allocated != [images.shape]:
+            interpreter.resize_tensor_input(given["index"], images.shape)
+            interpreter.allocate_tensors()
+            allocated[:] = [images.shape]
         interpreter.set_tensor(given["index"], images)
         interpreter.invoke()
         return interpreter.get_tensor(taken["index"]).copy()
