@@ -142,7 +142,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "cannot be decoded or brought to --image_size, and damaged shards, instead of stopping.", **fv)
     flags.DEFINE_float("max_memory_gb", 0.0, "image_folder: stream the images from their files (decoded as "
                        "training goes, as --dataset=tfrecord does) when decoded they would take more than this; 0: a "
-                       "quarter of this machine's memory.", lower_bound=0.0, **fv)
+                       "sixteenth of this machine's memory (held in memory, they peak at about five copies).",
+                       lower_bound=0.0, **fv)
     flags.DEFINE_integer("shuffle_buffer", 0, "tfrecord: records in the training shuffle buffer (beside "
                          "interleaving 4 shards in an order drawn per epoch); 0: as many as 128 MiB of "
                          "encoded images hold, at most 10,000.", lower_bound=0, **fv)
