@@ -31,6 +31,7 @@ class Finding:
     cost: float | None  # Accuracy (fraction) it likely costs; orders the report. None: descriptive.
     evidence: str
     suggestion: str
+    flags: dict | None = None  # The train.py flag changes that try the fix; None: no flag fixes it.
 
     @property
     def severity(self) -> str:
@@ -41,7 +42,7 @@ class Finding:
     def as_json(self) -> dict:
         return {"kind": self.kind, "severity": self.severity,
                 "cost": None if self.cost is None else round(self.cost, 4),
-                "evidence": self.evidence, "suggestion": self.suggestion}
+                "evidence": self.evidence, "suggestion": self.suggestion, "flags": self.flags}
 
 
 def ranked(findings) -> list[Finding]:
@@ -64,6 +65,7 @@ class Curves:
     eval_accuracy: np.ndarray
     num_classes: int
     optimizer: str = "adam"
+    settings: dict = dataclasses.field(default_factory=dict)  # The run's flags (TrainConfig's fields).
 
     @property
     def chance_loss(self) -> float:
@@ -72,6 +74,32 @@ class Curves:
     def final_train_accuracy(self) -> float:
         """Mean over the last tenth of the logs (at least one): one log is noisy."""
         return float(np.mean(self.train_accuracy[-max(1, len(self.train_accuracy) // 10):]))
+
+
+def significant(value: float) -> float:
+    """A flag value to three significant digits, as a person would write it."""
+    return float(f"{value:.3g}")
+
+
+def wider(settings: dict) -> dict | None:
+    """Twice the run's --model_width (None when the run's flags are not known)."""
+    return {"model_width": 2 * settings["model_width"]} if "model_width" in settings else None
+
+
+def stronger_regularization(settings: dict) -> dict | None:
+    """The next regularization the run does not use yet: shifts and rotations, then RandAugment, then
+    more dropout, then decoupled weight decay (None when the run's flags are not known)."""
+    if not settings:
+        return None
+    if not (settings["augment_shift"] or settings["augment_rotation"]):
+        return {"augment_shift": 0.1, "augment_rotation": 10.0}
+    if not settings["randaugment_layers"]:
+        return {"randaugment_layers": 2}
+    if settings["dropout"] < 0.5:
+        return {"dropout": significant(min(0.5, settings["dropout"] + 0.2))}
+    if settings["optimizer"] != "adamw":
+        return {"optimizer": "adamw", "weight_decay": 5e-4}
+    return {"weight_decay": significant(3 * max(settings["weight_decay"], 1e-4))}
 
 
 def tail_fall(losses: np.ndarray, fraction: float = 0.25) -> float:
@@ -106,7 +134,8 @@ def overfitting(curves: Curves) -> Finding | None:
         suggestion="regularize: --augment_shift=0.1 --augment_rotation=10 (--augment_flip for classes a mirror "
                    "keeps), stronger augmentation (--randaugment_layers=2, --cutmix_alpha=1.0 or "
                    "--mixup_alpha=0.2), --dropout=0.5, --optimizer=adamw --weight_decay=5e-4; or keep the best "
-                   "epoch with --early_stopping_patience=3; more training data helps most")
+                   "epoch with --early_stopping_patience=3; more training data helps most",
+        flags=stronger_regularization(curves.settings))
 
 
 def underfitting(curves: Curves) -> Finding | None:
@@ -125,7 +154,8 @@ def underfitting(curves: Curves) -> Finding | None:
                  + ("has stopped falling" if flat else "is still high"),
         suggestion="the model does not fit its own training data: check --learning_rate first (see the learning "
                    "rate findings), then a larger model (--model=cnn, --model_width, --model_depth) and less "
-                   "regularization (--dropout, --weight_decay, augmentation and mixing)")
+                   "regularization (--dropout, --weight_decay, augmentation and mixing)",
+        flags=wider(curves.settings))
 
 
 def learning_rate_low(curves: Curves) -> Finding | None:
@@ -150,7 +180,8 @@ def learning_rate_low(curves: Curves) -> Finding | None:
           f"{curves.steps[-1]} steps ({still_falling:.1%} over the last quarter)",
         suggestion=f"raise --learning_rate about tenfold (to {rate * 10:.3g}; for {curves.optimizer} "
                    f"{'1e-3' if curves.optimizer != 'sgd' else '0.05'} is a usual start) and compare the first "
-                   "epoch's loss; --lr_schedule=onecycle finds a good range by itself")
+                   "epoch's loss; --lr_schedule=onecycle finds a good range by itself",
+        flags={"learning_rate": significant(rate * 10)})
 
 
 def learning_rate_high(curves: Curves) -> Finding | None:
@@ -178,11 +209,13 @@ def learning_rate_high(curves: Curves) -> Finding | None:
         evidence = (f"{len(spikes)} logged training losses after epoch 1 were over 1.5 times the best before them "
                     f"(worst: {losses[worst]:.4f} at step {curves.steps[worst]}, best until then "
                     f"{best_so_far[worst]:.4f})")
+    lowering = 10 if collapsed or len(blew_up) else 3  # A collapse or a near-divergence needs more than spikes.
     return Finding(  # Costs what the run did not reach, and a little more than underfitting, its symptom.
         "learning_rate_high", cost=min(1 - curves.final_train_accuracy(), 0.9) + 0.001 * max(len(spikes), 1),
         evidence=f"{evidence}, at learning rate {curves.learning_rate.max():.3g}",
         suggestion=f"lower --learning_rate three to ten times (to {curves.learning_rate.max() / 3:.3g} or less), "
-                   "or add --warmup_steps=500, --clip_grad_norm=1 or a decay (--lr_schedule=cosine)")
+                   "or add --warmup_steps=500, --clip_grad_norm=1 or a decay (--lr_schedule=cosine)",
+        flags={"learning_rate": significant(curves.learning_rate.max() / lowering)})
 
 
 def too_few_epochs(curves: Curves) -> Finding | None:
@@ -197,7 +230,8 @@ def too_few_epochs(curves: Curves) -> Finding | None:
         evidence=f"validation accuracy was still rising at the last epoch ({curves.eval_accuracy[-2]:.4f} -> "
                  f"{curves.eval_accuracy[-1]:.4f} at epoch {curves.eval_epochs[-1]}), validation loss at its lowest",
         suggestion=f"train longer: --epochs={2 * int(curves.eval_epochs[-1])} (with a decaying schedule, e.g. "
-                   "--lr_schedule=cosine, the last epochs gain most)")
+                   "--lr_schedule=cosine, the last epochs gain most)",
+        flags={"epochs": 2 * int(curves.eval_epochs[-1])})
 
 
 def capacity(curves: Curves) -> Finding | None:
@@ -215,7 +249,8 @@ def capacity(curves: Curves) -> Finding | None:
         evidence=f"training accuracy has levelled off at {accuracy:.4f}, no better than validation "
                  f"({curves.eval_accuracy[-1]:.4f}): the model fits its training data no better than unseen data",
         suggestion="a larger model: --model=cnn, a higher --model_width (x2) or --model_depth (+1); then less "
-                   "regularization (--dropout, --weight_decay)")
+                   "regularization (--dropout, --weight_decay)",
+        flags=wider(curves.settings))
 
 
 def checkpoint_selection(curves: Curves, metric: str, kept_epoch: int, validation_examples: int) -> Finding | None:
@@ -238,13 +273,15 @@ def checkpoint_selection(curves: Curves, metric: str, kept_epoch: int, validatio
             return None
         return Finding("checkpoint_selection", cost=accuracy_gap, evidence=scores,
                        suggestion=f"pick the best by accuracy (--early_stopping_metric=accuracy), as the loss also "
-                                  f"rises when a model grows overconfident; {later}")
+                                  f"rises when a model grows overconfident; {later}",
+                       flags={"early_stopping_metric": "accuracy"})
     if curves.eval_loss[kept] < CLEARLY_LOWER_LOSS * curves.eval_loss[-1] or accuracy_gap < -1.5 * one_example:
         return None
     return Finding("checkpoint_selection", cost=one_example, evidence=f"{scores}: one example is "
                    f"{one_example * 100:.2f} points, too coarse for {metric} to rank them",
                    suggestion=f"hold out a larger --validation_split, or pick the best by --early_stopping_metric=loss; "
-                              f"{later}")
+                              f"{later}",
+                   flags={"early_stopping_metric": "loss"})
 
 
 CURVE_DETECTORS = (overfitting, underfitting, learning_rate_low, learning_rate_high, too_few_epochs, capacity)
@@ -266,7 +303,8 @@ def batchnorm_statistics(split: str, moving_accuracy: float, precise_accuracy: f
                  f"{precise_accuracy:.4f} with statistics re-estimated on {batches} training batches: the moving "
                  "averages lag the weights",
         suggestion=f"train with --precise_bn_batches={batches} (re-estimates them before every evaluation and the "
-                   "export), or train for more epochs")
+                   "export), or train for more epochs",
+        flags={"precise_bn_batches": batches})
 
 
 def class_confusion(split: str, confusion: np.ndarray, class_names: tuple[str, ...], pairs: int = 3
@@ -307,7 +345,8 @@ def class_imbalance(train_counts: np.ndarray, recalls: np.ndarray, class_names: 
                  f"({class_names[rare]}: {train_counts[rare]}), whose recall is {recalls[rare]:.4f} against a mean of "
                  f"{np.mean(recalls[present]):.4f}; balanced accuracy {balanced_accuracy:.4f}, accuracy {accuracy:.4f}",
         suggestion="weight the classes: --class_weights=balanced (or effective_number), or --loss_weights=focal=1; "
-                   "more examples of the rare classes help most")
+                   "more examples of the rare classes help most",
+        flags={"class_weights": "balanced"})
 
 
 def calibration(split: str, ece: float, temperature: float, ece_after: float) -> Finding:

@@ -83,8 +83,8 @@ def read_scalars(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return scalars
 
 
-def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int,
-                optimizer: str = "adam") -> tuple[findings.Curves | None, str | None]:
+def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int, optimizer: str = "adam",
+                settings: dict | None = None) -> tuple[findings.Curves | None, str | None]:
     """The run's training and validation curves from its event files, or (None, what is missing)
     when RUN/train lacks the training curves (deleted, damaged or truncated event files)."""
     train, evaluation = read_scalars(os.path.join(run_dir, "train")), read_scalars(os.path.join(run_dir, "eval"))
@@ -99,7 +99,7 @@ def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int,
         steps=steps, train_loss=loss, train_accuracy=train["accuracy"][1], learning_rate=train["learning_rate"][1],
         steps_per_epoch=steps_per_epoch, eval_epochs=np.round(eval_steps / steps_per_epoch).astype(int),
         eval_loss=eval_loss, eval_accuracy=evaluation.get("accuracy", (None, np.array([])))[1],
-        num_classes=num_classes, optimizer=optimizer), None
+        num_classes=num_classes, optimizer=optimizer, settings=settings or {}), None
 
 
 def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap") -> RunDiagnosis:
@@ -164,7 +164,8 @@ def curve_findings(run_dir: str, config, data, bn_lags: bool, label_noise: float
     lagging batch-norm statistics, and underfitting and capacity when the share of training labels
     that look wrong (`label_noise`) explains the training accuracy; what was left out goes to `notes`."""
     steps_per_epoch = pipeline.steps_per_epoch(len(data.train[1]), config.batch_size)
-    curves, problem = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer)
+    curves, problem = read_curves(run_dir, steps_per_epoch, data.spec.num_classes, config.optimizer,
+                                  dataclasses.asdict(config))
     if curves is None:
         notes.append(f"the curve findings are left out: {problem}; the findings measured on the final model "
                      "(batch-norm statistics, label issues, leakage, confusions, calibration) do not need them")

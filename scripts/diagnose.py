@@ -15,10 +15,12 @@ Writes nothing; exit 1 on a failed check.
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
 import math
+import os
+import sys
 
 from absl import flags
 
-from diagnosis import report
+from diagnosis import flag_changes, report
 from trainer import run_directory, setup
 from trainer.flags import config_from_flags, define_flags, load_run_config
 
@@ -28,6 +30,9 @@ flags.DEFINE_enum("label_issues", "cheap", ("off", "test", "cheap", "thorough"),
                   "to search for mislabeled examples: off; test (the run's own model: seconds); cheap (also the "
                   "training split, by 2-fold cross-validation of 2 epochs or 400 steps each: minutes); thorough (5 "
                   "folds of the run's epochs).")
+flags.DEFINE_string("write_flags", None, "With --run_dir: write the run's flags.txt with the top finding's flag "
+                    "changes applied (each under a comment naming the finding and its evidence, and a new --run_dir) "
+                    "to this file, for scripts/train.py --flagfile=FILE.")
 FLAGS = flags.FLAGS
 
 
@@ -38,6 +43,8 @@ def diagnose_run() -> None:
         diagnosis = report.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
                                         FLAGS.label_issues)
         folder = report.write_to_tensorboard(FLAGS.run_dir, diagnosis)
+    if FLAGS.write_flags:
+        write_flags(diagnosis.findings)
     if FLAGS.output == "-":
         cli.write_json("-", diagnosis.as_json())
         return
@@ -45,6 +52,19 @@ def diagnose_run() -> None:
     print(f"(also in TensorBoard: {folder})")
     if FLAGS.output:
         cli.write_json(FLAGS.output, diagnosis.as_json())
+
+
+def write_flags(findings) -> None:
+    """--write_flags: the run's flags with the top fixable finding's changes, or a line saying there is none."""
+    finding = flag_changes.top_fixable(findings)
+    if finding is None:
+        print("No finding has a flag change to try: nothing written to --write_flags.", file=sys.stderr)
+        return
+    flags_text = open(os.path.join(FLAGS.run_dir, "flags.txt"), encoding="utf-8").read()
+    run_directory.write_text_atomic(FLAGS.write_flags, flag_changes.changed_flagfile(flags_text, finding, FLAGS.run_dir))
+    print(f"Wrote {FLAGS.write_flags}: {finding.kind}'s changes "
+          f"({' '.join(flag_changes.flag_line(name, value) for name, value in finding.flags.items())}); "
+          f"try them: scripts/train.py --flagfile={FLAGS.write_flags}", file=sys.stderr)
 
 
 def preflight() -> None:

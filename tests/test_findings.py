@@ -160,3 +160,29 @@ def test_findings_are_ranked_by_cost_with_descriptive_ones_last():
     assert findings.ranked([info, cheap, None, costly]) == [costly, cheap, info]
     assert [f.severity for f in (costly, findings.Finding("x", 0.006, "", ""), cheap, info)] == [
         "major", "moderate", "minor", "info"]
+
+
+def test_each_fixable_finding_carries_its_flags_computed_from_the_evidence():
+    settings = {"model_width": 16, "augment_shift": 0.0, "augment_rotation": 0.0, "randaugment_layers": 0,
+                "dropout": 0.3, "optimizer": "adam", "weight_decay": 0.0}
+    spiky = np.r_[np.linspace(2.3, 0.3, 20), [0.3, 1.2, 0.3, 1.1, 0.3, 0.3, 0.3, 0.3]]
+    for rate in (0.01, 0.1):  # Spikes: a third of the rate; the fix follows the rate.
+        found = findings.learning_rate_high(curves(spiky, 0.9, learning_rate=rate))
+        assert found.flags == {"learning_rate": pytest.approx(rate / 3, rel=2e-3)}
+    collapsed = findings.learning_rate_high(curves(np.full(20, np.log(10)), 0.1, learning_rate=0.5))
+    assert collapsed.flags == {"learning_rate": 0.05}  # A collapse: a tenth.
+    slow = findings.learning_rate_low(curves(np.linspace(2.3, 1.5, 40), 0.5, learning_rate=1e-6))
+    assert slow.flags == {"learning_rate": 1e-5}
+    epochs = findings.too_few_epochs(curves(np.linspace(2, 0.2, 30), 0.95, eval_loss=[0.5, 0.35, 0.3],
+                                            eval_accuracy=[0.90, 0.93, 0.945]))
+    assert epochs.flags == {"epochs": 6}
+    overfit = dataclasses.replace(curves(np.linspace(2, 0.01, 40), 1.0, eval_loss=[0.3, 0.25, 0.35, 0.45],
+                                         eval_accuracy=[0.9, 0.92, 0.92, 0.92]), settings=settings)
+    assert findings.overfitting(overfit).flags == {"augment_shift": 0.1, "augment_rotation": 10.0}
+    augmented = dataclasses.replace(overfit, settings={**settings, "augment_shift": 0.1, "randaugment_layers": 2})
+    assert findings.overfitting(augmented).flags == {"dropout": 0.5}
+    flat = dataclasses.replace(curves(np.r_[np.linspace(2.3, 0.5, 10), np.full(30, 0.5)], 0.86,
+                                      eval_loss=[0.5, 0.5, 0.5], eval_accuracy=[0.86, 0.86, 0.86]), settings=settings)
+    assert findings.capacity(flat).flags == {"model_width": 32}
+    assert findings.batchnorm_statistics("validation", 0.8, 0.95, 50).flags == {"precise_bn_batches": 50}
+    assert findings.checkpoint_selection(small_split_run(), "accuracy", 3, 90).flags == {"early_stopping_metric": "loss"}

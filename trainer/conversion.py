@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from data.streaming import pixels_at, stored_batches
+from trainer import run_directory
 from trainer.checkpoints import ServingModule
 from trainer.errors import TapeloopError
 from trainer.setup import final_model
@@ -101,16 +102,13 @@ def input_contract(kind: str, spec, standardize: bool, run_dir: str, calibration
 
 
 def write_whole(path: str, content: bytes) -> None:
-    """Writes `content` to a temporary name beside `path`, then renames it: never half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
+    """Writes `content` whole or not at all (run_directory.write_text_atomic), or raises the paragraph."""
     try:
-        with open(partial, "wb") as stream:
-            stream.write(content)
-        os.replace(partial, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        run_directory.write_text_atomic(path, content)
     except OSError as error:
-        if os.path.exists(partial):
-            os.remove(partial)
+        if os.path.exists(f"{path}.partial"):
+            os.remove(f"{path}.partial")
         raise TapeloopError(stage="export", problem=f"could not write {path}", expected="room and permission there",
                             found=f"{type(error).__name__}: {error.strerror or error}",
                             fix="free disk space or pass another --output") from None

@@ -94,9 +94,9 @@ def write_flags_file(config: TrainConfig, folder: str, file_name: str = "flags.t
     write_text_atomic(path, text)
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` so that readers see the old or the new file, never a partial one."""
+def write_text_atomic(path: str, text: str | bytes) -> None:
+    """Writes `text` (or bytes) to `path` so that readers see the old or the new file, never a partial one."""
     partial = f"{path}.partial"
-    with open(partial, "w") as stream:
+    with open(partial, "wb" if isinstance(text, bytes) else "w") as stream:
         stream.write(text)
     os.replace(partial, path)
