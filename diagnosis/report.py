@@ -19,6 +19,7 @@ from data.streaming import StreamedImages, pixels_at
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
 from trainer.checkpoints import latest_checkpoint
+from trainer.errors import TapeloopError
 from trainer.evaluation import predicted_logits
 from trainer.setup import final_model
 
@@ -102,14 +103,21 @@ def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int, optimizer:
         num_classes=num_classes, optimizer=optimizer, settings=settings or {}), None
 
 
-def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap") -> RunDiagnosis:
+def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap",
+                 read_test: bool = True) -> RunDiagnosis:
     """Reads the run, rebuilds its final model and data, and returns its ranked findings.
 
     `label_issue_mode`: off, test (the test split only: seconds), cheap or thorough (the training
-    split too, by cross-validation: label_issues.MODES).
+    split too, by cross-validation: label_issues.MODES). Without `read_test` (improve.py's rounds,
+    which must not see the test split) nothing of the test split is read: no leakage, no test label
+    issues, and the run must have a validation split.
     """
     config, data, model, bn_statistics = final_model(run_dir, data_dir)
     spec = data.spec
+    if data.validation is None and not read_test:
+        raise TapeloopError(stage="eval", problem=f"{run_dir} held out no validation split",
+                            expected="a run trained with --validation_split above 0", found="--validation_split=0",
+                            fix="diagnose it with the test split (scripts/diagnose.py does), or retrain with a split")
     split_name, (images, labels) = (("validation", data.validation) if data.validation is not None
                                     else ("test", data.test))
     batches = pipeline.eval_batches((images, labels), spec, config)
@@ -126,6 +134,8 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
         bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
         logits = precise
     streamed = isinstance(data.train[0], StreamedImages)
+    if not read_test:
+        label_issue_mode = "off"
     if streamed:
         notes.append("label issues and leakage are not sought: they compare every image, which a streamed dataset "
                      "(--dataset=tfrecord) does not hold in memory; diagnose a run on the image folder for them")
@@ -145,7 +155,7 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
              **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues
                 if split.usable}}
     pairs = []
-    if not streamed:
+    if not streamed and read_test:
         train_images, _, stored_index = training_examples
         pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
         grids["leakage"] = duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config)

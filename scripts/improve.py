@@ -1,0 +1,65 @@
+"""From "why is my accuracy low" to a better run: `python scripts/improve.py --run_dir=RUN [--rounds=3]`.
+
+Each round diagnoses the best run so far on its validation split, trains one trial per fixable
+finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>), and keeps the best
+trial only if it beats the run by more than the validation split's noise. The test split is scored
+once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
+best.flags; `tensorboard --logdir=STUDY_DIR` shows every trial beside the others. Rerun the same
+command after Ctrl-C or kill -9: finished trials are read back, a stopped one resumes.
+"""
+
+from trainer import cli  # First: quiets TensorFlow's start-up logging.
+
+import json
+import os
+import shutil
+
+from absl import flags
+
+from trainer import run_directory
+from trainer.flags import register_run_dir_validator
+from tuning import improvement
+
+flags.DEFINE_string("run_dir", None, "The finished run to improve (it is never written to).", required=True)
+flags.DEFINE_string("study_dir", None, "Where the trials go (default: RUN_improve beside the run).")
+flags.DEFINE_integer("rounds", 3, "Rounds of diagnosis and trials at most.", lower_bound=1)
+flags.DEFINE_integer("trials_per_round", 2, "Findings tried per round at most (the costliest first).", lower_bound=1)
+register_run_dir_validator()
+FLAGS = flags.FLAGS
+
+
+def markdown(outcome: dict) -> str:
+    """The before / rounds / after table."""
+    rows = [("before", "", "", f"{outcome['before']['validation']:.4f}", "", percent(outcome["before"]["test"]))]
+    rows += [(f"round {trial['round']}", trial["finding"], " ".join(f"--{name}={value}" for name, value in
+                                                                    trial["flags"].items()),
+              f"{trial['validation']:.4f}", "kept" if trial["kept"] else "not kept", "")
+             for trial in outcome["rounds"]]
+    rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", percent(outcome["after"]["test"])))
+    lines = ["| | finding | flags | validation | | test |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines + ["", f"Stopped: {outcome['stopped']}."] + [f"Note: {note}" for note in outcome["notes"]])
+
+
+def percent(value: float | None) -> str:
+    return "not scored" if value is None else f"{value:.2%}"
+
+
+def main(argv):
+    run_dir = os.path.normpath(FLAGS.run_dir)
+    study_dir = FLAGS.study_dir or f"{run_dir}_improve"
+    outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round)
+    os.makedirs(study_dir, exist_ok=True)
+    best_flags = os.path.join(study_dir, "best.flags")
+    shutil.copyfile(os.path.join(outcome["after"]["run_dir"], "flags.txt"), best_flags)
+    outcome["best_flags"] = best_flags
+    table = markdown(outcome)
+    run_directory.write_text_atomic(os.path.join(study_dir, "improve.md"), table + "\n")
+    run_directory.write_text_atomic(os.path.join(study_dir, "improve.json"), json.dumps(outcome, indent=2) + "\n")
+    print(table)
+    print(f"Best flags: {best_flags} (the final run's; give train.py --flagfile={best_flags} a new --run_dir "
+          "to train it afresh).")
+
+
+if __name__ == "__main__":
+    cli.run(main)
