@@ -118,6 +118,8 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
         raise TapeloopError(stage="eval", problem=f"{run_dir} held out no validation split",
                             expected="a run trained with --validation_split above 0", found="--validation_split=0",
                             fix="diagnose it with the test split (scripts/diagnose.py does), or retrain with a split")
+    streamed = isinstance(data.train[0], StreamedImages)
+    label_issue_mode = "off" if streamed or not read_test else label_issue_mode
     split_name, (images, labels) = (("validation", data.validation) if data.validation is not None
                                     else ("test", data.test))
     batches = pipeline.eval_batches((images, labels), spec, config)
@@ -133,13 +135,9 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     if bn_lags:  # What follows is measured on the model with its statistics fixed.
         bn_statistics.estimate(PRECISE_BN_CHECK_BATCHES)
         logits = precise
-    streamed = isinstance(data.train[0], StreamedImages)
-    if not read_test:
-        label_issue_mode = "off"
     if streamed:
         notes.append("label issues and leakage are not sought: they compare every image, which a streamed dataset "
                      "(--dataset=tfrecord) does not hold in memory; diagnose a run on the image folder for them")
-        label_issue_mode = "off"
     training_examples = None if streamed else data.training_examples()
     issues = split_label_issues(config, data, training_examples, model, label_issue_mode)
     notes += [f"label issues in the {split.split} split are not judged: the out-of-sample model's accuracy there "
@@ -154,13 +152,7 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
     grids = {"confused_pairs": confused_examples(images, labels, logits.argmax(axis=1), confused, spec, config),
              **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues
                 if split.usable}}
-    pairs = []
-    if not streamed and read_test:
-        train_images, _, stored_index = training_examples
-        pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
-        grids["leakage"] = duplicate_examples(train_images, data.test[0], pairs, stored_index, spec, config)
-        pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
-        found.append(findings.leakage(pairs, len(data.test[1])))
+    pairs = leakage(training_examples, data, config, found, grids) if training_examples and read_test else []
     found.append(findings.label_issues(issues, spec.class_names, method))
     return RunDiagnosis(
         findings=findings.ranked(found + prediction_findings), split=split_name, calibration=calibration_report,
@@ -207,6 +199,17 @@ def kept_checkpoint_finding(run_dir: str, config, data, curves: findings.Curves)
         return None
     kept_epoch = round(int(kept.rsplit("-", 1)[1]) / curves.steps_per_epoch)
     return findings.checkpoint_selection(curves, config.early_stopping_metric, kept_epoch, len(data.validation[1]))
+
+
+def leakage(training_examples, data, config, found: list, grids: dict) -> list[tuple[int, int, float]]:
+    """Test images with a near copy in training: adds the finding and the grid; returns the pairs
+    as (stored training index, test index, correlation)."""
+    train_images, _, stored_index = training_examples
+    pairs = near_duplicates.near_duplicate_pairs(train_images, data.test[0])
+    grids["leakage"] = duplicate_examples(train_images, data.test[0], pairs, stored_index, data.spec, config)
+    pairs = [(int(stored_index[train]), test, correlation) for train, test, correlation in pairs]
+    found.append(findings.leakage(pairs, len(data.test[1])))
+    return pairs
 
 
 def split_label_issues(config, data, training_examples, model, mode: str) -> list:
