@@ -28,6 +28,7 @@ def batch_weights(dataset) -> list[tuple]:
     return [tuple(batch[2].numpy().astype(int)) for batch in dataset]
 
 
+@pytest.mark.slow  # Starts a dispatcher and two workers.
 @pytest.mark.parametrize("flags", [(), ("--dataset=image_folder", "--image_size=28", "--channels=1",
                                         "--max_memory_gb=0.001")])
 def test_service_workers_build_each_batch_of_the_epoch_exactly_once(dispatcher_with_two_workers, synthetic_shards,

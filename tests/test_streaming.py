@@ -28,6 +28,7 @@ def stored_order_paths(root):
     return np.load(root / "shards" / "index-train.npz")["paths"]
 
 
+@pytest.mark.slow  # Decodes the synthetic image folder (2,560 PNGs) in memory or probes it.
 def test_streamed_images_decode_to_the_pixels_of_the_in_memory_image_folder(synthetic_shards, tmp_path):
     config = tfrecord_config(synthetic_shards)
     spec, splits = sources.load(config)
@@ -187,6 +188,7 @@ def folder_config(root, *flags):
                        "--channels=1", *flags)
 
 
+@pytest.mark.slow  # Decodes the synthetic image folder (2,560 PNGs) in memory or probes it.
 def test_an_image_folder_above_max_memory_streams_the_very_batches_it_would_gather_in_memory(synthetic_shards,
                                                                                               monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -211,6 +213,7 @@ def test_an_image_folder_above_max_memory_streams_the_very_batches_it_would_gath
     assert sources.stored_paths(config)["train"] == sources.stored_paths(folder_config(synthetic_shards))["train"]
 
 
+@pytest.mark.slow  # Decodes the synthetic image folder (2,560 PNGs) in memory or probes it.
 def test_a_streamed_image_folder_names_files_that_do_not_decode_or_are_too_thin(synthetic_shards, monkeypatch,
                                                                                  tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
