@@ -36,9 +36,14 @@ def unreadable_reason(path: str | os.PathLike) -> str | None:
     return "a device, not a file"
 
 
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def allocation_limit_bytes() -> int:
     """The largest array tapeloop allocates for one file's contents: half the machine's memory."""
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * ALLOCATION_FRACTION)
+    return int(memory_bytes() * ALLOCATION_FRACTION)
 
 
 def read_at_most(stream, size: int, chunk_size: int = 1 << 20) -> bytes:

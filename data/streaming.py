@@ -1,13 +1,15 @@
-"""Streamed datasets (--dataset=tfrecord): images read from TFRecord shards (data/shards.py) as
-training goes, never all in memory.
+"""Streamed datasets: images read from disk as training goes, never all in memory: from TFRecord
+shards (--dataset=tfrecord, data/shards.py), or from an image folder's own files when decoded it
+would exceed --max_memory_gb.
 
-A split is `StreamedImages` (its shards and the stored indices of its examples, indexable like an
-array) beside its labels, which are small and stay in memory, so the validation split, class
-weights and steps per epoch are computed as for arrays. Each epoch reads the shards in an order
-drawn from (seed, epoch), interleaved, through a shuffle buffer seeded the same way, then decodes
-and resizes each example in parallel (deterministically ordered) and prepares each batch exactly
-as the in-memory pipeline does, with the same seeds: a resumed run skips the records of the
-batches already trained (undecoded) and sees exactly the batches an uninterrupted run would.
+A split is `StreamedImages` (where its images are and the stored indices of its examples,
+indexable like an array) beside its labels, which are small and stay in memory, so the validation
+split, class weights and steps per epoch are computed as for arrays. A sharded epoch reads the
+shards in an order drawn from (seed, epoch), interleaved, through a shuffle buffer seeded the same
+way, then decodes and resizes each example in parallel (deterministically ordered) and prepares
+each batch exactly as the in-memory pipeline does, with the same seeds: a resumed run skips the
+records of the batches already trained (undecoded) and sees exactly the batches an uninterrupted
+run would. Files are gathered by index as arrays are (data.pipeline.train_batches).
 """
 
 import abc
@@ -27,7 +29,7 @@ from absl import logging
 
 from data import image_folder, shards
 from data.catalog import DatasetSpec, user_spec
-from data.files import ALLOCATION_FRACTION, allocation_limit_bytes, unreadable_reason
+from data.files import memory_bytes, unreadable_reason
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
@@ -254,7 +256,7 @@ def folder_exceeds_memory(root: Path, config: TrainConfig) -> bool:
     height, width = image_folder.image_size(config)
     _, files = image_folder.split_files(root, config.test_split)
     decoded = sum(map(len, files.values())) * height * width * config.channels
-    limit = config.max_memory_gb * 2**30 or allocation_limit_bytes() * MEMORY_SHARE / ALLOCATION_FRACTION
+    limit = config.max_memory_gb * 2**30 or memory_bytes() * MEMORY_SHARE
     return decoded > limit
 
 
