@@ -259,7 +259,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     # Stopping
     flags.DEFINE_enum("early_stopping_metric", "accuracy", EVAL_METRICS, "The validation metric that "
                       "defines the best weights (RUN/best, the export) and early stopping; a tie on an "
-                      "accuracy goes to the lower validation loss.", **fv)
+                      "accuracy goes to the lower validation loss (early stopping counts from the last gain "
+                      "in the metric itself).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many evaluations without a new "
                          "best --early_stopping_metric (0: never stop early).", lower_bound=0, **fv)
     flags.DEFINE_float("divergence_factor", 10.0, "Stop with an error when the logged training loss is "

@@ -82,16 +82,19 @@ class MetricTracker(tf.Module):
 
         Given `loss_at_best` (the validation loss of the best evaluation so far, kept up to date
         here), a tie on an accuracy goes to the lower loss: on a small split many evaluations
-        share an accuracy while the model still improves.
+        share an accuracy while the model still improves. A tie won this way does not restart
+        the count of evaluations since the metric last improved (early stopping, the plateau).
         """
         score, best = self._sign * results[self.tag], float(self._best_score.numpy())
-        tie_won = (loss_at_best is not None and self.metric != "loss" and score == best
-                   and results["loss/total"] < float(loss_at_best.numpy()))
-        if score > best or tie_won:
+        if score > best:
             self._best_score.assign(score)
             self.evaluations_since_best.assign(0)
             if loss_at_best is not None:
                 loss_at_best.assign(results["loss/total"])
             return True
         self.evaluations_since_best.assign_add(1)
+        if (loss_at_best is not None and self.metric != "loss" and score == best
+                and results["loss/total"] < float(loss_at_best.numpy())):
+            loss_at_best.assign(results["loss/total"])
+            return True
         return False
