@@ -56,7 +56,12 @@ def probe_image(path: str | os.PathLike) -> tuple[tf.Tensor | None, tuple[int, .
         encoded = tf.io.read_file(os.fsencode(path))
         return encoded, tuple(tf.io.decode_image(encoded, channels=0, expand_animations=False).shape), None
     except tf.errors.OpError as error:
-        return None, None, error.message.split("}} ")[-1].splitlines()[0][:120]  # Without the op and device prefix.
+        return None, None, decode_failure(error)
+
+
+def decode_failure(error: tf.errors.OpError) -> str:
+    """Why TensorFlow could not read or decode a file, without the op and device prefix."""
+    return error.message.split("}} ")[-1].splitlines()[0][:120]
 
 
 def decoded_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
@@ -212,7 +217,7 @@ def read_images(paths: list, size: tuple[int, int], channels: int, resize: str):
             images.append(read_image(path, size, channels, resize))
             readable.append(index)
         except tf.errors.OpError as error:
-            reason = error.message.split("}} ")[-1].splitlines()[0][:120]  # Without the op and device prefix.
+            reason = decode_failure(error)
             bad.append(f"{path} ({reason})")
         except UnresizableImage as error:
             bad.append(f"{path} ({error})")

@@ -32,6 +32,7 @@ from data.catalog import DatasetSpec, user_spec
 from data.files import memory_bytes, unreadable_reason
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
+from trainer import errors
 from trainer.errors import TapeloopError
 
 # --max_memory_gb=0: an image folder whose decoded images exceed this share of the memory is streamed. The
@@ -385,7 +386,7 @@ def damaged_records_named(*splits):
         raise TapeloopError(
             stage="data", problem=f"a record of the shard {culprit} is damaged",
             expected="TFRecord shards as make_shards.py wrote them (each record has a checksum)",
-            found=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+            found=f"{type(error).__name__}: {errors.first_line(error, 200)}",
             fix="delete that shard and rerun make_shards.py with the same flags (it rewrites only what is missing), "
                 "then rerun the training command: it resumes from the last checkpoint") from None
 

@@ -16,7 +16,7 @@ import threading
 import tensorflow as tf
 from absl import flags
 
-from trainer.errors import TapeloopError
+from trainer.errors import TapeloopError, first_line
 
 flags.DEFINE_enum("role", None, ("dispatcher", "worker"), "What to start.", required=True)
 flags.DEFINE_integer("port", 5050, "The port to serve on (0: any free one, printed).", lower_bound=0,
@@ -53,7 +53,7 @@ def main(argv):
         raise TapeloopError(stage="distribute", problem=f"the tf.data service {FLAGS.role} did not start",
                             expected=f"port {FLAGS.port} free" + (f" and {FLAGS.dispatcher} reachable"
                                                                    if FLAGS.role == "worker" else ""),
-                            found=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                            found=f"{type(error).__name__}: {first_line(error, 200)}",
                             fix="pick another --port, or check the dispatcher's address") from None
     address = server.target if FLAGS.role == "dispatcher" else FLAGS.worker_address or f"localhost:{FLAGS.port}"
     print(f"tf.data service {FLAGS.role} serving at {address}" + (

@@ -43,3 +43,8 @@ class RunStopped(Exception):
     def __init__(self, signal_number: int, message: str):
         self.signal_number = signal_number
         super().__init__(message)
+
+
+def first_line(error: Exception, limit: int = 300) -> str:
+    """The first line of an exception's message, at most `limit` characters, for a paragraph's "found"."""
+    return str(error).splitlines()[0][:limit] if str(error) else ""

@@ -49,14 +49,15 @@ def keeps(best: Trial, tried: Trial) -> bool:
     return tried.validation - best.validation > noise_of(best.validation, best.validation_examples)
 
 
-def trained(flags_text: str, run_dir: str, round_number: int, finding: str | None, changes: dict | None) -> Trial:
-    """Trains (or resumes, or reads back) the run `flags_text` describes; returns it as a Trial."""
+def trained(flags_text: str, run_dir: str, round_number: int, finding: str | None, changes: dict | None,
+            validation_examples: int) -> Trial:
+    """Trains (or resumes, or reads back) the run `flags_text` describes; returns it as a Trial
+    (`validation_examples`: its validation split's size, the same for every trial)."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "improve.flags")
     run_directory.write_text_atomic(path, flags_text)
-    config = parse_config([f"--flagfile={path}"])
-    results = loop.train(config)
-    return Trial(round_number, finding, changes, run_dir, results["eval"]["accuracy"], validation_size(config))
+    results = loop.train(parse_config([f"--flagfile={path}"]))
+    return Trial(round_number, finding, changes, run_dir, results["eval"]["accuracy"], validation_examples)
 
 
 def validation_size(config) -> int:
@@ -77,7 +78,8 @@ def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, list[str]]:
                                     run_dir=os.path.join(study_dir, "round_0", "start"))
     note = (f"{run_dir} held out no validation split: its flags were retrained with --validation_split={HELD_OUT} "
             "(the same split for every trial) to judge the trials against")
-    return trained(serialize_config(retrained), retrained.run_dir, 0, None, {"validation_split": HELD_OUT}), [note]
+    return trained(serialize_config(retrained), retrained.run_dir, 0, None, {"validation_split": HELD_OUT},
+                   validation_size(retrained)), [note]
 
 
 def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: int) -> list[Trial]:
@@ -91,7 +93,7 @@ def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: 
     for finding in fixable:
         trial_dir = os.path.join(study_dir, f"round_{round_number}", finding.kind)
         text = flag_changes.changed_flagfile(flags_text, finding, best.run_dir, trial_dir, {"score_test": False})
-        trials.append(trained(text, trial_dir, round_number, finding.kind, finding.flags))
+        trials.append(trained(text, trial_dir, round_number, finding.kind, finding.flags, best.validation_examples))
     return trials
 
 
