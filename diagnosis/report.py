@@ -26,6 +26,7 @@ from trainer.setup import final_model
 PRECISE_BN_CHECK_BATCHES = 50
 LABEL_NOISE_CEILING = 0.02  # A share of likely-wrong training labels that caps training accuracy visibly.
 CONFUSED_IMAGES_SHOWN = 8  # Per confused pair, in the report's image grid.
+LABEL_REVIEW = 100  # Examples of lowest label quality queued for review per split (diagnose.py --label_review).
 TRAINING_CURVE_TAGS = ("loss/total", "accuracy", "learning_rate")
 
 
@@ -45,6 +46,8 @@ class RunDiagnosis:
         examined = {issues.split: issues.indices.tolist() for issues in self.label_issues if issues.usable}
         report = {"split": self.split, "findings": [finding.as_json() for finding in self.findings],
                   "label_issues": {"train": examined.get("train"), "test": examined.get("test")},
+                  "label_review": {issues.split: issues.review.as_json() for issues in self.label_issues
+                                   if issues.review},
                   "duplicates": [[train, test] for train, test, _ in self.duplicates],
                   "calibration": self.calibration, "notes": self.notes}
         if self.paths is not None:
@@ -62,7 +65,17 @@ class RunDiagnosis:
             cost = "" if finding.cost is None else f" (likely cost {finding.cost * 100:.1f} points)"
             lines.append(f"{rank}. [{finding.severity}] {finding.kind}{cost}: {finding.evidence}. "
                          f"Try: {finding.suggestion}.")
-        return lines + [f"Note: {note}" for note in self.notes]
+        return lines + [review_line(issues) for issues in self.label_issues if issues.review] + [
+            f"Note: {note}" for note in self.notes]
+
+
+def review_line(issues) -> str:
+    """The label review queue of a split, in a line: its first examples; all are in the grid and the JSON."""
+    review = issues.review
+    first = ", ".join(f"#{index} ({score:.3f})" for index, score in zip(review.indices[:10], review.scores))
+    return (f"Label review ({issues.split} split): the {len(review.indices)} of {issues.examined} examples whose "
+            f"labels look least likely, lowest label quality first: {first}, ... (all in "
+            f"diagnosis/label_review_{issues.split}.png and the JSON's label_review).")
 
 
 def read_scalars(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -104,11 +117,12 @@ def read_curves(run_dir: str, steps_per_epoch: int, num_classes: int, optimizer:
 
 
 def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: str = "cheap",
-                 read_test: bool = True) -> RunDiagnosis:
+                 read_test: bool = True, label_review: int = LABEL_REVIEW) -> RunDiagnosis:
     """Reads the run, rebuilds its final model and data, and returns its ranked findings.
 
     `label_issue_mode`: off, test (the test split only: seconds), cheap or thorough (the training
-    split too, by cross-validation: label_issues.MODES). Without `read_test` (improve.py's rounds,
+    split too, by cross-validation: label_issues.MODES); in each, the `label_review` examples of lowest
+    label quality are queued for review. Without `read_test` (improve.py's rounds,
     which must not see the test split) nothing of the test split is read: no leakage, no test label
     issues, and the run must have a validation split.
     """
@@ -139,7 +153,7 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
         notes.append("label issues and leakage are not sought: they compare every image, which a streamed dataset "
                      "(--dataset=tfrecord) does not hold in memory; diagnose a run on the image folder for them")
     training_examples = None if streamed else data.training_examples()
-    issues = split_label_issues(config, data, training_examples, model, label_issue_mode)
+    issues = split_label_issues(config, data, training_examples, model, label_issue_mode, label_review)
     notes += [f"label issues in the {split.split} split are not judged: the out-of-sample model's accuracy there "
               f"({split.model_accuracy:.4f}) is below {label_issues.MIN_MODEL_ACCURACY}" for split in issues
               if not split.usable]
@@ -151,7 +165,9 @@ def diagnose_run(run_dir: str, data_dir: str | None = None, label_issue_mode: st
               "cross-validation for the training split" if label_issue_mode in label_issues.MODES else ""))
     grids = {"confused_pairs": confused_examples(images, labels, logits.argmax(axis=1), confused, spec, config),
              **{f"label_issues_{split.split}": issue_examples(split, spec, config) for split in issues
-                if split.usable}}
+                if split.usable},
+             **{f"label_review_{split.split}": review_examples(split.review, spec, config) for split in issues
+                if split.review}}
     pairs = leakage(training_examples, data, config, found, grids) if training_examples and read_test else []
     found.append(findings.label_issues(issues, spec.class_names, method))
     return RunDiagnosis(
@@ -212,17 +228,18 @@ def leakage(training_examples, data, config, found: list, grids: dict) -> list[t
     return pairs
 
 
-def split_label_issues(config, data, training_examples, model, mode: str) -> list:
-    """Label issues of the test split (the final model's probabilities) and, in the cheap and
-    thorough modes, of the training split (cross-validation)."""
+def split_label_issues(config, data, training_examples, model, mode: str, review_count: int) -> list:
+    """Label issues and review queues of the test split (the final model's probabilities) and, in the
+    cheap and thorough modes, of the training split (cross-validation)."""
     if mode == "off":
         return []
     test_images, test_labels = data.test
     probabilities = calibration.softmax(predicted_logits(model, pipeline.eval_batches(data.test, data.spec, config)))
-    issues = [label_issues.issues_in("test", test_images, test_labels.astype(np.int64), probabilities)]
+    issues = [label_issues.issues_in("test", test_images, test_labels.astype(np.int64), probabilities,
+                                     review_count=review_count)]
     if mode in label_issues.MODES:
         issues.insert(0, label_issues.training_split_issues(config, training_examples, data.spec.class_names,
-                                                            mode))
+                                                            mode, review_count))
     return issues
 
 
@@ -244,6 +261,14 @@ def issue_examples(issues, spec, config) -> tuple[np.ndarray, list[str]]:
     captions = [f"#{index} labelled {spec.class_names[label]},\nlooks like {spec.class_names[suggested]}"
                 for index, label, suggested in zip(issues.indices, issues.labels, issues.suggested)]
     return displayed(issues.images, spec, config), captions[:len(issues.images)]
+
+
+def review_examples(review, spec, config) -> tuple[np.ndarray, list[str]]:
+    """A split's label review queue, captioned "#index labelled A (quality q), looks like B"."""
+    captions = [f"#{index} labelled {spec.class_names[label]} ({score:.3f}),\nlooks like {spec.class_names[suggested]}"
+                for index, score, label, suggested in zip(review.indices, review.scores, review.labels,
+                                                          review.suggested)]
+    return displayed(review.images, spec, config), captions
 
 
 def duplicate_examples(train_images, test_images, pairs, stored_index, spec, config, shown: int = 16):

@@ -4,7 +4,7 @@
 finished run: it reads the run's flags, curves and final weights, reloads its data and prints
 findings ranked by the accuracy they likely cost, each with its evidence and the flags to try;
 --output writes them as JSON, and RUN/diagnosis holds them for TensorBoard and as PNG files
-(reliability diagram, confused pairs, likely label errors, leaked pairs).
+(reliability diagram, confused pairs, likely label errors, the label review queue, leaked pairs).
 
 `python scripts/diagnose.py --flagfile=configs/mnist.flags` checks a recipe before training: the
 pre-flight report on the data (sizes, classes, pixel range, duplicates), then one training step
@@ -30,6 +30,10 @@ flags.DEFINE_enum("label_issues", "cheap", ("off", "test", "cheap", "thorough"),
                   "to search for mislabeled examples: off; test (the run's own model: seconds); cheap (also the "
                   "training split, by 2-fold cross-validation of 2 epochs or 400 steps each: minutes); thorough (5 "
                   "folds of the run's epochs).")
+flags.DEFINE_integer("label_review", report.LABEL_REVIEW, "With --run_dir: in each split searched for label issues, "
+                     "queue this many examples of lowest label quality (cleanlab's score), lowest first, whether or "
+                     "not flagged, for a person to look at (a grid in the report, \"label_review\" in the JSON; 0: none).",
+                     lower_bound=0)
 flags.DEFINE_string("write_flags", None, "With --run_dir: write the run's flags.txt with the top finding's flag "
                     "changes applied (each under a comment naming the finding and its evidence, and a new --run_dir) "
                     "to this file, for scripts/train.py --flagfile=FILE.")
@@ -41,7 +45,7 @@ def diagnose_run() -> None:
     load_run_config(FLAGS.run_dir)  # A folder that is no run is refused before its lock is taken (and made).
     with run_directory.claim(FLAGS.run_dir):  # Not while the run trains: it would write into it beside train.py.
         diagnosis = report.diagnose_run(FLAGS.run_dir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
-                                        FLAGS.label_issues)
+                                        FLAGS.label_issues, label_review=FLAGS.label_review)
         folder = report.write_to_tensorboard(FLAGS.run_dir, diagnosis)
     if FLAGS.write_flags:
         write_flags(diagnosis.findings)

@@ -1,12 +1,15 @@
-"""Precise batch norm alone: the layers it finds, and statistics re-estimated against NumPy."""
+"""Batch norm: the layers found, statistics re-estimated against NumPy, and the default momentum."""
 
 import keras
 import numpy as np
+import pytest
 
-from data import catalog
+from data import catalog, pipeline
 from models import cnn, mlp
 from tests.helpers import make_config
-from trainer.batchnorm import StatisticsEstimator, batch_norm_layers
+from trainer import loop, setup
+from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_average_momentum
+from trainer.checkpoints import restore_model_weights
 
 EPSILON = 1e-3  # Keras' BatchNormalization default.
 
@@ -94,3 +97,30 @@ def test_the_batches_are_drawn_by_seed_without_replacement_and_never_augmented(t
     other_seed = make_config(tmp_path, "--batch_size=8", "--standardize=false", "--seed=1")
     redrawn = StatisticsEstimator(two_norm_model(), train, catalog.SYNTHETIC, other_seed).batches(3)
     assert set(np.round(np.concatenate([b.numpy() for b in redrawn])[:, 0, 0, 0] * 255).astype(int)) != set(values)
+
+
+def test_the_default_momentum_averages_over_about_an_epoch_between_pytorchs_and_keras_windows():
+    windows = {steps: 1 / (1 - moving_average_momentum(0.0, steps)) for steps in (1, 10, 42, 100, 422)}
+    assert windows == pytest.approx({1: 10, 10: 10, 42: 42, 100: 100, 422: 100})
+    assert moving_average_momentum(0.0, 422) == 0.99  # Keras' default exactly: long-epoch recipes unchanged.
+    assert moving_average_momentum(0.95, 3) == 0.95  # --batchnorm_momentum as asked.
+
+
+@pytest.mark.slow
+def test_a_run_of_few_steps_an_epoch_ends_with_moving_statistics_near_the_weights_own(tmp_path):
+    """Two epochs of 28 steps: with Keras' 0.99 the moving variance still holds over half of its initial
+    ones; with the default (1 - 1/28) it is within a few percent of the statistics re-estimated with the
+    final weights (what --precise_bn_batches computes)."""
+    gaps = {}
+    for momentum in ("0", "0.99"):
+        run_dir = tmp_path / momentum
+        results = loop.train(make_config(run_dir, "--epochs=2", f"--batchnorm_momentum={momentum}", "--noscore_test"))
+        config = make_config(run_dir)
+        model = setup.build_model(config, catalog.SYNTHETIC)
+        restore_model_weights(model, str(run_dir / "checkpoints"))
+        moving = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
+        StatisticsEstimator(model, pipeline.prepare_data(config).train, catalog.SYNTHETIC, config).estimate(8)
+        precise = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
+        gaps[momentum] = np.mean([np.mean(np.abs(np.log(m / p))) for m, p in zip(moving, precise)])
+        assert results["batchnorm_momentum"] == pytest.approx(1 - 1 / 28 if momentum == "0" else 0.99)
+    assert gaps["0"] < 0.5 * gaps["0.99"]

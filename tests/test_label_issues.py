@@ -33,6 +33,27 @@ def test_examples_whose_label_the_out_of_sample_model_contradicts_are_found_like
     assert not guessing.usable and len(guessing.indices) == 0  # A model that is mostly wrong judges no label.
 
 
+def test_the_review_queue_ranks_every_example_by_label_quality_flagged_or_not():
+    true = np.arange(400) % 4
+    stored = true.copy()
+    stored[[7, 50]] = (true[[7, 50]] + 1) % 4
+    probabilities = confident_probabilities(true)
+    probabilities[200] = [0.45, 0.55, 0.0, 0.0]  # Labelled 0, a doubtful call: too close for confident learning.
+    images = np.arange(400)[:, None, None] * np.ones((1, 2, 2))
+    issues = label_issues.issues_in("test", images, stored, probabilities, np.arange(400) + 1000, review_count=5)
+    review = issues.review
+    assert 1200 not in issues.indices and review.indices[2] == 1200  # After the two flipped, before the rest.
+    assert set(review.indices[:2]) == {1007, 1050} and len(review.indices) == 5
+    given_probability = probabilities[np.arange(400), stored]
+    assert np.allclose(review.scores, np.sort(given_probability)[:5])  # cleanlab's self-confidence.
+    assert review.images[2, 0, 0] == 200 and review.labels[2] == 0 and review.suggested[2] == 1
+    assert review.as_json()[2] == {"index": 1200, "score": pytest.approx(given_probability[200]), "label": 0,
+                                   "suggested": 1}
+    assert label_issues.issues_in("test", images, stored, probabilities).review is None  # None asked for.
+    guessing = label_issues.issues_in("test", images, stored, confident_probabilities((true + 2) % 4), review_count=5)
+    assert guessing.review is None  # A model that is mostly wrong queues nothing.
+
+
 def test_fold_models_train_the_runs_model_on_the_given_data_without_a_validation_split(tmp_path):
     config = make_config(tmp_path, "--lr_schedule=plateau", "--early_stopping_patience=2", "--class_imbalance=10",
                          "--epochs=30", "--strategy=mirrored")

@@ -88,6 +88,10 @@ def test_a_finished_run_is_diagnosed_in_text_json_and_tensorboard(tmp_path, synt
     logged = read_tensors(run_dir / "diagnosis")
     assert logged["diagnosis/report"][0][1].item().decode().startswith("Diagnosis on the validation split")
     assert logged["diagnosis/reliability"][0][1].shape == (3,)  # Width, height, one PNG.
+    review = written["label_review"]["test"]  # Every test example ranked by label quality: the lowest 100.
+    assert len(review) == 100 and [entry["score"] for entry in review] == sorted(entry["score"] for entry in review)
+    assert "Label review (test split): the 100 of" in result.stdout
+    assert (run_dir / "diagnosis" / "label_review_test.png").is_file()
 
 
 @pytest.mark.slow
@@ -104,8 +108,10 @@ def test_stale_batch_norm_statistics_are_warned_about_and_ranked_first_on_real_d
     folder.mkdir()
     np.savez(folder / "digits.npz", x_train=images[:3000], y_train=labels[:3000].astype(np.int64),
              x_test=test_images[:2000], y_test=test_labels[:2000].astype(np.int64))
+    # Keras' momentum, which lags here: the default spans an epoch (21 steps) and does not.
     config = parse_config(["--dataset=npz", f"--data_dir={folder}", "--model_width=16", "--epochs=3",
-                           "--log_every_steps=5", "--progress=log", f"--run_dir={tmp_path / 'run'}"])
+                           "--batchnorm_momentum=0.99", "--log_every_steps=5", "--progress=log",
+                           f"--run_dir={tmp_path / 'run'}"])
     caplog.set_level("WARNING", logger="absl")
     loop.train(config)
     logged = " ".join(caplog.text.split())

@@ -73,6 +73,7 @@ class TrainConfig:
     tpu: str
     data_service: str
     ema_decay: float
+    batchnorm_momentum: float
     precise_bn_batches: int
     # Learning-rate schedule
     lr_schedule: str

@@ -347,6 +347,7 @@ def finish(parts: RunParts, validation, test, step: int) -> dict:
         "training_seconds": training_seconds,
         "examples_per_sec": step * pipeline.update_batch_size(config) / training_seconds,
         "precision": inputs.precision.record(),
+        "batchnorm_momentum": inputs.batchnorm_momentum,
     }
     parts.summaries.results(results, step)
     parts.summaries.close()

@@ -15,7 +15,7 @@ from data.mixing import MixSettings
 from models import registry, size
 from trainer import fine_tuning, losses, precision, steps, warm_start
 from trainer.averaging import WeightAverage
-from trainer.batchnorm import StatisticsEstimator
+from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_average_momentum, set_momentum
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
 from trainer.config import TrainConfig
@@ -47,6 +47,7 @@ class RunInputs:
     strategy: tf.distribute.Strategy
     model_size: dict  # "parameters" and "forward_flops_per_example" (models/size.py).
     precision: precision.Precision  # What --mixed_precision computes in on this machine, and why.
+    batchnorm_momentum: float | None  # What the batch-norm layers train with (None: the model has none).
 
 
 def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> RunInputs:
@@ -82,6 +83,7 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         optimizer.build(model.trainable_variables)
         backbone = fine_tuning.backbone_optimizer(config, frozen, make_optimizer, learning_rate, optimizer)
         weight_average = make_weight_average(config, model)
+    batchnorm_momentum = train_with_momentum(config, model, steps_per_epoch)
     model_size = {"parameters": parameters,
                   "forward_flops_per_example": size.forward_flops(model, data.spec.image_shape)}
     logging.info("Model: %s, %s parameters, %.1f MFLOPs per example (forward pass; a multiply-add is 2).",
@@ -92,7 +94,20 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         example_weights=losses.example_weights(data.train[1], class_weights, data.train_sample_weights),
         model=model, learning_rate=learning_rate, optimizer=optimizer, backbone=backbone,
         weight_average=weight_average,
-        strategy=strategy, model_size=model_size, precision=compute_precision)
+        strategy=strategy, model_size=model_size, precision=compute_precision, batchnorm_momentum=batchnorm_momentum)
+
+
+def train_with_momentum(config: TrainConfig, model: keras.Model, steps_per_epoch: int) -> float | None:
+    """Sets the model's batch-norm momentum (--batchnorm_momentum, or one spanning about an epoch) and
+    logs it; None if the model has no batch norm."""
+    if not batch_norm_layers(model):
+        return None
+    momentum = moving_average_momentum(config.batchnorm_momentum, steps_per_epoch)
+    set_momentum(model, momentum)
+    logging.info("Batch norm: moving statistics with momentum %.4g, %s (averages over about the last %d steps; an "
+                 "epoch is %d).", momentum, "as --batchnorm_momentum asks" if config.batchnorm_momentum else
+                 "spanning about an epoch", round(1 / (1 - momentum)), steps_per_epoch)
+    return momentum
 
 
 def run_precision(config: TrainConfig) -> precision.Precision:
