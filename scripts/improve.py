@@ -36,7 +36,9 @@ def markdown(outcome: dict) -> str:
               f"{trial['validation']:.4f}", "kept" if trial["kept"] else "not kept", "")
              for trial in outcome["rounds"]]
     rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", percent(outcome["after"]["test"])))
-    lines = ["| | finding | flags | validation | | test |", "| --- | --- | --- | --- | --- | --- |"]
+    metric = outcome["metric"].replace("_", " ")
+    lines = [f"| | finding | flags | validation {metric} | | test {metric} |",
+             "| --- | --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines + ["", f"Stopped: {outcome['stopped']}."] + [f"Note: {note}" for note in outcome["notes"]])
 

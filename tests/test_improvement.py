@@ -8,8 +8,11 @@ from tests.helpers import SMALL_RUN, run_script
 from tuning import improvement
 
 
-def trial(validation, examples=1000):
-    return improvement.Trial(1, "x", {}, "/unused", validation, examples)
+def trial(validation):
+    return improvement.Trial(1, "x", {}, "/unused", validation)
+
+
+ACCURACY = improvement.Judge("accuracy", (100,) * 10)  # 1,000 validation examples.
 
 
 @pytest.mark.parametrize("best, tried, kept", [
@@ -19,12 +22,22 @@ def trial(validation, examples=1000):
     (0.99, 0.995, False),
 ])
 def test_a_trial_is_kept_only_beyond_the_noise_of_the_validation_split(best, tried, kept):
-    assert improvement.keeps(trial(best), trial(tried)) == (tried - best > improvement.noise_of(best, 1000)) == kept
+    assert ACCURACY.keeps(trial(best), trial(tried)) == (tried - best > ACCURACY.noise(best)) == kept
 
 
 def test_the_noise_is_at_least_one_example():
-    assert improvement.noise_of(1.0, 90) == pytest.approx(1 / 90)
-    assert improvement.noise_of(0.5, 10_000) == pytest.approx(2 * (0.5 / 10_000) ** 0.5)
+    assert improvement.Judge("accuracy", (45, 45)).noise(1.0) == pytest.approx(1 / 90)
+    assert improvement.Judge("accuracy", (5000, 5000)).noise(0.5) == pytest.approx(2 * (0.5 / 10_000) ** 0.5)
+    assert improvement.Judge("balanced_accuracy", (45, 5)).noise(1.0) == pytest.approx(1 / 90)
+
+
+def test_balanced_accuracys_noise_is_set_by_the_small_classes():
+    """A long tail: 9 classes of 500 validation examples and one of 5. Balanced accuracy moves by 2
+    points when one of the five changes; its noise is far above that of 4,505 examples' accuracy."""
+    long_tail = improvement.Judge("balanced_accuracy", (500,) * 9 + (5,))
+    variance = 0.9 * 0.1 * (9 / 500 + 1 / 5) / 100
+    assert long_tail.noise(0.9) == pytest.approx(2 * (2 * variance) ** 0.5)
+    assert long_tail.noise(0.9) > 3 * improvement.Judge("accuracy", (500,) * 9 + (5,)).noise(0.9)
 
 
 @pytest.mark.slow
