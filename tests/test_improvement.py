@@ -1,10 +1,14 @@
 """improve.py: the keep rule, and rounds of trials on a run whose learning rate is far too low."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from tests.helpers import SMALL_RUN, run_script
+from tests.helpers import REPO, SMALL_RUN, checkpointed_step, run_script
 from tuning import improvement
 
 
@@ -44,9 +48,14 @@ def test_balanced_accuracys_noise_is_set_by_the_small_classes():
 def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_and_scores_test_once(tmp_path):
     run_dir = tmp_path / "slow"
     assert run_script("train", *SMALL_RUN, "--learning_rate=1e-5", "--epochs=2", "--log_every_steps=4",
-                      f"--run_dir={run_dir}").returncode == 0
-    improved = run_script("improve", f"--run_dir={run_dir}", "--rounds=2", f"--study_dir={tmp_path / 'study'}")
+                      "--checkpoint_every_steps=8", f"--run_dir={run_dir}").returncode == 0
+    improve_args = [f"--run_dir={run_dir}", "--rounds=2", f"--study_dir={tmp_path / 'study'}"]
+    killed_trial = tmp_path / "study" / "round_1" / "learning_rate_low"
+    killed_at = killed_in_a_trial(improve_args, killed_trial)
+    improved = run_script("improve", *improve_args)
     assert improved.returncode == 0, improved.stderr
+    assert f"Resuming from {killed_trial / 'checkpoints'}" in improved.stderr  # Not retrained: resumed ...
+    assert f"ckpt-{killed_at}" in improved.stderr  # ... from where it was killed.
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
     first = outcome["rounds"][0]
     assert first["finding"] == "learning_rate_low" and first["flags"] == {"learning_rate": 1e-4} and first["kept"]
@@ -58,5 +67,19 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
                            "results.json").read_text())["test"] is None
     assert outcome["after"]["test"] > outcome["before"]["test"] and "| round 1 | learning_rate_low |" in improved.stdout
     assert (tmp_path / "study" / "best.flags").read_text() == (tmp_path / kept[-1]["run_dir"] / "flags.txt").read_text()
-    again = run_script("improve", f"--run_dir={run_dir}", "--rounds=2", f"--study_dir={tmp_path / 'study'}")
+    again = run_script("improve", *improve_args)  # Every trial finished: read back, none retrained.
     assert again.returncode == 0 and json.loads((tmp_path / "study" / "improve.json").read_text()) == outcome
+
+
+def killed_in_a_trial(improve_args: list[str], trial_dir) -> int:
+    """Runs improve.py and kills it (SIGKILL) once `trial_dir` has a checkpoint and no results; returns
+    the checkpoint's step."""
+    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "improve.py"), *improve_args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while (checkpointed_step(trial_dir) == 0 and process.poll() is None and time.monotonic() < deadline):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (trial_dir / "results.json").exists(), "the trial finished before it could be killed"
+    return checkpointed_step(trial_dir)
