@@ -1,8 +1,9 @@
 """From "why is my accuracy low" to a better run: `python scripts/improve.py --run_dir=RUN [--rounds=3]`.
 
 Each round diagnoses the best run so far on its validation split, trains one trial per fixable
-finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>), and keeps the best
-trial only if it beats the run by more than the validation split's noise. The test split is scored
+finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>, through a tune.py study:
+--workers trains several at once), and keeps the best trial only if it beats the run by more than
+the validation split's noise. The test split is scored
 once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
 best.flags; `tensorboard --logdir=STUDY_DIR` shows every trial beside the others. Rerun the same
 command after Ctrl-C or kill -9: finished trials are read back, a stopped one resumes.
@@ -24,6 +25,13 @@ flags.DEFINE_string("run_dir", None, "The finished run to improve (it is never w
 flags.DEFINE_string("study_dir", None, "Where the trials go (default: RUN_improve beside the run).")
 flags.DEFINE_integer("rounds", 3, "Rounds of diagnosis and trials at most.", lower_bound=1)
 flags.DEFINE_integer("trials_per_round", 2, "Findings tried per round at most (the costliest first).", lower_bound=1)
+flags.DEFINE_integer("workers", 1, "Trials of a round trained at once, by tune.py worker processes on this machine "
+                     "(1: one after the other, in this process).", lower_bound=1)
+flags.DEFINE_string("storage", None, "Optuna storage of the rounds' studies (default sqlite:///STUDY_DIR/study.db); "
+                    "a PostgreSQL or MySQL URL lets tune.py workers on other machines train trials too.")
+flags.DEFINE_integer("heartbeat_seconds", improvement.HEARTBEAT_SECONDS, "Seconds between a running trial's "
+                     "heartbeats; one silent for twice as long (its process was killed) is re-queued and resumes.",
+                     lower_bound=1)
 register_run_dir_validator()
 FLAGS = flags.FLAGS
 
@@ -50,7 +58,8 @@ def percent(value: float | None) -> str:
 def main(argv):
     run_dir = os.path.normpath(FLAGS.run_dir)
     study_dir = FLAGS.study_dir or f"{run_dir}_improve"
-    outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round)
+    workers = improvement.Workers(FLAGS.workers, FLAGS.storage, FLAGS.heartbeat_seconds)
+    outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers)
     os.makedirs(study_dir, exist_ok=True)
     best_flags = os.path.join(study_dir, "best.flags")
     shutil.copyfile(os.path.join(outcome["after"]["run_dir"], "flags.txt"), best_flags)

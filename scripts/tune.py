@@ -13,7 +13,6 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 
 import dataclasses
 import os
-import subprocess
 import sys
 
 import optuna
@@ -21,7 +20,7 @@ from absl import flags, logging
 
 from trainer import run_directory
 from trainer.errors import TapeloopError
-from trainer.flags import EVAL_METRICS, config_from_flags, define_flags, parse_config, serialize_config
+from trainer.flags import EVAL_METRICS, config_from_flags, define_flags, parse_config
 from tuning import studies, study_report
 from tuning.search_space import SearchSpaceParser, as_argument, write_search_space
 
@@ -52,7 +51,6 @@ flags.register_validator("strategy", lambda strategy: strategy != "multi_worker"
 flags.register_validator("run_dir", lambda run_dir: run_dir is None, "--run_dir is not for tune.py: the study "
                          "gives each trial its own (STUDY_DIR/trial_K); pass --study_dir for the study's folder")
 FLAGS = flags.FLAGS
-WORKER_ENV = "TAPELOOP_TUNE_WORKER"  # Set for the worker processes that --workers starts.
 
 
 def study_settings() -> studies.StudySettings:
@@ -83,23 +81,6 @@ def check_corners(settings: studies.StudySettings) -> None:
                     found=str(error), fix="narrow the range, or change the fixed flag it conflicts with") from None
 
 
-def run_workers(count: int) -> None:
-    """Starts `count` worker processes of this command and waits for them all."""
-    command = [sys.executable, sys.argv[0], *sys.argv[1:], "--workers=1"]
-    workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(index)}) for index in range(count)]
-    try:
-        codes = [worker.wait() for worker in workers]
-    except KeyboardInterrupt:  # The workers got the Ctrl-C too: they save their trials and re-queue them.
-        for worker in workers:
-            worker.wait()
-        raise
-    failed = [f"worker {index} exited with {code}" for index, code in enumerate(codes) if code]
-    if failed:
-        raise TapeloopError(stage="search", problem="a worker stopped before the study was done",
-                            expected="every worker to exit 0", found=", ".join(failed),
-                            fix="read that worker's paragraph above; rerun the command to continue the study")
-
-
 def main(argv):
     settings = study_settings()
     if not FLAGS.summary:  # A summary reads a study: it creates nothing.
@@ -110,16 +91,16 @@ def main(argv):
         settings = studies.stored_settings(settings, storage, FLAGS)
     study = studies.open_study(settings, storage)
     if not FLAGS.summary:
-        if WORKER_ENV in os.environ:
+        if studies.WORKER_ENV in os.environ:
             ran = studies.run_worker(study, settings, storage)
-            print(f"worker {os.environ[WORKER_ENV]} ran {ran} trials")
+            print(f"worker {os.environ[studies.WORKER_ENV]} ran {ran} trials")
             return
         write_base_flags(settings)
         check_corners(settings)
         write_search_space(settings.folder, settings.space, tuple(
             f"results/eval_{metric}" for metric in EVAL_METRICS))
         if FLAGS.workers > 1:
-            run_workers(FLAGS.workers)
+            studies.run_workers([sys.executable, sys.argv[0], *sys.argv[1:], "--workers=1"], FLAGS.workers)
         else:
             studies.run_worker(study, settings, storage)
     logging.info("Summary in %s/trials.md and trials.csv.", settings.folder)

@@ -52,8 +52,9 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
     improve_args = [f"--run_dir={run_dir}", "--rounds=2", f"--study_dir={tmp_path / 'study'}"]
     killed_trial = tmp_path / "study" / "round_1" / "learning_rate_low"
     killed_at = killed_in_a_trial(improve_args, killed_trial)
-    improved = run_script("improve", *improve_args)
+    improved = run_script("improve", *improve_args, "--workers=2")  # Two tune.py workers train each round.
     assert improved.returncode == 0, improved.stderr
+    assert improved.stdout.count("worker 0 ran") == improved.stdout.count("worker 1 ran") >= 1
     assert f"Resuming from {killed_trial / 'checkpoints'}" in improved.stderr  # Not retrained: resumed ...
     assert f"ckpt-{killed_at}" in improved.stderr  # ... from where it was killed.
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
@@ -63,8 +64,10 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
     kept = [trial for trial in outcome["rounds"] if trial["kept"]]
     assert outcome["after"]["run_dir"] == kept[-1]["run_dir"]
     for trial in outcome["rounds"]:  # Trials never score the test split: only the final run is, at the end.
-        assert json.loads((tmp_path / "study" / f"round_{trial['round']}" / trial["finding"] /
-                           "results.json").read_text())["test"] is None
+        trial_dir = tmp_path / "study" / f"round_{trial['round']}" / trial["finding"]
+        assert json.loads((trial_dir / "results.json").read_text())["test"] is None
+        recorded = json.loads((trial_dir / "trial.json").read_text())  # A trial of the round's tune.py study.
+        assert recorded["study"] == f"improve_round_{trial['round']}" and recorded["state"] == "COMPLETE"
     assert outcome["after"]["test"] > outcome["before"]["test"] and "| round 1 | learning_rate_low |" in improved.stdout
     assert (tmp_path / "study" / "best.flags").read_text() == (tmp_path / kept[-1]["run_dir"] / "flags.txt").read_text()
     again = run_script("improve", *improve_args)  # Every trial finished: read back, none retrained.

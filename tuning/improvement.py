@@ -1,31 +1,40 @@
 """improve.py: from a finished run's diagnosis to a better run, by trying its findings' flag changes.
 
-Each round diagnoses the current best run on its validation split (never the test split), trains
-one trial per fixable finding above `minor` (in rank order, at most --trials_per_round), each an
-ordinary run in STUDY_DIR/round_K/<finding>, and keeps the best trial only if its validation
-accuracy (balanced accuracy for a run that selects by it) beats the current best by more than the
-noise of the split: two standard errors of the difference of two scores on its examples, and at
-least one example's worth. It stops when nothing
-above minor remains, a round keeps nothing, or the rounds are spent; then the final run alone is
-scored on the test split. A rerun continues: finished trials are read back, not retrained.
+Each round diagnoses the current best run on its validation split (never the test split) and
+trains one trial per fixable finding above `minor` (in rank order, at most --trials_per_round):
+an Optuna study of tune.py's (tuning/studies.py) whose trials are enqueued, one per finding, each
+an ordinary run in STUDY_DIR/round_K/<finding>, trained by this process or by tune.py workers
+(--workers, or other machines on a shared --storage). It keeps the best trial only if its
+validation accuracy (balanced accuracy for a run that selects by it) beats the current best by
+more than the noise of the split: two standard errors of the difference of two scores on its
+examples, and at least one example's worth. It stops when nothing above minor remains, a round
+keeps nothing, or the rounds are spent; then the final run alone is scored on the test split. A
+rerun continues: finished trials are read back from the studies; a killed one resumes.
 """
 
 import dataclasses
 import json
 import math
 import os
+import sys
 
 import numpy as np
+import optuna
+from absl import flags
 
 from data import pipeline
-from diagnosis import flag_changes, report
+from diagnosis import report
 from trainer import loop, run_directory
 from trainer.errors import TapeloopError
 from trainer.evaluation import Evaluator, evaluation_batches
-from trainer.flags import load_run_config, parse_config, serialize_config
+from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
 from trainer.setup import final_model
+from tuning import studies
+from tuning.search_space import flag_text, parse_space, space_text
 
 HELD_OUT = 0.1  # The validation split improve.py holds out when the run had none.
+HEARTBEAT_SECONDS = 10  # A trial's heartbeat; one killed is re-queued (and resumes) after twice this.
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
 @dataclasses.dataclass
@@ -65,14 +74,13 @@ class Judge:
         return tried.validation - best.validation > self.noise(best.validation)
 
 
-def trained(flags_text: str, run_dir: str, round_number: int, finding: str | None, changes: dict | None,
-            judge: Judge) -> Trial:
-    """Trains (or resumes, or reads back) the run `flags_text` describes; returns it as a Trial."""
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "improve.flags")
-    run_directory.write_text_atomic(path, flags_text)
+def retrained_with_validation(config, judge: Judge) -> Trial:
+    """Trains (or resumes, or reads back) `config`, a run's flags with a validation split held out; round 0."""
+    os.makedirs(config.run_dir, exist_ok=True)
+    path = os.path.join(config.run_dir, "improve.flags")
+    run_directory.write_text_atomic(path, serialize_config(config))
     results = loop.train(parse_config([f"--flagfile={path}"]))
-    return Trial(round_number, finding, changes, run_dir, results["eval"][judge.metric])
+    return Trial(0, None, {"validation_split": config.validation_split}, config.run_dir, results["eval"][judge.metric])
 
 
 def judge_for(config) -> Judge:
@@ -99,34 +107,112 @@ def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, Judge, list[str
     note = (f"{run_dir} held out no validation split: its flags were retrained with --validation_split={HELD_OUT} "
             "(the same split for every trial) to judge the trials against")
     judge = judge_for(retrained)
-    return trained(serialize_config(retrained), retrained.run_dir, 0, None, {"validation_split": HELD_OUT},
-                   judge), judge, [note]
+    return retrained_with_validation(retrained, judge), judge, [note]
 
 
-def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: int, judge: Judge) -> list[Trial]:
-    """Diagnoses `best` on validation and trains a trial for each fixable finding above minor."""
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """Who trains a round's trials: `count` tune.py worker processes here (1: this process), through
+    the round's study in `storage_url` (None: SQLite in the study folder), which tune.py workers on
+    other machines may join."""
+
+    count: int = 1
+    storage_url: str | None = None
+    heartbeat_seconds: int = HEARTBEAT_SECONDS
+
+
+def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: int, judge: Judge,
+              workers: Workers) -> tuple[list[Trial], list[str]]:
+    """Diagnoses `best` on validation and trains a trial for each fixable finding above minor, as an
+    Optuna study of tune.py's (each finding's changes one enqueued trial); returns the trials that
+    finished, in rank order, and a note for each that failed."""
     diagnosis = report.diagnose_run(best.run_dir, label_issue_mode="off", read_test=False)
     fixable = [finding for finding in diagnosis.findings
                if finding.flags and finding.severity in ("major", "moderate")][:trials_per_round]
-    with open(os.path.join(best.run_dir, "flags.txt"), encoding="utf-8") as stream:
-        flags_text = stream.read()
-    trials = []
+    if not fixable:
+        return [], []
+    config = load_run_config(best.run_dir)
+    folder = os.path.join(study_dir, f"round_{round_number}")
+    settings = studies.StudySettings(
+        name=f"improve_round_{round_number}", folder=folder,
+        storage_url=workers.storage_url or studies.default_storage_url(study_dir), space=round_space(fixable, config),
+        trials=len(fixable), metric=config.early_stopping_metric, prune=False,
+        heartbeat_seconds=workers.heartbeat_seconds)
+    os.makedirs(folder, exist_ok=True)
+    run_directory.write_flags_file(dataclasses.replace(config, run_dir=None), folder,
+                                   os.path.basename(settings.base_flags))
+    storage = studies.open_storage(settings)
+    study = studies.open_study(settings, storage)
+    enqueue_findings(study, settings, fixable, config)
+    if workers.count > 1:
+        studies.run_workers(tune_worker_command(settings), workers.count)
+    else:
+        studies.run_worker(study, settings, storage)
+    return finished_trials(study, round_number, judge)
+
+
+def round_space(fixable: list, config) -> tuple:
+    """One choice per flag the findings change: the run's value and each finding's, typed by the flag's
+    own parser (as a tune.py worker reads the space back)."""
+    choices = {}
     for finding in fixable:
-        trial_dir = os.path.join(study_dir, f"round_{round_number}", finding.kind)
-        text = flag_changes.changed_flagfile(flags_text, finding, best.run_dir, trial_dir, {"score_test": False})
-        trials.append(trained(text, trial_dir, round_number, finding.kind, finding.flags, judge))
-    return trials
+        for name, value in finding.flags.items():
+            choices.setdefault(name, [getattr(config, name)]).append(value)
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    return parse_space(",".join(f"{name}={'|'.join(map(flag_text, values))}" for name, values in choices.items()),
+                       flag_values)
 
 
-def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int) -> dict:
+def enqueue_findings(study, settings: studies.StudySettings, fixable: list, config) -> None:
+    """One waiting trial per finding not yet in the study (a rerun enqueues none): the run's values
+    with that finding's changes, in its run directory STUDY_DIR/round_K/<finding>."""
+    enqueued = {trial.user_attrs.get("finding") for trial in study.get_trials(deepcopy=False)}
+    for rank, finding in enumerate(fixable):
+        if finding.kind in enqueued:
+            continue
+        params = {parameter.name: next(choice for choice in parameter.choices
+                                       if choice == finding.flags.get(parameter.name, getattr(config, parameter.name)))
+                  for parameter in settings.space}
+        study.enqueue_trial(params, user_attrs={
+            "finding": finding.kind, "rank": rank, "changes": finding.flags,
+            "run_dir": os.path.join(settings.folder, finding.kind)})
+
+
+def tune_worker_command(settings: studies.StudySettings) -> list[str]:
+    """The tune.py command of a worker of the round's study (what a machine sharing its storage runs to help)."""
+    return [sys.executable, os.path.join(SCRIPTS, "tune.py"), f"--study={settings.name}",
+            f"--study_dir={settings.folder}", f"--storage={settings.storage_url}",
+            f"--search={space_text(settings.space)}", f"--metric={settings.metric}", f"--trials={settings.trials}",
+            f"--heartbeat_seconds={settings.heartbeat_seconds}", "--workers=1"]
+
+
+def finished_trials(study, round_number: int, judge: Judge) -> tuple[list[Trial], list[str]]:
+    """The round's trials that finished, in rank order, judged from their results.json; a note per failed one."""
+    trials, notes = [], []
+    for frozen in sorted(studies.counted_trials(study.get_trials(deepcopy=False)),
+                         key=lambda trial: trial.user_attrs["rank"]):
+        attrs = frozen.user_attrs
+        if frozen.state != optuna.trial.TrialState.COMPLETE:
+            notes.append(f"round {round_number}: the {attrs['finding']} trial failed: "
+                         f"{attrs.get('error') or 'its worker died'}")
+            continue
+        with open(os.path.join(attrs["run_dir"], "results.json"), encoding="utf-8") as stream:
+            validation = json.load(stream)["eval"][judge.metric]
+        trials.append(Trial(round_number, attrs["finding"], attrs["changes"], attrs["run_dir"], validation))
+    return trials, notes
+
+
+def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, workers: Workers = Workers()) -> dict:
     """The improvement of `run_dir`: rounds of trials, then the test split scored once, for the final run."""
     best, judge, notes = starting_trial(run_dir, study_dir)
     tried, stopped = [best], f"the {rounds} rounds are spent"
     for round_number in range(1, rounds + 1):
-        trials = run_round(best, round_number, study_dir, trials_per_round, judge)
-        tried += trials
+        trials, failed = run_round(best, round_number, study_dir, trials_per_round, judge, workers)
+        tried, notes = tried + trials, notes + failed
         if not trials:
-            stopped = f"round {round_number}: no finding above minor has a flag change to try"
+            stopped = (f"round {round_number}: no finding above minor has a flag change to try" if not failed else
+                       f"round {round_number}: every trial failed")
             break
         winner = max(trials, key=lambda trial: trial.validation)
         if not judge.keeps(best, winner):

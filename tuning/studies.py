@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -36,6 +37,7 @@ STORAGE_ATTEMPTS = 3
 MAX_RETRIES = 3  # Re-queues of one trial whose worker died, before it stays failed.
 PRUNER_STARTUP_TRIALS = 3  # Finished trials the median pruner compares against before it prunes.
 IDLE_POLL_SECONDS = 2  # How often a worker with nothing to run reads the study again.
+WORKER_ENV = "TAPELOOP_TUNE_WORKER"  # Set for the worker processes that run_workers starts (their index).
 OPTUNA_TABLES = {"studies", "trials", "version_info"}  # Among the tables of Optuna's RDB storage.
 FAIL, WAITING, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 
@@ -227,6 +229,23 @@ def stored_settings(settings: StudySettings, storage: optuna.storages.RDBStorage
                                trials=stored.get("trials", settings.trials))
 
 
+def run_workers(command: list[str], count: int) -> None:
+    """Starts `count` processes of `command` (a tune.py worker command line), each with WORKER_ENV set
+    to its index, and waits for them all; one that fails is the paragraph."""
+    workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(index)}) for index in range(count)]
+    try:
+        codes = [worker.wait() for worker in workers]
+    except KeyboardInterrupt:  # The workers got the Ctrl-C too: they save their trials and re-queue them.
+        for worker in workers:
+            worker.wait()
+        raise
+    failed = [f"worker {index} exited with {code}" for index, code in enumerate(codes) if code]
+    if failed:
+        raise TapeloopError(stage="search", problem="a worker stopped before the study was done",
+                            expected="every worker to exit 0", found=", ".join(failed),
+                            fix="read that worker's paragraph above; rerun the command to continue the study")
+
+
 def run_worker(study: optuna.Study, settings: StudySettings, storage: optuna.storages.RDBStorage) -> int:
     """Runs trials until the study has --trials of them finished; returns how many this worker ran."""
     study.set_user_attr("trials", settings.trials)  # What --summary reports against.
@@ -272,9 +291,10 @@ def trial_run_dir(settings: StudySettings, trial: optuna.Trial) -> str:
 
 
 def trial_arguments(settings: StudySettings, params: dict, run_dir: str) -> list[str]:
-    """The trial's train.py flags: the study's base flags, the sampled values, its run directory."""
-    return [f"--flagfile={settings.base_flags}", *(as_argument(name, value) for name, value in params.items()),
-            f"--early_stopping_metric={settings.metric}", "--noscore_test", f"--run_dir={run_dir}"]
+    """The trial's train.py flags: the study's base flags, --metric as the early-stopping metric
+    unless a trial's values set it, the values, its run directory."""
+    return [f"--flagfile={settings.base_flags}", f"--early_stopping_metric={settings.metric}",
+            *(as_argument(name, value) for name, value in params.items()), "--noscore_test", f"--run_dir={run_dir}"]
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
