@@ -290,11 +290,11 @@ def from_predictions(spec, train_labels: np.ndarray, split_name: str, logits: np
     num_classes = spec.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
-    recalls = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-    seen = confusion.sum(axis=1) > 0
+    correct, examples = np.diag(confusion), confusion.sum(axis=1)
+    recalls = correct / np.maximum(examples, 1)
     confusion_finding, confused = findings.class_confusion(split_name, confusion, spec.class_names)
-    imbalance = findings.class_imbalance(np.bincount(train_labels, minlength=num_classes), recalls,
-                                         spec.class_names, accuracy(logits, labels), float(recalls[seen].mean()))
+    imbalance = findings.class_imbalance(np.bincount(train_labels, minlength=num_classes), correct, examples,
+                                         spec.class_names, accuracy(logits, labels), float(recalls[examples > 0].mean()))
     probabilities = calibration.softmax(logits)
     temperature = calibration.fit_temperature(logits, labels)
     ece = calibration.expected_calibration_error(probabilities, labels)

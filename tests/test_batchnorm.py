@@ -99,18 +99,24 @@ def test_the_batches_are_drawn_by_seed_without_replacement_and_never_augmented(t
     assert set(np.round(np.concatenate([b.numpy() for b in redrawn])[:, 0, 0, 0] * 255).astype(int)) != set(values)
 
 
-def test_the_default_momentum_averages_over_about_an_epoch_between_pytorchs_and_keras_windows():
-    windows = {steps: 1 / (1 - moving_average_momentum(0.0, steps)) for steps in (1, 10, 42, 100, 422)}
-    assert windows == pytest.approx({1: 10, 10: 10, 42: 42, 100: 100, 422: 100})
-    assert moving_average_momentum(0.0, 422) == 0.99  # Keras' default exactly: long-epoch recipes unchanged.
-    assert moving_average_momentum(0.95, 3) == 0.95  # --batchnorm_momentum as asked.
+def test_the_default_momentum_spans_at_most_an_epoch_and_a_fifth_of_the_run_between_pytorch_and_keras():
+    def window(steps_per_epoch, total_steps):
+        return 1 / (1 - moving_average_momentum(0.0, steps_per_epoch, total_steps))
+
+    assert window(10, 300) == pytest.approx(10)  # 1,797 digits, 30 epochs: PyTorch's 0.9.
+    assert window(3, 90) == pytest.approx(10)  # Never fewer than 10 steps.
+    assert window(42, 420) == pytest.approx(42)  # An epoch.
+    assert window(42, 42) == pytest.approx(10)  # One epoch: a fifth of it, at least 10.
+    assert window(422, 844) == pytest.approx(100) and moving_average_momentum(0.0, 422, 844) == 0.99  # Keras'.
+    assert window(422, 300) == pytest.approx(60)  # --max_steps=300: a fifth of the run.
+    assert moving_average_momentum(0.95, 3, 30) == 0.95  # --batchnorm_momentum as asked.
 
 
 @pytest.mark.slow
 def test_a_run_of_few_steps_an_epoch_ends_with_moving_statistics_near_the_weights_own(tmp_path):
     """Two epochs of 28 steps: with Keras' 0.99 the moving variance still holds over half of its initial
-    ones; with the default (1 - 1/28) it is within a few percent of the statistics re-estimated with the
-    final weights (what --precise_bn_batches computes)."""
+    ones; with the default (a fifth of the run's 56 steps) it is near the statistics re-estimated with
+    the final weights (what --precise_bn_batches computes)."""
     gaps = {}
     for momentum in ("0", "0.99"):
         run_dir = tmp_path / momentum
@@ -122,5 +128,5 @@ def test_a_run_of_few_steps_an_epoch_ends_with_moving_statistics_near_the_weight
         StatisticsEstimator(model, pipeline.prepare_data(config).train, catalog.SYNTHETIC, config).estimate(8)
         precise = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
         gaps[momentum] = np.mean([np.mean(np.abs(np.log(m / p))) for m, p in zip(moving, precise)])
-        assert results["batchnorm_momentum"] == pytest.approx(1 - 1 / 28 if momentum == "0" else 0.99)
+        assert results["batchnorm_momentum"] == pytest.approx(1 - 1 / 11.2 if momentum == "0" else 0.99)
     assert gaps["0"] < 0.5 * gaps["0.99"]

@@ -63,7 +63,7 @@ def test_a_low_learning_rate_is_a_slow_steady_fall_still_going_at_a_constant_rat
     run = curves(np.linspace(2.35, 2.20, 40), 0.15, learning_rate=1e-6)
     finding = findings.learning_rate_low(run)
     assert finding is not None and "6% from 2.3500 to 2.2000" in finding.evidence
-    assert "to 1e-05" in finding.suggestion and "below adam's usual range" in finding.evidence
+    assert "to 0.000548" in finding.suggestion and "below adam's usual range" in finding.evidence
     slow_at_a_usual_rate = findings.learning_rate_low(curves(np.linspace(2.35, 2.0, 40), 0.3, learning_rate=1e-3))
     assert "usual range" not in slow_at_a_usual_rate.evidence and "15% from 2.3500" in slow_at_a_usual_rate.evidence
     fell_far = curves(np.r_[13.0, np.linspace(2.4, 0.8, 14)], 0.75, learning_rate=0.1)
@@ -146,11 +146,26 @@ def test_class_confusion_names_the_most_confused_pairs_in_order():
 
 
 def test_class_imbalance_needs_rare_classes_recalled_worse():
-    counts = np.array([1000, 1000, 50])
-    finding = findings.class_imbalance(counts, np.array([0.98, 0.97, 0.60]), ("a", "b", "c"), 0.96, 0.85)
+    counts, examples = np.array([1000, 1000, 50]), np.array([100, 100, 50])
+    finding = findings.class_imbalance(counts, np.array([98, 97, 30]), examples, ("a", "b", "c"), 0.96, 0.85)
     assert "20 times the examples of the smallest (c: 50)" in finding.evidence
-    assert "--class_weights=balanced" in finding.suggestion
-    assert findings.class_imbalance(counts, np.array([0.98, 0.97, 0.97]), ("a", "b", "c"), 0.97, 0.97) is None
+    assert "(c) is recalled 0.6000 against 0.9750" in finding.evidence
+    assert "--class_weights=balanced" in finding.suggestion and finding.flags == {"class_weights": "balanced"}
+    assert findings.class_imbalance(counts, np.array([98, 97, 48]), examples, ("a", "b", "c"), 0.97, 0.97) is None
+
+
+def test_a_long_tails_rare_classes_are_pooled_since_each_has_few_validation_examples():
+    """The long-tail MNIST case: the rarest class's 2 validation examples are both right, yet the
+    rarer half of the classes is recalled 6 points worse than the rest."""
+    counts = np.array([5305, 3650, 1950, 1191, 672, 375, 245, 155, 87, 57])
+    examples = np.array([618, 392, 191, 130, 83, 45, 30, 19, 11, 2])
+    correct = np.array([617, 391, 189, 121, 81, 44, 28, 17, 9, 2])
+    names = tuple(map(str, range(10)))
+    finding = findings.class_imbalance(counts, correct, examples, names, 0.9855, 0.9519)
+    assert finding and "(9, 8, 7, 6, 5) is recalled 0.9346 against 0.9894" in finding.evidence
+    assert finding.severity == "major"  # Accuracy 3.4 points above balanced accuracy.
+    few = findings.class_imbalance(counts, correct // 10, examples // 10, names, 0.9855, 0.9519)
+    assert few is None  # The same recalls on a tenth of the examples: within the noise.
 
 
 def test_findings_are_ranked_by_cost_with_descriptive_ones_last():
@@ -172,7 +187,9 @@ def test_each_fixable_finding_carries_its_flags_computed_from_the_evidence():
     collapsed = findings.learning_rate_high(curves(np.full(20, np.log(10)), 0.1, learning_rate=0.5))
     assert collapsed.flags == {"learning_rate": 0.05}  # A collapse: a tenth.
     slow = findings.learning_rate_low(curves(np.linspace(2.3, 1.5, 40), 0.5, learning_rate=1e-6))
-    assert slow.flags == {"learning_rate": 1e-5}
+    assert slow.flags == {"learning_rate": 0.000548}  # Tenfold is below Adam's usual range: its middle.
+    near = findings.learning_rate_low(curves(np.linspace(2.3, 1.5, 40), 0.5, learning_rate=2e-4))
+    assert near.flags == {"learning_rate": 0.002}  # Tenfold.
     epochs = findings.too_few_epochs(curves(np.linspace(2, 0.2, 30), 0.95, eval_loss=[0.5, 0.35, 0.3],
                                             eval_accuracy=[0.90, 0.93, 0.945]))
     assert epochs.flags == {"epochs": 6}

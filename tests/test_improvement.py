@@ -59,7 +59,7 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
     assert f"ckpt-{killed_at}" in improved.stderr  # ... from where it was killed.
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
     first = outcome["rounds"][0]
-    assert first["finding"] == "learning_rate_low" and first["flags"] == {"learning_rate": 1e-4} and first["kept"]
+    assert first["finding"] == "learning_rate_low" and first["flags"] == {"learning_rate": 0.000548} and first["kept"]
     assert outcome["after"]["validation"] > outcome["before"]["validation"] + 0.3
     kept = [trial for trial in outcome["rounds"] if trial["kept"]]
     assert outcome["after"]["run_dir"] == kept[-1]["run_dir"]

@@ -293,9 +293,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float("ema_decay", 0.0, "Keep an exponential moving average of the weights with this "
                        "decay (e.g. 0.999) and use it for evaluation, best/ and the export (0: off).",
                        lower_bound=0.0, upper_bound=0.99999, **fv)
-    flags.DEFINE_float("batchnorm_momentum", 0.0, "Momentum of the batch-norm moving statistics (0: one whose "
-                       "averages span about an epoch's steps, from PyTorch's 0.9 at 10 steps or fewer to Keras' "
-                       "0.99 at 100 or more; Keras' fixed 0.99 lags the weights in runs of a few steps an epoch).",
+    flags.DEFINE_float("batchnorm_momentum", 0.0, "Momentum of the batch-norm moving statistics (0: from the "
+                       "run's length, averaging over at most an epoch's steps and a fifth of the run's, between "
+                       "PyTorch's 0.9 (10 steps) and Keras' 0.99 (100 steps); Keras' fixed 0.99 lags the weights "
+                       "in short runs and runs of few steps an epoch).",
                        lower_bound=0.0, upper_bound=0.9999, **fv)
     flags.DEFINE_integer("precise_bn_batches", 0, "Precise batch norm: before every evaluation and the export, "
                          "re-estimate each batch-norm layer's statistics on this many --batch_size batches of "

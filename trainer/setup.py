@@ -83,7 +83,7 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         optimizer.build(model.trainable_variables)
         backbone = fine_tuning.backbone_optimizer(config, frozen, make_optimizer, learning_rate, optimizer)
         weight_average = make_weight_average(config, model)
-    batchnorm_momentum = train_with_momentum(config, model, steps_per_epoch)
+    batchnorm_momentum = train_with_momentum(config, model, steps_per_epoch, total_steps)
     model_size = {"parameters": parameters,
                   "forward_flops_per_example": size.forward_flops(model, data.spec.image_shape)}
     logging.info("Model: %s, %s parameters, %.1f MFLOPs per example (forward pass; a multiply-add is 2).",
@@ -97,16 +97,17 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
         strategy=strategy, model_size=model_size, precision=compute_precision, batchnorm_momentum=batchnorm_momentum)
 
 
-def train_with_momentum(config: TrainConfig, model: keras.Model, steps_per_epoch: int) -> float | None:
-    """Sets the model's batch-norm momentum (--batchnorm_momentum, or one spanning about an epoch) and
-    logs it; None if the model has no batch norm."""
+def train_with_momentum(config: TrainConfig, model: keras.Model, steps_per_epoch: int,
+                        total_steps: int) -> float | None:
+    """Sets the model's batch-norm momentum (--batchnorm_momentum, or one spanning at most an epoch and
+    a fifth of the run) and logs it; None if the model has no batch norm."""
     if not batch_norm_layers(model):
         return None
-    momentum = moving_average_momentum(config.batchnorm_momentum, steps_per_epoch)
+    momentum = moving_average_momentum(config.batchnorm_momentum, steps_per_epoch, total_steps)
     set_momentum(model, momentum)
     logging.info("Batch norm: moving statistics with momentum %.4g, %s (averages over about the last %d steps; an "
-                 "epoch is %d).", momentum, "as --batchnorm_momentum asks" if config.batchnorm_momentum else
-                 "spanning about an epoch", round(1 / (1 - momentum)), steps_per_epoch)
+                 "epoch is %d, the run %d).", momentum, "as --batchnorm_momentum asks" if config.batchnorm_momentum
+                 else "from the run's length", round(1 / (1 - momentum)), steps_per_epoch, total_steps)
     return momentum
 
 
