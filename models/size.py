@@ -1,5 +1,6 @@
 """What a model costs: its trainable parameters and the floating-point operations of one
-example's forward pass in inference mode, counted by TensorFlow's profiler on the traced graph.
+example's forward pass in inference mode and of its training step, counted by TensorFlow's
+profiler on the traced graph.
 A multiply-add counts as two operations; papers often count it as one (ResNet-20's "41M FLOPs"
 are about 82M here)."""
 
@@ -21,7 +22,26 @@ def forward_flops(model: keras.Model, input_shape: tuple[int, int, int]) -> int:
     def forward(images):
         return model(images, training=False)
 
-    graph = forward.get_concrete_function(tf.TensorSpec([1, *input_shape], tf.float32)).graph
+    return profiled_flops(forward.get_concrete_function(tf.TensorSpec([1, *input_shape], tf.float32)).graph)
+
+
+def training_flops(model: keras.Model, input_shape: tuple[int, int, int]) -> int:
+    """Floating-point operations of one example's training step, forward in training mode and backward
+    (the gradients of a cross-entropy loss with respect to every trainable weight): about three forward
+    passes, since each weighted layer's backward computes two products of its forward's size."""
+    @tf.function(autograph=False)
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return tape.gradient(loss, model.trainable_variables)
+
+    return profiled_flops(step.get_concrete_function(tf.TensorSpec([1, *input_shape], tf.float32),
+                                                     tf.TensorSpec([1], tf.int32)).graph)
+
+
+def profiled_flops(graph: tf.Graph) -> int:
+    """The floating-point operations TensorFlow's profiler counts in `graph`."""
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     logger = tf.get_logger()

@@ -5,7 +5,9 @@ tapeloop's training loop (at --checks=off, standard and full) and of
 `model.fit`, each timed over --measure_steps steps after --warmup_steps, and
 reports medians over --repeats rounds: throughput, tapeloop / fit, the cost of
 the checks, the input pipeline alone against what the model consumes, and peak
-memory. `--time_to_accuracy` also trains configs/mnist_fast.flags and the
+memory; the machine's attainable peak (large matrix products and the recipe's convolution, float32
+and bfloat16), the training FLOPs per example and the share of the peak the loop achieves.
+`--time_to_accuracy` also trains configs/mnist_fast.flags and the
 keras-io "simple MNIST convnet" with fit, each until 99.0% test accuracy, and
 compares their training seconds. Prints a table; `--output=FILE` writes JSON.
 """
@@ -29,6 +31,7 @@ from absl import flags
 from data import catalog, pipeline
 from data.streaming import pixels_at
 from data.sources import load_dataset
+from models import size
 from trainer import loop, setup, steps
 from trainer.flags import config_from_flags, define_flags, parse_config
 
@@ -43,6 +46,8 @@ flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy both sides of --time_
 flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file.")
 FLAGS = flags.FLAGS
+PEAK_MATMUL_SIZE = 2048  # A product of 17 GFLOPs: tenths of a second here, far past every cache.
+PEAK_REPEATS = 5
 
 
 def timed_steps(run_step, warmup: int, measured: int) -> tuple[int, float]:
@@ -70,6 +75,7 @@ class TapeloopTrial:
                                                    epoch=0).repeat())
         self.steps_per_call = config.steps_per_loop
         self.batch_size = pipeline.update_batch_size(config)
+        self.training_flops = size.training_flops(run.model, run.spec.image_shape)
 
     def examples_per_sec(self, warmup: int, measured: int) -> float:
         calls = max(1, measured // self.steps_per_call)
@@ -118,6 +124,43 @@ class StepTimer(keras.callbacks.Callback):
             self.started = time.perf_counter()
         if batch + 1 == self.stop:
             self.seconds = time.perf_counter() - self.started
+
+
+def best_flops_per_sec(compute, flops: float, repeats: int = PEAK_REPEATS) -> float:
+    """`flops` over the fastest of `repeats` timed calls of compute() (after one untimed)."""
+    compute()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        compute()
+        seconds.append(time.perf_counter() - start)
+    return flops / min(seconds)
+
+
+def attainable_peak(config, image_shape: tuple[int, int, int]) -> dict:
+    """GFLOP/s this machine attains on a large square matrix product and on the recipe's widest
+    full-resolution convolution (--batch_size images of its size, --model_width channels in and out,
+    3x3), each in float32 and bfloat16: the ceilings a training step's arithmetic runs under."""
+    random = tf.random.Generator.from_seed(0)
+    height, width = image_shape[:2]
+    channels = config.model_width
+    shapes = {"matmul": ([PEAK_MATMUL_SIZE] * 2, [PEAK_MATMUL_SIZE] * 2, 2 * PEAK_MATMUL_SIZE ** 3),
+              "conv": ([config.batch_size, height, width, channels], [3, 3, channels, channels],
+                       2 * config.batch_size * height * width * channels * channels * 9)}
+    peaks = {}
+    for kind, (left_shape, right_shape, flops) in shapes.items():
+        for dtype in (tf.float32, tf.bfloat16):
+            left, right = (tf.cast(random.normal(shape), dtype) for shape in (left_shape, right_shape))
+            operation = tf.function(lambda x, y, kind=kind: tf.reduce_sum(tf.cast(
+                tf.matmul(x, y) if kind == "matmul" else tf.nn.conv2d(x, y, 1, "SAME"), tf.float32)))
+            peaks[f"{kind}_{dtype.name}"] = best_flops_per_sec(lambda: operation(left, right).numpy(), flops) / 1e9
+    return peaks
+
+
+def fraction_of_peak(examples_per_sec: float, training_flops: int, precision_setting: str, peaks: dict) -> float:
+    """The share of the matrix-product peak, in the run's compute type, that its training steps do."""
+    dtype = "bfloat16" if precision_setting == "bfloat16" else "float32"
+    return examples_per_sec * training_flops / (peaks[f"matmul_{dtype}"] * 1e9)
 
 
 def pipeline_examples_per_sec(config, batches: int = 300) -> float:
@@ -173,8 +216,11 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
         results = loop.train(config)
+    model = setup.build_model(config, pipeline.prepare_data(config).spec, pretrained=False)
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
-            "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile}
+            "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
+            "examples_per_sec": results["examples_per_sec"], "precision": results["precision"]["computed_in"],
+            "training_flops_per_example": size.training_flops(model, model.input_shape[1:])}
 
 
 def main(argv):
@@ -187,14 +233,26 @@ def main(argv):
     for _ in range(FLAGS.repeats):
         for name, trial in trials.items():
             measured[name].append(trial.examples_per_sec(FLAGS.warmup_steps_per_trial, FLAGS.measure_steps))
+    results = {**machine_and_setup(config), **loop_against_fit(config, measured)}
+    standard = trials["tapeloop --checks=standard"]
+    results["peak_gflops"] = attainable_peak(config, pipeline.prepare_data(config).spec.image_shape)
+    results["training_flops_per_example"] = standard.training_flops
+    results["achieved_fraction_of_peak"] = {"benchmark": fraction_of_peak(
+        results["examples_per_sec"]["tapeloop --checks=standard"], standard.training_flops,
+        results["precision"]["computed_in"], results["peak_gflops"])}
+    if FLAGS.time_to_accuracy:
+        results.update(time_to_accuracy(config, results["peak_gflops"]))
+        results["achieved_fraction_of_peak"]["fast_recipe"] = results["time_to_accuracy"]["tapeloop"][
+            "achieved_fraction_of_peak"]
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print_table(results)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as stream:
+            json.dump(results, stream, indent=2)
 
-    def median_ratio(numerator, denominator):
-        return statistics.median(a / b for a, b in zip(measured[numerator], measured[denominator]))
 
-    standard = "tapeloop --checks=standard"
-    throughput = {name: statistics.median(values) for name, values in measured.items()}
-    pipeline_speed = pipeline_examples_per_sec(config)
-    results = {
+def machine_and_setup(config) -> dict:
+    return {
         "device": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
@@ -203,7 +261,19 @@ def main(argv):
                   "batch_size": config.batch_size, "optimizer": config.optimizer,
                   "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
                   "steps_per_loop": config.steps_per_loop, "repeats": FLAGS.repeats,
-                  "measure_steps": FLAGS.measure_steps},
+                  "measure_steps": FLAGS.measure_steps}}
+
+
+def loop_against_fit(config, measured: dict) -> dict:
+    """Throughputs (medians), tapeloop / fit and the checks' costs (medians of per-round ratios), the
+    input pipeline alone and its headroom over what the standard loop consumes."""
+    def median_ratio(numerator, denominator):
+        return statistics.median(a / b for a, b in zip(measured[numerator], measured[denominator]))
+
+    standard = "tapeloop --checks=standard"
+    throughput = {name: statistics.median(values) for name, values in measured.items()}
+    pipeline_speed = pipeline_examples_per_sec(config)
+    return {
         "examples_per_sec": throughput,
         "speedup_vs_keras_fit": median_ratio(standard, "keras fit (jit_compile=False)"),
         "speedup_vs_keras_fit_default_jit": median_ratio(standard, "keras fit (jit_compile='auto')"),
@@ -212,20 +282,17 @@ def main(argv):
         "pipeline_examples_per_sec": pipeline_speed,
         "pipeline_headroom": pipeline_speed / throughput[standard],
     }
-    if FLAGS.time_to_accuracy:
-        results["time_to_accuracy"] = {
-            "target": FLAGS.target_accuracy,
-            "tapeloop": tapeloop_recipe_to_accuracy(FLAGS.fast_flagfile, config.data_dir),
-            "keras_example": keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy,
-                                                       FLAGS.keras_max_epochs),
-        }
-        race = results["time_to_accuracy"]
-        results["time_to_99_ratio"] = race["tapeloop"]["training_seconds"] / race["keras_example"]["training_seconds"]
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print_table(results)
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as stream:
-            json.dump(results, stream, indent=2)
+
+
+def time_to_accuracy(config, peaks: dict) -> dict:
+    """--time_to_accuracy: the fast recipe against the keras-io example, each to --target_accuracy."""
+    recipe = tapeloop_recipe_to_accuracy(FLAGS.fast_flagfile, config.data_dir)
+    recipe["achieved_fraction_of_peak"] = fraction_of_peak(recipe["examples_per_sec"],
+                                                           recipe["training_flops_per_example"],
+                                                           recipe["precision"], peaks)
+    keras_example = keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy, FLAGS.keras_max_epochs)
+    return {"time_to_accuracy": {"target": FLAGS.target_accuracy, "tapeloop": recipe, "keras_example": keras_example},
+            "time_to_99_ratio": recipe["training_seconds"] / keras_example["training_seconds"]}
 
 
 def print_table(results: dict) -> None:
@@ -243,6 +310,11 @@ def print_table(results: dict) -> None:
     print(f"checks_standard_cost              {results['checks_standard_cost']:+.3f}")
     print(f"checks_full_cost                  {results['checks_full_cost']:+.3f}")
     print(f"pipeline_headroom                 {results['pipeline_headroom']:.1f}x")
+    peaks = results["peak_gflops"]
+    print("attainable peak, GFLOP/s          " + ", ".join(f"{name} {value:.1f}" for name, value in peaks.items()))
+    print(f"training FLOPs per example        {results['training_flops_per_example'] / 1e6:.1f} M")
+    for recipe, fraction in results["achieved_fraction_of_peak"].items():
+        print(f"achieved_fraction_of_peak {recipe:8s}{fraction:.3f}")
     if "time_to_99_ratio" in results:
         race = results["time_to_accuracy"]
         for side in ("tapeloop", "keras_example"):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from data import catalog
+from models import registry, size
 from tests.helpers import run_script
 from trainer import precision
 
@@ -25,6 +27,10 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
     assert {"speedup_vs_keras_fit", "speedup_vs_keras_fit_default_jit", "checks_standard_cost", "checks_full_cost",
             "pipeline_examples_per_sec", "pipeline_headroom"} <= set(results)
     assert results["setup"]["batch_size"] == 32 and results["peak_rss_mb"] > 0
+    assert set(results["peak_gflops"]) == {"matmul_float32", "matmul_bfloat16", "conv_float32", "conv_bfloat16"}
+    model = registry.build_model("cnn", catalog.SYNTHETIC.image_shape, 10, width=8, depth=2, dropout=0.3)
+    assert results["training_flops_per_example"] == size.training_flops(model, catalog.SYNTHETIC.image_shape)
+    assert 0 < results["achieved_fraction_of_peak"]["benchmark"] and "achieved_fraction_of_peak" in result.stdout
     assert "speedup_vs_keras_fit" in result.stdout and "time_to_99_ratio" not in results
     expected_precision = precision.for_run("auto", "default")
     assert results["precision"] == expected_precision.record()  # The choice, with this CPU's vendor and level.
