@@ -24,6 +24,7 @@ CLEARLY_LOWER_LOSS = 1.25  # A kept checkpoint's validation loss this many times
 CLEAR_EXAMPLES = 3  # Validation examples (and at least 0.3 points) an accuracy gap needs to be clear.
 BLOW_UP = 3.0  # A logged loss this many times chance level is a near-divergence (initial losses are below 2x).
 CURVE_LOGS_NEEDED = 8  # Training logs below which most curve detectors say nothing.
+STILL_FALLING = 0.1  # A loss that fell this share over the second half of a run had further to go.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +229,12 @@ def learning_rate_high(curves: Curves) -> Finding | None:
 
 
 def too_few_epochs(curves: Curves) -> Finding | None:
-    """Validation accuracy still rising at the last epoch, with no sign of overfitting."""
-    if len(curves.eval_accuracy) < 2 or np.argmax(curves.eval_accuracy) != len(curves.eval_accuracy) - 1:
+    """Validation accuracy still rising at the last epoch, with no sign of overfitting; or, in a run
+    with one evaluation (one epoch: no validation curve), the training loss still falling fast at its
+    end at an undecayed rate."""
+    if len(curves.eval_accuracy) < 2:
+        return still_falling_after_one_epoch(curves)
+    if np.argmax(curves.eval_accuracy) != len(curves.eval_accuracy) - 1:
         return None
     gain = float(curves.eval_accuracy[-1] - curves.eval_accuracy[-2])
     if gain < 0.001 or curves.eval_loss[-1] > curves.eval_loss.min() * 1.02:
@@ -241,6 +246,22 @@ def too_few_epochs(curves: Curves) -> Finding | None:
         suggestion=f"train longer: --epochs={2 * int(curves.eval_epochs[-1])} (with a decaying schedule, e.g. "
                    "--lr_schedule=cosine, the last epochs gain most)",
         flags={"epochs": 2 * int(curves.eval_epochs[-1])})
+
+
+def still_falling_after_one_epoch(curves: Curves) -> Finding | None:
+    """too_few_epochs for a run too short for a validation curve: the training loss fell by a tenth or
+    more over the second half of its logs, at a rate no schedule had decayed."""
+    epochs = max(1, round(int(curves.steps[-1]) / curves.steps_per_epoch))
+    if (len(curves.train_loss) < CURVE_LOGS_NEEDED or curves.learning_rate[-1] < 0.5 * curves.learning_rate.max()
+            or tail_fall(curves.train_loss, 0.5) < STILL_FALLING):
+        return None
+    return Finding(
+        "too_few_epochs", cost=(1 - curves.final_train_accuracy()) / 2,
+        evidence=f"a run of {epochs} epoch(s) has no validation curve to judge, and its training loss was still "
+                 f"falling fast at the end ({tail_fall(curves.train_loss, 0.5):.0%} over the second half of the logs, "
+                 f"to {curves.train_loss[-1]:.4f}; training accuracy {curves.final_train_accuracy():.4f})",
+        suggestion=f"train longer: --epochs={2 * epochs}, and judge the validation curve",
+        flags={"epochs": 2 * epochs})
 
 
 def capacity(curves: Curves) -> Finding | None:

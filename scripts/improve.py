@@ -2,8 +2,8 @@
 
 Each round diagnoses the best run so far on its validation split, trains one trial per fixable
 finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>, through a tune.py study:
---workers trains several at once), and keeps the best trial only if it beats the run by more than
-the validation split's noise. The test split is scored
+--workers trains several at once), and keeps the best trial only if it beats the run on the same
+validation examples by more than chance (a paired test). The test split is scored
 once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
 best.flags; `tensorboard --logdir=STUDY_DIR` shows every trial beside the others. Rerun the same
 command after Ctrl-C or kill -9: finished trials are read back, a stopped one resumes.
@@ -38,15 +38,16 @@ FLAGS = flags.FLAGS
 
 def markdown(outcome: dict) -> str:
     """The before / rounds / after table."""
-    rows = [("before", "", "", f"{outcome['before']['validation']:.4f}", "", percent(outcome["before"]["test"]))]
+    rows = [("before", "", "", f"{outcome['before']['validation']:.4f}", "", "", percent(outcome["before"]["test"]))]
     rows += [(f"round {trial['round']}", trial["finding"], " ".join(f"--{name}={value}" for name, value in
                                                                     trial["flags"].items()),
-              f"{trial['validation']:.4f}", "kept" if trial["kept"] else "not kept", "")
+              f"{trial['validation']:.4f}", f"{trial['gain']:+.4f} / {trial['noise']:.4f}",
+              "kept" if trial["kept"] else "not kept", "")
              for trial in outcome["rounds"]]
-    rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", percent(outcome["after"]["test"])))
+    rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", "", percent(outcome["after"]["test"])))
     metric = outcome["metric"].replace("_", " ")
-    lines = [f"| | finding | flags | validation {metric} | | test {metric} |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| | finding | flags | validation {metric} | gain / noise | | test {metric} |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines + ["", f"Stopped: {outcome['stopped']}."] + [f"Note: {note}" for note in outcome["notes"]])
 

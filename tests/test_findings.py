@@ -168,6 +168,18 @@ def test_a_long_tails_rare_classes_are_pooled_since_each_has_few_validation_exam
     assert few is None  # The same recalls on a tenth of the examples: within the noise.
 
 
+def test_a_run_of_one_epoch_still_falling_fast_is_too_few_epochs_without_a_validation_curve():
+    """42 steps logged every 5 (one epoch: one evaluation, no curve); the loss halves over the second half."""
+    falling = curves(np.geomspace(2.3, 0.3, 8), 0.9, eval_loss=[0.3], eval_accuracy=[0.92], log_every=5)
+    finding = findings.too_few_epochs(falling)
+    assert finding.flags == {"epochs": 2} and "a run of 1 epoch(s) has no validation curve" in finding.evidence
+    levelled = curves(np.r_[np.geomspace(2.3, 0.3, 4), np.full(4, 0.3)], 0.9, eval_loss=[0.3], eval_accuracy=[0.92],
+                      log_every=5)
+    assert findings.too_few_epochs(levelled) is None
+    decayed = curves(np.geomspace(2.3, 0.3, 8), 0.9, learning_rate=np.geomspace(1e-3, 1e-5, 8), log_every=5)
+    assert findings.too_few_epochs(decayed) is None  # One-cycle's end explains a late fall by itself.
+
+
 def test_findings_are_ranked_by_cost_with_descriptive_ones_last():
     cheap = findings.Finding("too_few_epochs", 0.003, "", "")
     costly = findings.Finding("overfitting", 0.05, "", "")

@@ -6,42 +6,53 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, run_script
 from tuning import improvement
 
 
-def trial(validation):
-    return improvement.Trial(1, "x", {}, "/unused", validation)
+def outcomes(right: int, fixed: int, broken: int, total: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example results of a best run right on `right` of `total` examples, and of a trial that gets
+    `fixed` of its mistakes right and `broken` of its right answers wrong."""
+    best = np.arange(total) < right
+    tried = best.copy()
+    tried[right:right + fixed] = True
+    tried[:broken] = False
+    return best, tried
 
 
-ACCURACY = improvement.Judge("accuracy", (100,) * 10)  # 1,000 validation examples.
+ACCURACY = improvement.Judge("accuracy", np.arange(1000) % 10)
 
 
-@pytest.mark.parametrize("best, tried, kept", [
-    (0.90, 0.93, True),    # 3 points on 1,000 examples: beyond the noise there (2.7 points).
-    (0.90, 0.91, False),   # 1 point: within it.
-    (0.99, 0.999, True),   # Near the top the noise shrinks (0.89 points at 99%).
-    (0.99, 0.995, False),
+@pytest.mark.parametrize("fixed, broken, kept", [
+    (40, 10, True),    # +3 points; only the 50 examples that changed vary: noise 2 sqrt(50) / 1000 = 1.4 points.
+    (15, 5, True),     # +1 point beyond 0.9: a paired test sees what two independent scores could not.
+    (30, 25, False),   # +0.5 points among 55 changes: chance.
+    (1, 0, False),     # One example never decides.
 ])
-def test_a_trial_is_kept_only_beyond_the_noise_of_the_validation_split(best, tried, kept):
-    assert ACCURACY.keeps(trial(best), trial(tried)) == (tried - best > ACCURACY.noise(best)) == kept
+def test_a_trial_is_kept_only_beyond_the_noise_of_the_paired_difference(fixed, broken, kept):
+    gain, noise = ACCURACY.compare(*outcomes(900, fixed, broken))
+    assert gain == pytest.approx((fixed - broken) / 1000)
+    assert noise == pytest.approx(max(1 / 1000, 2 * (fixed + broken) ** 0.5 / 1000))
+    assert (gain > noise) == kept
 
 
-def test_the_noise_is_at_least_one_example():
-    assert improvement.Judge("accuracy", (45, 45)).noise(1.0) == pytest.approx(1 / 90)
-    assert improvement.Judge("accuracy", (5000, 5000)).noise(0.5) == pytest.approx(2 * (0.5 / 10_000) ** 0.5)
-    assert improvement.Judge("balanced_accuracy", (45, 5)).noise(1.0) == pytest.approx(1 / 90)
-
-
-def test_balanced_accuracys_noise_is_set_by_the_small_classes():
-    """A long tail: 9 classes of 500 validation examples and one of 5. Balanced accuracy moves by 2
-    points when one of the five changes; its noise is far above that of 4,505 examples' accuracy."""
-    long_tail = improvement.Judge("balanced_accuracy", (500,) * 9 + (5,))
-    variance = 0.9 * 0.1 * (9 / 500 + 1 / 5) / 100
-    assert long_tail.noise(0.9) == pytest.approx(2 * (2 * variance) ** 0.5)
-    assert long_tail.noise(0.9) > 3 * improvement.Judge("accuracy", (500,) * 9 + (5,)).noise(0.9)
+def test_balanced_accuracy_weighs_each_example_by_its_class():
+    """A long tail: 9 classes of 100 validation examples and one of 5. Fixing 2 of the rare class gains
+    2/5 of its recall, 4 points of balanced accuracy; the same 2 in a large class gain 0.2 points."""
+    labels = np.r_[np.repeat(np.arange(9), 100), np.full(5, 9)]
+    judge = improvement.Judge("balanced_accuracy", labels)
+    best = np.ones(905, bool)
+    best[[900, 901]] = False  # Two of the rare class wrong.
+    rare_fixed = np.ones(905, bool)
+    gain, noise = judge.compare(best, rare_fixed)
+    assert gain == pytest.approx(2 / (10 * 5)) and noise == pytest.approx(2 * (2 * (1 / 50) ** 2) ** 0.5)
+    best[[0, 1]] = False
+    common_fixed = best.copy()
+    common_fixed[[0, 1]] = True
+    assert judge.compare(best, common_fixed)[0] == pytest.approx(2 / (10 * 100))
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ trains one trial per fixable finding above `minor` (in rank order, at most --tri
 an Optuna study of tune.py's (tuning/studies.py) whose trials are enqueued, one per finding, each
 an ordinary run in STUDY_DIR/round_K/<finding>, trained by this process or by tune.py workers
 (--workers, or other machines on a shared --storage). It keeps the best trial only if its
-validation accuracy (balanced accuracy for a run that selects by it) beats the current best by
-more than the noise of the split: two standard errors of the difference of two scores on its
-examples, and at least one example's worth. It stops when nothing above minor remains, a round
+validation accuracy (balanced accuracy for a run that selects by it) beats the current best's on
+the same examples by more than chance: two standard errors of the paired difference (McNemar's
+test), and at least one example's worth. It stops when nothing above minor remains, a round
 keeps nothing, or the rounds are spent; then the final run alone is scored on the test split. A
 rerun continues: finished trials are read back from the studies; a killed one resumes.
 """
@@ -26,7 +26,7 @@ from data import pipeline
 from diagnosis import report
 from trainer import loop, run_directory
 from trainer.errors import TapeloopError
-from trainer.evaluation import Evaluator, evaluation_batches
+from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
 from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
 from trainer.setup import final_model
 from tuning import studies
@@ -47,31 +47,42 @@ class Trial:
     run_dir: str
     validation: float  # The judged metric (Judge.metric) on the validation split.
     kept: bool = False
+    gain: float | None = None  # Over the best run of its round, on the same validation examples ...
+    noise: float | None = None  # ... and what it had to beat (Judge.compare).
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Judge:
-    """How trials are compared: the validation metric (the run's own selection metric when that is
-    balanced accuracy, else accuracy) and the split's examples per class, which set its noise."""
+    """How trials are compared: on the validation split's examples, paired (every trial and the best run
+    score the same examples), in the run's own selection metric when that is balanced accuracy, else
+    accuracy. Each example weighs 1/N in accuracy, 1/(K n_k) in balanced accuracy (K classes present,
+    n_k examples of its class)."""
 
     metric: str
-    class_counts: tuple[int, ...]
+    labels: np.ndarray  # The validation split's, in its order.
 
-    def noise(self, score: float) -> float:
-        """The smallest validation gain taken as real: two standard errors of the difference of two
-        scores near `score`, and at least one example's worth. Balanced accuracy averages the
-        classes' accuracies, so its variance is sum(a(1 - a) / n_k) / K^2: the small classes set it."""
-        counts = np.array([count for count in self.class_counts if count], float)
-        if self.metric == "balanced_accuracy":
-            variance, one_example = score * (1 - score) * np.sum(1 / counts) / len(counts) ** 2, 1 / (
-                len(counts) * counts.max())
-        else:
-            variance, one_example = score * (1 - score) / counts.sum(), 1 / counts.sum()
-        return max(one_example, 2 * math.sqrt(2 * variance))
+    @property
+    def weights(self) -> np.ndarray:
+        if self.metric != "balanced_accuracy":
+            return np.full(len(self.labels), 1 / len(self.labels))
+        counts = np.bincount(self.labels)
+        return 1 / (np.count_nonzero(counts) * counts[self.labels])
 
-    def keeps(self, best: Trial, tried: Trial) -> bool:
-        """Whether `tried` beats `best` on validation by more than the noise."""
-        return tried.validation - best.validation > self.noise(best.validation)
+    def compare(self, best_correct: np.ndarray, tried_correct: np.ndarray) -> tuple[float, float]:
+        """The gain in the metric and its noise: two standard errors of a paired difference (McNemar's
+        test: only the examples one run gets right and the other wrong vary), and at least one
+        example's worth, so that a single example never decides."""
+        change = tried_correct.astype(float) - best_correct.astype(float)
+        weights = self.weights
+        noise = max(weights.min(), 2 * math.sqrt(float(np.sum(weights ** 2 * np.abs(change)))))
+        return float(np.sum(weights * change)), noise
+
+
+def validation_correct(run_dir: str) -> np.ndarray:
+    """Which validation examples the run's final weights classify right (as the run scored them)."""
+    config, data, model, _ = final_model(run_dir)
+    logits = predicted_logits(model, pipeline.eval_batches(data.validation, data.spec, config))
+    return logits.argmax(axis=1) == data.validation[1]
 
 
 def retrained_with_validation(config, judge: Judge) -> Trial:
@@ -85,10 +96,8 @@ def retrained_with_validation(config, judge: Judge) -> Trial:
 
 def judge_for(config) -> Judge:
     """The Judge of a run's trials (its validation split's labels, read again)."""
-    data = pipeline.prepare_data(config)
     metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
-    return Judge(metric, tuple(int(count) for count in np.bincount(data.validation[1],
-                                                                    minlength=data.spec.num_classes)))
+    return Judge(metric, np.asarray(pipeline.prepare_data(config).validation[1]))
 
 
 def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, Judge, list[str]]:
@@ -206,7 +215,7 @@ def finished_trials(study, round_number: int, judge: Judge) -> tuple[list[Trial]
 def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, workers: Workers = Workers()) -> dict:
     """The improvement of `run_dir`: rounds of trials, then the test split scored once, for the final run."""
     best, judge, notes = starting_trial(run_dir, study_dir)
-    tried, stopped = [best], f"the {rounds} rounds are spent"
+    tried, stopped, correct = [best], f"the {rounds} rounds are spent", {}
     for round_number in range(1, rounds + 1):
         trials, failed = run_round(best, round_number, study_dir, trials_per_round, judge, workers)
         tried, notes = tried + trials, notes + failed
@@ -214,19 +223,33 @@ def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, wo
             stopped = (f"round {round_number}: no finding above minor has a flag change to try" if not failed else
                        f"round {round_number}: every trial failed")
             break
-        winner = max(trials, key=lambda trial: trial.validation)
-        if not judge.keeps(best, winner):
-            stopped = (f"round {round_number} kept nothing: the best trial ({winner.finding}, validation "
-                       f"{judge.metric} {winner.validation:.4f}) is within {judge.noise(best.validation):.4f} of "
-                       f"{best.validation:.4f}")
+        winner = judged_round(best, trials, judge, correct)
+        if winner is None:
+            stopped = (f"round {round_number} kept nothing: no trial gained more than its noise over "
+                       f"{best.validation:.4f} (" + "; ".join(f"{trial.finding} {trial.gain:+.4f} within "
+                                                            f"{trial.noise:.4f}" for trial in trials) + ")")
             break
         winner.kept, best = True, winner
     return {"metric": judge.metric,
             "before": {"run_dir": run_dir, "validation": tried[0].validation,
                        "test": recorded_test(run_dir, judge.metric)},
             "rounds": [dataclasses.asdict(trial) for trial in tried[1:]],
-            "after": {"run_dir": best.run_dir, "validation": best.validation, "test": test_score(best.run_dir, judge.metric)},
+            "after": {"run_dir": best.run_dir, "validation": best.validation,
+                      "test": test_score(best.run_dir, judge.metric)},
             "stopped": stopped, "notes": notes}
+
+
+def judged_round(best: Trial, trials: list[Trial], judge: Judge, correct: dict) -> Trial | None:
+    """Compares each trial with `best` on the validation examples (setting its gain and noise) and
+    returns the best-scoring trial whose gain is beyond its noise, if any. `correct` caches each run's
+    per-example results by run directory."""
+    for run in (best, *trials):
+        if run.run_dir not in correct:
+            correct[run.run_dir] = validation_correct(run.run_dir)
+    for trial in trials:
+        trial.gain, trial.noise = judge.compare(correct[best.run_dir], correct[trial.run_dir])
+    passing = [trial for trial in trials if trial.gain > trial.noise]
+    return max(passing, key=lambda trial: trial.validation) if passing else None
 
 
 def recorded_test(run_dir: str, metric: str) -> float | None:
