@@ -60,7 +60,7 @@ def preflight(data: PreparedData, config: TrainConfig) -> Report:
     _refuse_single_class(counts, spec)
     warnings = [warning for warning in (_imbalance(counts, spec, config), *_classes_missing(splits, spec),
                                         *([] if streamed else _duplicates(data.train[0], splits)),
-                                        _validation_too_coarse(data.validation, config)) if warning]
+                                        validation_too_coarse(data.validation, config)) if warning]
     return Report(lines=lines, warnings=warnings)
 
 
@@ -172,7 +172,7 @@ def _imbalance(counts: np.ndarray, spec: DatasetSpec, config: TrainConfig) -> Ta
             "model by eval balanced_accuracy and per-class recall, not accuracy")
 
 
-def _validation_too_coarse(validation, config: TrainConfig) -> TapeloopWarning | None:
+def validation_too_coarse(validation, config: TrainConfig) -> TapeloopWarning | None:
     """A validation split so small that one example moves the selection accuracy by more than
     SELECTION_RESOLUTION: it cannot rank the checkpoints of a run's last epochs."""
     if validation is None or config.early_stopping_metric == "loss":

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, SMALL_RUN, checkpointed_step, run_script
+from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
 from tuning import improvement
 
 
@@ -53,6 +53,15 @@ def test_balanced_accuracy_weighs_each_example_by_its_class():
     common_fixed = best.copy()
     common_fixed[[0, 1]] = True
     assert judge.compare(best, common_fixed)[0] == pytest.approx(2 / (10 * 100))
+
+
+def test_a_validation_split_too_coarse_for_the_metric_is_noted(tmp_path):
+    """A long tail: the rarest class has a handful of validation examples, each worth points of balanced accuracy."""
+    config = make_config(tmp_path, "--class_imbalance=50", "--early_stopping_metric=balanced_accuracy")
+    judge, notes = improvement.judge_for(config)
+    assert judge.metric == "balanced_accuracy" and len(notes) == 1
+    assert "judges balanced_accuracy coarsely" in notes[0] and "in its smallest class" in notes[0]
+    assert improvement.judge_for(make_config(tmp_path))[1] == []  # 10% of 2,048 judges accuracy finely enough.
 
 
 @pytest.mark.slow

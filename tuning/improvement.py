@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from absl import flags
 
-from data import pipeline
+from data import diagnostics, pipeline
 from diagnosis import report
 from trainer import loop, run_directory
 from trainer.errors import TapeloopError
@@ -94,10 +94,15 @@ def retrained_with_validation(config, judge: Judge) -> Trial:
     return Trial(0, None, {"validation_split": config.validation_split}, config.run_dir, results["eval"][judge.metric])
 
 
-def judge_for(config) -> Judge:
-    """The Judge of a run's trials (its validation split's labels, read again)."""
+def judge_for(config) -> tuple[Judge, list[str]]:
+    """The Judge of a run's trials (its validation split's labels, read again), and a note if that split
+    is too coarse for the metric (the pre-flight's warning: one example moves it by over half a point)."""
     metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
-    return Judge(metric, np.asarray(pipeline.prepare_data(config).validation[1]))
+    labels = np.asarray(pipeline.prepare_data(config).validation[1])
+    coarse = diagnostics.validation_too_coarse((None, labels), dataclasses.replace(config, early_stopping_metric=metric))
+    notes = [f"the validation split judges {metric} coarsely ({coarse.found.split(', so')[0]}): a gain of a "
+             "few such examples cannot be told from chance; a larger --validation_split judges finer"] if coarse else []
+    return Judge(metric, labels), notes
 
 
 def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, Judge, list[str]]:
@@ -109,14 +114,14 @@ def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, Judge, list[str
     if config.validation_split > 0 and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             results = json.load(stream)
-        judge = judge_for(config)
-        return Trial(0, None, None, run_dir, results["eval"][judge.metric]), judge, []
+        judge, notes = judge_for(config)
+        return Trial(0, None, None, run_dir, results["eval"][judge.metric]), judge, notes
     retrained = dataclasses.replace(config, validation_split=HELD_OUT, score_test=False,
                                     run_dir=os.path.join(study_dir, "round_0", "start"))
     note = (f"{run_dir} held out no validation split: its flags were retrained with --validation_split={HELD_OUT} "
             "(the same split for every trial) to judge the trials against")
-    judge = judge_for(retrained)
-    return retrained_with_validation(retrained, judge), judge, [note]
+    judge, notes = judge_for(retrained)
+    return retrained_with_validation(retrained, judge), judge, [note, *notes]
 
 
 @dataclasses.dataclass(frozen=True)
