@@ -216,11 +216,12 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
         results = loop.train(config)
-    model = setup.build_model(config, pipeline.prepare_data(config).spec, pretrained=False)
+    spec = pipeline.prepare_data(config).spec
+    model = setup.build_model(config, spec, pretrained=False)
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
             "examples_per_sec": results["examples_per_sec"], "precision": results["precision"]["computed_in"],
-            "training_flops_per_example": size.training_flops(model, model.input_shape[1:])}
+            "training_flops_per_example": size.training_flops(model, spec.image_shape)}
 
 
 def main(argv):
