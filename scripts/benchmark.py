@@ -315,7 +315,7 @@ def print_table(results: dict) -> None:
     print("attainable peak, GFLOP/s          " + ", ".join(f"{name} {value:.1f}" for name, value in peaks.items()))
     print(f"training FLOPs per example        {results['training_flops_per_example'] / 1e6:.1f} M")
     for recipe, fraction in results["achieved_fraction_of_peak"].items():
-        print(f"achieved_fraction_of_peak {recipe:8s}{fraction:.3f}")
+        print(f"achieved_fraction_of_peak, {recipe + ':':12s} {fraction:.3f}")
     if "time_to_99_ratio" in results:
         race = results["time_to_accuracy"]
         for side in ("tapeloop", "keras_example"):
