@@ -370,8 +370,10 @@ def class_imbalance(train_counts: np.ndarray, correct: np.ndarray, examples: np.
     by_count = np.flatnonzero(present)[np.argsort(train_counts[present], kind="stable")]
     rare, frequent = by_count[:len(by_count) // 2], by_count[len(by_count) // 2:]
     ratio = train_counts[by_count[-1]] / train_counts[by_count[0]]
-    rare_recall, rare_examples = correct[rare].sum() / examples[rare].sum(), int(examples[rare].sum())
-    frequent_recall, frequent_examples = correct[frequent].sum() / examples[frequent].sum(), int(examples[frequent].sum())
+    rare_examples = int(examples[rare].sum())
+    rare_recall = correct[rare].sum() / rare_examples
+    frequent_examples = int(examples[frequent].sum())
+    frequent_recall = correct[frequent].sum() / frequent_examples
     gap = frequent_recall - rare_recall
     standard_error = math.sqrt(rare_recall * (1 - rare_recall) / rare_examples
                                + frequent_recall * (1 - frequent_recall) / frequent_examples)

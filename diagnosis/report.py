@@ -294,7 +294,8 @@ def from_predictions(spec, train_labels: np.ndarray, split_name: str, logits: np
     recalls = correct / np.maximum(examples, 1)
     confusion_finding, confused = findings.class_confusion(split_name, confusion, spec.class_names)
     imbalance = findings.class_imbalance(np.bincount(train_labels, minlength=num_classes), correct, examples,
-                                         spec.class_names, accuracy(logits, labels), float(recalls[examples > 0].mean()))
+                                         spec.class_names, accuracy(logits, labels),
+                                         float(recalls[examples > 0].mean()))
     probabilities = calibration.softmax(logits)
     temperature = calibration.fit_temperature(logits, labels)
     ece = calibration.expected_calibration_error(probabilities, labels)

@@ -32,7 +32,8 @@ flags.DEFINE_enum("label_issues", "cheap", ("off", "test", "cheap", "thorough"),
                   "folds of the run's epochs).")
 flags.DEFINE_integer("label_review", report.LABEL_REVIEW, "With --run_dir: in each split searched for label issues, "
                      "queue this many examples of lowest label quality (cleanlab's score), lowest first, whether or "
-                     "not flagged, for a person to look at (a grid in the report, \"label_review\" in the JSON; 0: none).",
+                     "not flagged, for a person to look at (a grid in the report, \"label_review\" in the JSON; "
+                     "0: none).",
                      lower_bound=0)
 flags.DEFINE_string("write_flags", None, "With --run_dir: write the run's flags.txt with the top finding's flag "
                     "changes applied (each under a comment naming the finding and its evidence, and a new --run_dir) "

@@ -99,7 +99,8 @@ def judge_for(config) -> tuple[Judge, list[str]]:
     is too coarse for the metric (the pre-flight's warning: one example moves it by over half a point)."""
     metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
     labels = np.asarray(pipeline.prepare_data(config).validation[1])
-    coarse = diagnostics.validation_too_coarse((None, labels), dataclasses.replace(config, early_stopping_metric=metric))
+    coarse = diagnostics.validation_too_coarse((None, labels),
+                                               dataclasses.replace(config, early_stopping_metric=metric))
     notes = [f"the validation split judges {metric} coarsely ({coarse.found.split(', so')[0]}): a gain of a "
              "few such examples cannot be told from chance; a larger --validation_split judges finer"] if coarse else []
     return Judge(metric, labels), notes
