@@ -19,16 +19,14 @@ def flag_line(name: str, value) -> str:
     return f"--{name}={value}"
 
 
-def changed_flagfile(flags_text: str, finding: Finding, run_dir: str, new_run_dir: str | None = None,
-                     extra: dict | None = None) -> str:
-    """`flags_text` (the flags.txt of the run in `run_dir`) with `finding`'s changes (and `extra`
-    ones), and --run_dir=`new_run_dir` (default <run_dir>_<kind>) so that the new run starts afresh
-    beside the old one instead of resuming it."""
+def changed_flagfile(flags_text: str, finding: Finding, run_dir: str) -> str:
+    """`flags_text` (the flags.txt of the run in `run_dir`) with `finding`'s changes, and
+    --run_dir=<run_dir>_<kind> so that the new run starts afresh beside the old one instead of
+    resuming it."""
     lines = flags_text.splitlines()
     changes = {name: (value, f"# {finding.kind} ({finding.severity}): {finding.evidence}")
                for name, value in finding.flags.items()}
-    changes.update({name: (value, "# improve.py: every trial alike") for name, value in (extra or {}).items()})
-    changes["run_dir"] = (new_run_dir or f"{os.path.normpath(run_dir)}_{finding.kind}",
+    changes["run_dir"] = (f"{os.path.normpath(run_dir)}_{finding.kind}",
                           f"# a run directory of its own: {run_dir} stays as it was")
     for name, (value, comment) in changes.items():
         new = [comment, flag_line(name, value)]

@@ -17,6 +17,7 @@ import shutil
 
 from absl import flags
 
+from diagnosis import flag_changes
 from trainer import run_directory
 from trainer.flags import register_run_dir_validator
 from tuning import improvement
@@ -39,8 +40,8 @@ FLAGS = flags.FLAGS
 def markdown(outcome: dict) -> str:
     """The before / rounds / after table."""
     rows = [("before", "", "", f"{outcome['before']['validation']:.4f}", "", "", percent(outcome["before"]["test"]))]
-    rows += [(f"round {trial['round']}", trial["finding"], " ".join(f"--{name}={value}" for name, value in
-                                                                    trial["flags"].items()),
+    rows += [(f"round {trial['round']}", trial["finding"], " ".join(flag_changes.flag_line(name, value)
+                                                                    for name, value in trial["flags"].items()),
               f"{trial['validation']:.4f}", f"{trial['gain']:+.4f} / {trial['noise']:.4f}",
               "kept" if trial["kept"] else "not kept", "")
              for trial in outcome["rounds"]]
