@@ -1,8 +1,9 @@
 import numpy as np
 import tensorflow as tf
 
-from models import cnn
+from models import cnn, size
 from tests.helpers import numpy_conv_same, random_weights
+from trainer.checkpoints import assert_checkpoint_covers
 
 
 def test_cnn_maps_images_to_one_logit_per_class():
@@ -19,6 +20,21 @@ def test_cnn_width_and_depth_set_the_stages_and_their_filters():
         kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
         assert [shape[-1] for shape in kernels] == filters
         assert model.head.kernel.shape == (flattened, 10)
+
+
+def test_the_lean_cnn_has_one_conv_block_a_stage_and_a_quarter_of_the_flops():
+    lean = cnn.build_lean((28, 28, 1), 10, width=16, depth=2, dropout=0.1)
+    full = cnn.build((28, 28, 1), 10, width=16, depth=2, dropout=0.1)
+    for model in (lean, full):
+        model(tf.zeros((1, 28, 28, 1)))
+    kernels = [v.shape for v in lean.trainable_variables if len(v.shape) == 4]
+    assert kernels == [(3, 3, 1, 16), (3, 3, 16, 32)] and lean.head.kernel.shape == (7 * 7 * 32, 10)
+    # Convolutions: 2 x 9 x (1 x 16 x 28^2 + 16 x 32 x 14^2); the head 2 x 1,568 x 10; batch norm, ReLU
+    # and pooling a few operations an activation.
+    convolutions = 2 * 9 * (16 * 28 * 28 + 16 * 32 * 14 * 14)
+    assert convolutions < size.forward_flops(lean, (28, 28, 1)) < 1.2 * convolutions
+    assert size.forward_flops(lean, (28, 28, 1)) < size.forward_flops(full, (28, 28, 1)) / 4
+    assert_checkpoint_covers(lean)
 
 
 def test_cnn_dropout_and_batch_norm_act_only_in_training():

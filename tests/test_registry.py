@@ -4,7 +4,7 @@ import pytest
 from models import registry
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp"])
+@pytest.mark.parametrize("name", ["cnn", "lean_cnn", "mlp"])
 def test_build_model_creates_variables_before_any_training(name):
     model = registry.build_model(name, (28, 28, 1), 10, width=8, depth=2, dropout=0.3)
     assert model.built and len(model.trainable_variables) > 0
@@ -12,10 +12,11 @@ def test_build_model_creates_variables_before_any_training(name):
 
 def test_the_cnn_needs_images_of_two_to_the_depth_pixels_and_the_mlp_any():
     assert [registry.smallest_image_side("cnn", depth) for depth in (1, 2, 4)] == [2, 4, 16]
+    assert registry.smallest_image_side("lean_cnn", 2) == 4
     assert registry.smallest_image_side("mlp", 4) == 1
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp", "resnet"])
+@pytest.mark.parametrize("name", ["cnn", "lean_cnn", "mlp", "resnet"])
 def test_the_head_is_the_last_layer_that_makes_the_logits(name):
     model = registry.build_model(name, (28, 28, 1), 7, width=8, depth=20 if name == "resnet" else 2, dropout=0.0)
     head = registry.head_of(model)

@@ -18,7 +18,7 @@ def test_model_flags_become_the_models_keyword_settings(tmp_path):
 
 
 def test_unknown_model_names_the_registered_ones(tmp_path):
-    with pytest.raises(TapeloopError, match="one of cnn, efficientnet_b0, mlp, mobilenet_v2, resnet, resnet50"):
+    with pytest.raises(TapeloopError, match="one of cnn, efficientnet_b0, lean_cnn, mlp, mobilenet_v2, resnet, resnet50"):
         setup.build_model(dataclasses.replace(make_config(tmp_path), model="vit"), catalog.MNIST)
 
 

@@ -182,8 +182,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "0.5 with --mixup_alpha too); with both, the chances sum to at most 1.",
                        lower_bound=0.0, upper_bound=1.0, **fv)
     # Model
-    flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn, mlp or resnet (pre-activation, "
-                        "for small images), or a name you added to models.registry.BUILDERS.", **fv)
+    flags.DEFINE_string("model", "cnn", "Model from models/registry.py: cnn, lean_cnn (one conv block a stage: "
+                        "about a quarter of cnn's FLOPs), mlp or resnet (pre-activation, for small images), or a "
+                        "name you added to models.registry.BUILDERS.", **fv)
     flags.DEFINE_integer("model_width", 32, "Filters of the first conv stage (cnn, resnet: 16 is the "
                          "paper's) or hidden units (mlp).",
                          lower_bound=1, **fv)
