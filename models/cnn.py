@@ -2,26 +2,28 @@
 
 import keras
 
+from models.fused_batchnorm import FusedBatchNormalization
+
 
 class ConvBNReLU(keras.layers.Layer):
     """3x3 convolution (no bias: batch norm has one), batch norm, ReLU."""
 
-    def __init__(self, filters: int, **kwargs):
+    def __init__(self, filters: int, fused: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
-        self.norm = keras.layers.BatchNormalization()
+        self.norm = FusedBatchNormalization() if fused else keras.layers.BatchNormalization()
 
     def call(self, x, training=False):
         return keras.ops.relu(self.norm(self.conv(x), training=training))
 
 
-def conv_stage(filters: int, convs: int = 2) -> keras.Sequential:
+def conv_stage(filters: int, convs: int = 2, fused: bool = False) -> keras.Sequential:
     """`convs` conv blocks, then 2x2 max-pooling.
 
     Sub-layers live in keras.Sequential (or attributes), never in a Python list:
     Keras 3 does not track lists for tf.train.Checkpoint.
     """
-    return keras.Sequential([*(ConvBNReLU(filters) for _ in range(convs)), keras.layers.MaxPooling2D()])
+    return keras.Sequential([*(ConvBNReLU(filters, fused) for _ in range(convs)), keras.layers.MaxPooling2D()])
 
 
 class CNN(keras.Model):
@@ -29,9 +31,10 @@ class CNN(keras.Model):
     doubling at each stage."""
 
     def __init__(self, num_classes: int, width: int, depth: int, dropout: float, convs_per_stage: int = 2,
-                 **kwargs):
+                 fused_batchnorm: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.stages = keras.Sequential([conv_stage(width * 2**stage, convs_per_stage) for stage in range(depth)])
+        self.stages = keras.Sequential([conv_stage(width * 2**stage, convs_per_stage, fused_batchnorm)
+                                        for stage in range(depth)])
         self.flatten = keras.layers.Flatten()
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(num_classes)
@@ -55,6 +58,8 @@ def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, de
 def build_lean(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
                dropout: float) -> keras.Model:
     """The cnn with one conv block a stage (as the keras-io MNIST convnet, with batch norm): about a
-    quarter of its FLOPs, since a stage's second convolution, at full resolution, is its costliest."""
+    quarter of its FLOPs, since a stage's second convolution, at full resolution, is its costliest;
+    its batch norm runs TensorFlow's fused kernel in training (models/fused_batchnorm.py)."""
     del input_shape
-    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=1, name="lean_cnn")
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=1, fused_batchnorm=True,
+               name="lean_cnn")
