@@ -10,8 +10,10 @@ import numpy as np
 
 from models import applications, cnn, mlp, resnet
 
-BUILDERS = {"cnn": cnn.build, "lean_cnn": cnn.build_lean, "mlp": mlp.build, "resnet": resnet.build, **applications.BUILDERS}
-SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side, "lean_cnn": cnn.smallest_image_side}  # depth -> pixels; models not listed take any size.
+BUILDERS = {"cnn": cnn.build, "lean_cnn": cnn.build_lean, "mlp": mlp.build, "resnet": resnet.build,
+            **applications.BUILDERS}
+# depth -> pixels; models not listed take any size.
+SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side, "lean_cnn": cnn.smallest_image_side}
 DEPTHS = {"resnet": (resnet.is_valid_depth, resnet.DEPTHS_EXPECTED)}  # (depth -> allowed?, the rule in words)
 # Models whose builder takes `weights` (--pretrained) and whose input is [0, 1] pixels, normalized
 # inside the model as the pretrained weights expect (so the pipeline must not standardize).

@@ -75,7 +75,7 @@ class TapeloopTrial:
                                                    epoch=0).repeat())
         self.steps_per_call = config.steps_per_loop
         self.batch_size = pipeline.update_batch_size(config)
-        self.training_flops = size.training_flops(run.model, run.spec.image_shape)
+        self.model, self.image_shape = run.model, run.spec.image_shape
 
     def examples_per_sec(self, warmup: int, measured: int) -> float:
         calls = max(1, measured // self.steps_per_call)
@@ -236,10 +236,10 @@ def main(argv):
             measured[name].append(trial.examples_per_sec(FLAGS.warmup_steps_per_trial, FLAGS.measure_steps))
     results = {**machine_and_setup(config), **loop_against_fit(config, measured)}
     standard = trials["tapeloop --checks=standard"]
-    results["peak_gflops"] = attainable_peak(config, pipeline.prepare_data(config).spec.image_shape)
-    results["training_flops_per_example"] = standard.training_flops
+    results["peak_gflops"] = attainable_peak(config, standard.image_shape)
+    results["training_flops_per_example"] = size.training_flops(standard.model, standard.image_shape)
     results["achieved_fraction_of_peak"] = {"benchmark": fraction_of_peak(
-        results["examples_per_sec"]["tapeloop --checks=standard"], standard.training_flops,
+        results["examples_per_sec"]["tapeloop --checks=standard"], results["training_flops_per_example"],
         results["precision"]["computed_in"], results["peak_gflops"])}
     if FLAGS.time_to_accuracy:
         results.update(time_to_accuracy(config, results["peak_gflops"]))
