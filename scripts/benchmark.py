@@ -9,7 +9,9 @@ memory; the machine's attainable peak (large matrix products and the recipe's co
 and bfloat16), the training FLOPs per example and the share of the peak the loop achieves.
 `--time_to_accuracy` also trains configs/mnist_fast.flags and the
 keras-io "simple MNIST convnet" with fit, each until 99.0% test accuracy, and
-compares their training seconds. Prints a table; `--output=FILE` writes JSON.
+compares their training seconds; `--fashion_time_to_accuracy` trains the fast
+and the default Fashion-MNIST recipes and compares theirs. Prints a table;
+`--output=FILE` writes JSON.
 """
 
 from trainer import cli  # First: quiets TensorFlow's start-up logging.
@@ -44,6 +46,14 @@ flags.DEFINE_boolean("time_to_accuracy", False, "Also race configs/mnist_fast.fl
 flags.DEFINE_string("fast_flagfile", "configs/mnist_fast.flags", "The tapeloop recipe for --time_to_accuracy.")
 flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy both sides of --time_to_accuracy must reach.")
 flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
+flags.DEFINE_boolean("fashion_time_to_accuracy", False, "Also train --fashion_fast_flagfile and "
+                     "--fashion_reference_flagfile (Fashion-MNIST; about half an hour) and compare their "
+                     "training seconds and test accuracies.")
+flags.DEFINE_string("fashion_fast_flagfile", "configs/fashion_mnist_fast.flags",
+                    "The fast Fashion-MNIST recipe for --fashion_time_to_accuracy.")
+flags.DEFINE_string("fashion_reference_flagfile", "configs/fashion_mnist.flags",
+                    "The recipe --fashion_time_to_accuracy times the fast one against.")
+flags.DEFINE_string("fashion_data_dir", None, "Fashion-MNIST's directory (default: tapeloop's lookup).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file.")
 FLAGS = flags.FLAGS
 PEAK_MATMUL_SIZE = 2048  # A product of 17 GFLOPs: tenths of a second here, far past every cache.
@@ -245,6 +255,10 @@ def main(argv):
         results.update(time_to_accuracy(config, results["peak_gflops"]))
         results["achieved_fraction_of_peak"]["fast_recipe"] = results["time_to_accuracy"]["tapeloop"][
             "achieved_fraction_of_peak"]
+    if FLAGS.fashion_time_to_accuracy:
+        results.update(fashion_time_to_accuracy(results["peak_gflops"]))
+        for side, recipe in results["fashion_time_to_accuracy"].items():
+            results["achieved_fraction_of_peak"][f"fashion_{side}"] = recipe["achieved_fraction_of_peak"]
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print_table(results)
     if FLAGS.output:
@@ -285,15 +299,30 @@ def loop_against_fit(config, measured: dict) -> dict:
     }
 
 
-def time_to_accuracy(config, peaks: dict) -> dict:
-    """--time_to_accuracy: the fast recipe against the keras-io example, each to --target_accuracy."""
-    recipe = tapeloop_recipe_to_accuracy(FLAGS.fast_flagfile, config.data_dir)
+def timed_recipe(flagfile: str, data_dir: str | None, peaks: dict) -> dict:
+    """One training run of a recipe, with the share of the machine's peak it achieved."""
+    recipe = tapeloop_recipe_to_accuracy(flagfile, data_dir)
     recipe["achieved_fraction_of_peak"] = fraction_of_peak(recipe["examples_per_sec"],
                                                            recipe["training_flops_per_example"],
                                                            recipe["precision"], peaks)
+    return recipe
+
+
+def time_to_accuracy(config, peaks: dict) -> dict:
+    """--time_to_accuracy: the fast recipe against the keras-io example, each to --target_accuracy."""
+    recipe = timed_recipe(FLAGS.fast_flagfile, config.data_dir, peaks)
     keras_example = keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy, FLAGS.keras_max_epochs)
     return {"time_to_accuracy": {"target": FLAGS.target_accuracy, "tapeloop": recipe, "keras_example": keras_example},
             "time_to_99_ratio": recipe["training_seconds"] / keras_example["training_seconds"]}
+
+
+def fashion_time_to_accuracy(peaks: dict) -> dict:
+    """--fashion_time_to_accuracy: the fast Fashion-MNIST recipe's training time over the default's."""
+    race = {side: timed_recipe(flagfile, FLAGS.fashion_data_dir, peaks)
+            for side, flagfile in (("fast", FLAGS.fashion_fast_flagfile),
+                                   ("reference", FLAGS.fashion_reference_flagfile))}
+    return {"fashion_time_to_accuracy": race,
+            "fashion_time_to_94_ratio": race["fast"]["training_seconds"] / race["reference"]["training_seconds"]}
 
 
 def print_table(results: dict) -> None:
@@ -322,6 +351,11 @@ def print_table(results: dict) -> None:
             print(f"time to {race['target']:.1%} {side:14s} {race[side]['training_seconds']:7.1f} s, "
                   f"{race[side]['epochs']:.0f} epochs, test accuracy {race[side]['test_accuracy']:.4f}")
         print(f"time_to_99_ratio                  {results['time_to_99_ratio']:.3f}")
+    if "fashion_time_to_94_ratio" in results:
+        for side, recipe in results["fashion_time_to_accuracy"].items():
+            print(f"Fashion-MNIST {side:9s} {recipe['flagfile']:34s} {recipe['training_seconds']:7.1f} s, "
+                  f"{recipe['epochs']:.0f} epochs, test accuracy {recipe['test_accuracy']:.4f}")
+        print(f"fashion_time_to_94_ratio          {results['fashion_time_to_94_ratio']:.3f}")
     print(f"peak_rss_mb                       {results['peak_rss_mb']:.0f}")
 
 

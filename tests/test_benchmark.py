@@ -14,10 +14,19 @@ from trainer import precision
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 
+def tiny_recipe(path, epochs: int) -> str:
+    path.write_text("--dataset=synthetic\n--model=lean_cnn\n--model_width=8\n--batch_size=64\n"
+                    f"--epochs={epochs}\n--validation_split=0\n--progress=log\n")
+    return str(path)
+
+
 def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path):
     output = tmp_path / "benchmark.json"
+    fast, reference = tiny_recipe(tmp_path / "fast.flags", 1), tiny_recipe(tmp_path / "reference.flags", 2)
     result = run_script("benchmark", "--dataset=synthetic", "--model_width=8", "--batch_size=32", "--repeats=1",
-                        "--measure_steps=3", "--warmup_steps_per_trial=1", f"--output={output}")
+                        "--measure_steps=3", "--warmup_steps_per_trial=1", f"--output={output}",
+                        "--fashion_time_to_accuracy", f"--fashion_fast_flagfile={fast}",
+                        f"--fashion_reference_flagfile={reference}")
     assert result.returncode == 0, result.stderr
     results = json.loads(output.read_text())
     speeds = results["examples_per_sec"]
@@ -32,6 +41,12 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
     assert results["training_flops_per_example"] == size.training_flops(model, catalog.SYNTHETIC.image_shape)
     assert 0 < results["achieved_fraction_of_peak"]["benchmark"] and "achieved_fraction_of_peak" in result.stdout
     assert "speedup_vs_keras_fit" in result.stdout and "time_to_99_ratio" not in results
+    race = results["fashion_time_to_accuracy"]
+    assert (race["fast"]["flagfile"], race["reference"]["flagfile"]) == (fast, reference)
+    assert (race["fast"]["epochs"], race["reference"]["epochs"]) == (1, 2)
+    assert all(0 <= recipe["test_accuracy"] <= 1 for recipe in race.values())
+    assert {"fashion_fast", "fashion_reference"} <= set(results["achieved_fraction_of_peak"])
+    assert "fashion_time_to_94_ratio" in results and "fashion_time_to_94_ratio" in result.stdout
     expected_precision = precision.for_run("auto", "default")
     assert results["precision"] == expected_precision.record()  # The choice, with this CPU's vendor and level.
     assert f"precision {expected_precision.reason}" in result.stdout

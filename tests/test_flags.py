@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 from absl import flags
 
+from tests.helpers import REPO
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 from trainer import losses
@@ -20,6 +21,13 @@ def test_later_flags_override_the_flagfile(tmp_path):
     flagfile.write_text("# a comment\n--dataset=mnist\n--epochs=7\n")
     config = parse_config([f"--flagfile={flagfile}", "--epochs=2"])
     assert config.dataset == "mnist" and config.epochs == 2
+
+
+@pytest.mark.parametrize("recipe", sorted(path.name for path in (REPO / "configs").glob("*.flags")))
+def test_every_recipe_in_configs_parses_and_round_trips_through_flags_txt(recipe, tmp_path):
+    config = parse_config([f"--flagfile={REPO / 'configs' / recipe}"])
+    (tmp_path / "flags.txt").write_text(serialize_config(config))
+    assert parse_config([f"--flagfile={tmp_path / 'flags.txt'}"]) == config
 
 
 def test_serialized_config_reproduces_the_config(tmp_path):
