@@ -2,28 +2,29 @@
 
 import keras
 
-from models.fused_batchnorm import FusedBatchNormalization
+from models.fused_batchnorm import batch_normalization
 
 
 class ConvBNReLU(keras.layers.Layer):
     """3x3 convolution (no bias: batch norm has one), batch norm, ReLU."""
 
-    def __init__(self, filters: int, fused: bool = False, **kwargs):
+    def __init__(self, filters: int, fused_batchnorm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
-        self.norm = FusedBatchNormalization() if fused else keras.layers.BatchNormalization()
+        self.norm = batch_normalization(fused_batchnorm)
 
     def call(self, x, training=False):
         return keras.ops.relu(self.norm(self.conv(x), training=training))
 
 
-def conv_stage(filters: int, convs: int = 2, fused: bool = False) -> keras.Sequential:
+def conv_stage(filters: int, convs: int = 2, fused_batchnorm: bool = False) -> keras.Sequential:
     """`convs` conv blocks, then 2x2 max-pooling.
 
     Sub-layers live in keras.Sequential (or attributes), never in a Python list:
     Keras 3 does not track lists for tf.train.Checkpoint.
     """
-    return keras.Sequential([*(ConvBNReLU(filters, fused) for _ in range(convs)), keras.layers.MaxPooling2D()])
+    return keras.Sequential([*(ConvBNReLU(filters, fused_batchnorm) for _ in range(convs)),
+                             keras.layers.MaxPooling2D()])
 
 
 class CNN(keras.Model):
@@ -50,16 +51,15 @@ def smallest_image_side(depth: int) -> int:
 
 
 def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
-          dropout: float) -> keras.Model:
+          dropout: float, fused_batchnorm: bool = False) -> keras.Model:
     del input_shape  # Convolutions adapt to any image size.
-    return CNN(num_classes, width=width, depth=depth, dropout=dropout, name="cnn")
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout, fused_batchnorm=fused_batchnorm, name="cnn")
 
 
 def build_lean(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
-               dropout: float) -> keras.Model:
+               dropout: float, fused_batchnorm: bool = False) -> keras.Model:
     """The cnn with one conv block a stage (as the keras-io MNIST convnet, with batch norm): about a
-    quarter of its FLOPs, since a stage's second convolution, at full resolution, is its costliest;
-    its batch norm runs TensorFlow's fused kernel in training (models/fused_batchnorm.py)."""
+    quarter of its FLOPs, since a stage's second convolution, at full resolution, is its costliest."""
     del input_shape
-    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=1, fused_batchnorm=True,
-               name="lean_cnn")
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=1,
+               fused_batchnorm=fused_batchnorm, name="lean_cnn")

@@ -8,6 +8,11 @@ import keras
 import tensorflow as tf
 
 
+def batch_normalization(fused: bool) -> keras.layers.BatchNormalization:
+    """A batch-norm layer: FusedBatchNormalization if `fused` (--fused_batchnorm), else Keras' own."""
+    return FusedBatchNormalization() if fused else keras.layers.BatchNormalization()
+
+
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """keras.layers.BatchNormalization over the last axis of NHWC images, normalized in training by
     tf.compat.v1.nn.fused_batch_norm; inference (moving statistics) is Keras' own call."""

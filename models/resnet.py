@@ -7,6 +7,8 @@ more get a stride-2 stem, so that a 64x64 image costs about what a 32x32 one doe
 
 import keras
 
+from models.fused_batchnorm import batch_normalization
+
 STRIDE_2_STEM_FROM = 64
 DEPTHS_EXPECTED = "6n + 2 with n >= 1: 8, 14, 20, 32, 44, 56, 110"
 
@@ -24,11 +26,11 @@ class PreActivationBlock(keras.layers.Layer):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3, added to the block's input. The first block of a stage
     that changes the shape adds a strided 1x1 projection of the pre-activated input instead."""
 
-    def __init__(self, filters: int, stride: int, projects: bool, **kwargs):
+    def __init__(self, filters: int, stride: int, projects: bool, fused_batchnorm: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.norm1 = keras.layers.BatchNormalization()
+        self.norm1 = batch_normalization(fused_batchnorm)
         self.conv1 = conv3x3(filters, stride)
-        self.norm2 = keras.layers.BatchNormalization()
+        self.norm2 = batch_normalization(fused_batchnorm)
         self.conv2 = conv3x3(filters)
         self.projection = (keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
                                                kernel_initializer="he_normal") if projects else None)
@@ -40,21 +42,23 @@ class PreActivationBlock(keras.layers.Layer):
         return residual + shortcut
 
 
-def stage_blocks(width: int, blocks_per_stage: int) -> keras.Sequential:
+def stage_blocks(width: int, blocks_per_stage: int, fused_batchnorm: bool) -> keras.Sequential:
     """The three stages' blocks in order (a Sequential, not a Python list: see models/cnn.py)."""
     return keras.Sequential([
-        PreActivationBlock(width * 2**stage, stride=2 if stage and not block else 1, projects=stage > 0 and not block)
+        PreActivationBlock(width * 2**stage, stride=2 if stage and not block else 1, projects=stage > 0 and not block,
+                           fused_batchnorm=fused_batchnorm)
         for stage in range(3) for block in range(blocks_per_stage)])
 
 
 class ResNet(keras.Model):
     """Returns logits; `depth` = 6n + 2 layers with weights, `width` filters in the first stage."""
 
-    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, stem_stride: int, **kwargs):
+    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, stem_stride: int,
+                 fused_batchnorm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.stem = conv3x3(width, stem_stride)
-        self.blocks = stage_blocks(width, (depth - 2) // 6)
-        self.norm = keras.layers.BatchNormalization()
+        self.blocks = stage_blocks(width, (depth - 2) // 6, fused_batchnorm)
+        self.norm = batch_normalization(fused_batchnorm)
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(num_classes)
@@ -66,8 +70,9 @@ class ResNet(keras.Model):
 
 
 def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
-          dropout: float) -> keras.Model:
+          dropout: float, fused_batchnorm: bool = False) -> keras.Model:
     if not is_valid_depth(depth):
         raise ValueError(f"a pre-activation ResNet's depth is {DEPTHS_EXPECTED}, not {depth}")
     stem_stride = 2 if min(input_shape[:2]) >= STRIDE_2_STEM_FROM else 1
-    return ResNet(num_classes, width=width, depth=depth, dropout=dropout, stem_stride=stem_stride, name="resnet")
+    return ResNet(num_classes, width=width, depth=depth, dropout=dropout, stem_stride=stem_stride,
+                  fused_batchnorm=fused_batchnorm, name="resnet")

@@ -7,7 +7,7 @@ reports medians over --repeats rounds: throughput, tapeloop / fit, the cost of
 the checks, the input pipeline alone against what the model consumes, and peak
 memory; the machine's attainable peak (large matrix products and the recipe's convolution, float32
 and bfloat16), the training FLOPs per example and the share of the peak the loop achieves.
-`--time_to_accuracy` also trains configs/mnist_fast.flags and the
+`--time_to_accuracy` also trains configs/mnist_fastest.flags and the
 keras-io "simple MNIST convnet" with fit, each until 99.0% test accuracy, and
 compares their training seconds; `--fashion_time_to_accuracy` trains the fast
 and the default Fashion-MNIST recipes and compares theirs. Prints a table;
@@ -41,9 +41,9 @@ define_flags()
 flags.DEFINE_integer("repeats", 3, "Rounds of alternating trials; medians are reported.", lower_bound=1)
 flags.DEFINE_integer("measure_steps", 40, "Timed steps per trial.", lower_bound=1)
 flags.DEFINE_integer("warmup_steps_per_trial", 5, "Untimed steps at the start of each trial.", lower_bound=1)
-flags.DEFINE_boolean("time_to_accuracy", False, "Also race configs/mnist_fast.flags against the keras-io "
+flags.DEFINE_boolean("time_to_accuracy", False, "Also race --fast_flagfile against the keras-io "
                      "MNIST convnet trained by fit to 99.0% test accuracy (needs MNIST; minutes).")
-flags.DEFINE_string("fast_flagfile", "configs/mnist_fast.flags", "The tapeloop recipe for --time_to_accuracy.")
+flags.DEFINE_string("fast_flagfile", "configs/mnist_fastest.flags", "The tapeloop recipe for --time_to_accuracy.")
 flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy both sides of --time_to_accuracy must reach.")
 flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
 flags.DEFINE_boolean("fashion_time_to_accuracy", False, "Also train --fashion_fast_flagfile and "

@@ -2,9 +2,11 @@
 
 import dataclasses
 
+import keras
 import pytest
 
 from data import catalog
+from models.fused_batchnorm import FusedBatchNormalization
 from tests.helpers import make_config
 from trainer import setup
 from trainer.errors import TapeloopError
@@ -12,9 +14,30 @@ from trainer.errors import TapeloopError
 
 def test_model_flags_become_the_models_keyword_settings(tmp_path):
     config = make_config(tmp_path, "--model_width=12", "--model_depth=3", "--dropout=0.25")
-    assert setup.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25}
+    assert setup.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25, "fused_batchnorm": False}
     model = setup.build_model(dataclasses.replace(config, model="mlp"), catalog.MNIST)
     assert [v.shape for v in model.trainable_variables if len(v.shape) == 2][0] == (784, 12)
+
+
+@pytest.mark.parametrize("name, depth", [("cnn", 2), ("lean_cnn", 2), ("resnet", 8)])
+def test_fused_batchnorm_swaps_every_batch_norm_layer_and_keeps_the_variables(tmp_path, name, depth):
+    def batch_norms(fused):
+        config = make_config(tmp_path, f"--model={name}", f"--model_depth={depth}", "--model_width=8",
+                             *(["--fused_batchnorm"] if fused else []))
+        model = setup.build_model(config, catalog.MNIST)
+        return model, [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+    (keras_model, keras_layers), (fused_model, fused_layers) = batch_norms(False), batch_norms(True)
+    assert keras_layers and not any(isinstance(layer, FusedBatchNormalization) for layer in keras_layers)
+    assert len(fused_layers) == len(keras_layers)
+    assert all(isinstance(layer, FusedBatchNormalization) for layer in fused_layers)
+    assert [v.shape for v in fused_model.variables] == [v.shape for v in keras_model.variables]
+
+
+def test_fused_batchnorm_on_a_model_it_cannot_change_is_refused(tmp_path):
+    with pytest.raises(TapeloopError, match="--fused_batchnorm cannot change --model=mlp's batch norm") as error:
+        setup.build_model(make_config(tmp_path, "--model=mlp", "--fused_batchnorm"), catalog.MNIST)
+    assert "cnn, lean_cnn, resnet" in str(error.value) and "drop --fused_batchnorm" in str(error.value)
 
 
 def test_unknown_model_names_the_registered_ones(tmp_path):

@@ -41,6 +41,7 @@ class TrainConfig:
     model_width: int
     model_depth: int
     dropout: float
+    fused_batchnorm: bool
     init_from: str
     pretrained: str
     freeze: str

@@ -139,6 +139,8 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
     """The model flags as the keyword arguments every registered model takes, and --pretrained
     for the models that take it (as "none" if not `pretrained`: weights restored afterwards)."""
     settings = {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
+    if config.model in registry.FUSED_BATCHNORM:
+        settings["fused_batchnorm"] = config.fused_batchnorm
     if config.model in registry.PRETRAINED:
         settings["weights"] = config.pretrained if pretrained else "none"
     return settings
@@ -147,6 +149,22 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
 def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool = True) -> keras.Model:
     """The registry's --model for `spec`, computing in the run's precision (variables float32),
     with its --pretrained weights unless not `pretrained` (a caller about to restore a checkpoint)."""
+    refuse_unbuildable(config, spec)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[run_precision(config).setting])
+    try:  # Layers take the policy when they are created; restoring it keeps other models float32.
+        return registry.build_model(config.model, spec.image_shape, spec.num_classes,
+                                    **model_settings(config, pretrained))
+    except Exception as error:  # Keras' download raises a bare Exception when offline.
+        if not pretrained or config.model not in registry.PRETRAINED or config.pretrained == "none":
+            raise
+        raise pretrained_weights_error(config, error) from None
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def refuse_unbuildable(config: TrainConfig, spec: catalog.DatasetSpec) -> None:
+    """The paragraph for a --model that cannot be built as the flags ask, on `spec`'s images."""
     if config.model not in registry.BUILDERS:
         raise TapeloopError(
             stage="model", problem=f"unknown model {config.model!r}", expected=f"one of {', '.join(sorted(registry.BUILDERS))}",
@@ -159,6 +177,11 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool
             expected=f"--model_depth of {allowed_depths}", found=f"--model_depth={config.model_depth}",
             fix="pass one of those, e.g. --model_depth=20")
     refuse_wrong_pixels_or_weights(config)
+    if config.fused_batchnorm and config.model not in registry.FUSED_BATCHNORM:
+        raise TapeloopError(
+            stage="model", problem=f"--fused_batchnorm cannot change --model={config.model}'s batch norm",
+            expected=f"--fused_batchnorm with --model of {', '.join(sorted(registry.FUSED_BATCHNORM))}",
+            found=f"--fused_batchnorm --model={config.model}", fix="drop --fused_batchnorm")
     smallest = registry.smallest_image_side(config.model, config.model_depth)
     height, width = spec.image_shape[:2]
     if min(height, width) < smallest:
@@ -168,17 +191,6 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool
             f"{config.model_depth} stages halves them)", found=f"images of {height}x{width}",
             fix=f"lower --model_depth to {max(1, min(height, width).bit_length() - 1)} or less, or bring the "
                 f"images to {smallest} pixels or more (--image_size for image folders)")
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[run_precision(config).setting])
-    try:  # Layers take the policy when they are created; restoring it keeps other models float32.
-        return registry.build_model(config.model, spec.image_shape, spec.num_classes,
-                                    **model_settings(config, pretrained))
-    except Exception as error:  # Keras' download raises a bare Exception when offline.
-        if not pretrained or config.model not in registry.PRETRAINED or config.pretrained == "none":
-            raise
-        raise pretrained_weights_error(config, error) from None
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
 
 def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
