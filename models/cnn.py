@@ -28,14 +28,16 @@ def conv_stage(filters: int, convs: int = 2, fused_batchnorm: bool = False) -> k
 
 
 class CNN(keras.Model):
-    """Returns logits; `depth` stages of `convs_per_stage` conv blocks, `width` filters in the first,
-    doubling at each stage."""
+    """Returns logits; `depth` stages, stage k of convs_per_stage[k] conv blocks, `width` filters in
+    the first, doubling at each stage."""
 
-    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, convs_per_stage: int = 2,
+    def __init__(self, num_classes: int, width: int, depth: int, dropout: float, convs_per_stage: tuple[int, ...],
                  fused_batchnorm: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.stages = keras.Sequential([conv_stage(width * 2**stage, convs_per_stage, fused_batchnorm)
-                                        for stage in range(depth)])
+        if len(convs_per_stage) != depth:
+            raise ValueError(f"convs_per_stage needs {depth} counts, one a stage, not {convs_per_stage}")
+        self.stages = keras.Sequential([conv_stage(width * 2**stage, convs, fused_batchnorm)
+                                        for stage, convs in enumerate(convs_per_stage)])
         self.flatten = keras.layers.Flatten()
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(num_classes)
@@ -51,9 +53,13 @@ def smallest_image_side(depth: int) -> int:
 
 
 def build(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
-          dropout: float, fused_batchnorm: bool = False) -> keras.Model:
+          dropout: float, convs_per_stage: tuple[int, ...] = (), fused_batchnorm: bool = False) -> keras.Model:
+    """`convs_per_stage`: one count for every stage or one a stage (empty: 2 a stage)."""
     del input_shape  # Convolutions adapt to any image size.
-    return CNN(num_classes, width=width, depth=depth, dropout=dropout, fused_batchnorm=fused_batchnorm, name="cnn")
+    counts = tuple(convs_per_stage) or (2,)
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout,
+               convs_per_stage=counts * depth if len(counts) == 1 else counts, fused_batchnorm=fused_batchnorm,
+               name="cnn")
 
 
 def build_lean(input_shape: tuple[int, int, int], num_classes: int, *, width: int, depth: int,
@@ -61,5 +67,5 @@ def build_lean(input_shape: tuple[int, int, int], num_classes: int, *, width: in
     """The cnn with one conv block a stage (as the keras-io MNIST convnet, with batch norm): about a
     quarter of its FLOPs, since a stage's second convolution, at full resolution, is its costliest."""
     del input_shape
-    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=1,
+    return CNN(num_classes, width=width, depth=depth, dropout=dropout, convs_per_stage=(1,) * depth,
                fused_batchnorm=fused_batchnorm, name="lean_cnn")

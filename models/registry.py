@@ -3,7 +3,7 @@ returning logits, the smallest image side a model takes, the depths it allows, a
 take [0, 1] pixels with pretrained weights (the keras.applications backbones). Nothing here
 reads flags: trainer/setup.py turns them into these keyword arguments. Register your own model by
 adding its builder to BUILDERS (and its smallest side, if it has one, to SMALLEST_IMAGE_SIDE; its
-rule for depths, if it has one, to DEPTHS; its name to FUSED_BATCHNORM if it takes `fused_batchnorm`)."""
+rule for depths, if it has one, to DEPTHS; the further settings it takes to EXTRA_SETTINGS)."""
 
 import keras
 import numpy as np
@@ -15,8 +15,10 @@ BUILDERS = {"cnn": cnn.build, "lean_cnn": cnn.build_lean, "mlp": mlp.build, "res
 # depth -> pixels; models not listed take any size.
 SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side, "lean_cnn": cnn.smallest_image_side}
 DEPTHS = {"resnet": (resnet.is_valid_depth, resnet.DEPTHS_EXPECTED)}  # (depth -> allowed?, the rule in words)
-# Models whose builder takes `fused_batchnorm` (--fused_batchnorm: models/fused_batchnorm.py).
-FUSED_BATCHNORM = {"cnn", "lean_cnn", "resnet"}
+# The settings a model's builder takes beyond width, depth and dropout, each a flag of the same name
+# (--fused_batchnorm: models/fused_batchnorm.py; --convs_per_stage).
+EXTRA_SETTINGS = {"cnn": ("fused_batchnorm", "convs_per_stage"), "lean_cnn": ("fused_batchnorm",),
+                  "resnet": ("fused_batchnorm",)}
 # Models whose builder takes `weights` (--pretrained) and whose input is [0, 1] pixels, normalized
 # inside the model as the pretrained weights expect (so the pipeline must not standardize).
 PRETRAINED = {name: backbone.trained_on for name, backbone in applications.BACKBONES.items()}

@@ -14,7 +14,8 @@ from trainer.errors import TapeloopError
 
 def test_model_flags_become_the_models_keyword_settings(tmp_path):
     config = make_config(tmp_path, "--model_width=12", "--model_depth=3", "--dropout=0.25")
-    assert setup.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25, "fused_batchnorm": False}
+    assert setup.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25, "fused_batchnorm": False,
+                                            "convs_per_stage": ()}
     model = setup.build_model(dataclasses.replace(config, model="mlp"), catalog.MNIST)
     assert [v.shape for v in model.trainable_variables if len(v.shape) == 2][0] == (784, 12)
 
@@ -34,10 +35,26 @@ def test_fused_batchnorm_swaps_every_batch_norm_layer_and_keeps_the_variables(tm
     assert [v.shape for v in fused_model.variables] == [v.shape for v in keras_model.variables]
 
 
-def test_fused_batchnorm_on_a_model_it_cannot_change_is_refused(tmp_path):
-    with pytest.raises(TapeloopError, match="--fused_batchnorm cannot change --model=mlp's batch norm") as error:
-        setup.build_model(make_config(tmp_path, "--model=mlp", "--fused_batchnorm"), catalog.MNIST)
-    assert "cnn, lean_cnn, resnet" in str(error.value) and "drop --fused_batchnorm" in str(error.value)
+@pytest.mark.parametrize("flags, found", [
+    (["--model=mlp", "--fused_batchnorm"], "--fused_batchnorm does not apply to --model=mlp.* with --model of "
+                                           "cnn, lean_cnn, resnet"),
+    (["--model=resnet", "--model_depth=8", "--convs_per_stage=1"], "--convs_per_stage does not apply to "
+                                                                   "--model=resnet.* with --model of cnn"),
+    (["--model=cnn", "--model_depth=3", "--convs_per_stage=1,2"], "--convs_per_stage=1,2 does not match "
+                                                                  "--model_depth=3.* found 2 counts")])
+def test_model_settings_a_model_cannot_take_are_refused(tmp_path, flags, found):
+    with pytest.raises(TapeloopError, match=found):
+        setup.build_model(make_config(tmp_path, *flags), catalog.MNIST)
+
+
+@pytest.mark.parametrize("counts, expected", [("", [2, 2, 2]), ("1", [1, 1, 1]), ("1,2,3", [1, 2, 3])])
+def test_convs_per_stage_sets_each_stage_of_the_cnn(tmp_path, counts, expected):
+    config = make_config(tmp_path, "--model=cnn", "--model_depth=3", "--model_width=8", f"--convs_per_stage={counts}")
+    model = setup.build_model(config, catalog.MNIST)
+    kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
+    widths = [8 * 2**stage for stage, convs in enumerate(expected) for _ in range(convs)]
+    assert [kernel[-1] for kernel in kernels] == widths
+    assert [kernel[-2] for kernel in kernels] == [1, *widths[:-1]]
 
 
 def test_unknown_model_names_the_registered_ones(tmp_path):

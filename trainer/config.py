@@ -41,6 +41,7 @@ class TrainConfig:
     model_width: int
     model_depth: int
     dropout: float
+    convs_per_stage: tuple[int, ...]
     fused_batchnorm: bool
     init_from: str
     pretrained: str

@@ -193,6 +193,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          lower_bound=1, **fv)
     flags.DEFINE_float("dropout", 0.3, "Dropout rate before the classifier head.",
                        lower_bound=0.0, upper_bound=0.95, **fv)
+    flags.DEFINE(NumberListParser(int), "convs_per_stage", "", "cnn: conv blocks in each stage, one number for "
+                 "every stage or one a stage (--model_depth of them), e.g. 1,2,2,2: a first stage of one "
+                 "convolution, whose second one at full resolution costs the most and adds the least (empty: "
+                 "2 a stage; lean_cnn is 1 a stage).", serializer=flags.CsvListSerializer(","), **fv)
     flags.DEFINE_boolean("fused_batchnorm", False, "cnn, lean_cnn, resnet: batch norm by TensorFlow's fused "
                          "kernel in training (models/fused_batchnorm.py): the same computation as Keras' layer up to "
                          "rounding, 1.2-1.4x faster training for the cnn on a CPU. Off by default because every "
@@ -376,6 +380,8 @@ def _register_validators(flag_values: flags.FlagValues) -> None:
     flags.register_validator(
         "input_range", lambda bounds: len(bounds) == 2 and bounds[0] < bounds[1],
         "--input_range needs two numbers LOW,HIGH with LOW < HIGH, e.g. 0,255", flag_values=flag_values)
+    flags.register_validator("convs_per_stage", lambda counts: all(count >= 1 for count in counts),
+                             "--convs_per_stage needs counts of 1 or more, e.g. 1,2,2,2", flag_values=flag_values)
     flags.register_validator(
         "profile_steps", lambda steps: not steps or (len(steps) == 2 and 0 <= steps[0] < steps[1]),
         "--profile_steps needs START,STOP with 0 <= START < STOP, e.g. 100,110", flag_values=flag_values)

@@ -139,8 +139,7 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
     """The model flags as the keyword arguments every registered model takes, and --pretrained
     for the models that take it (as "none" if not `pretrained`: weights restored afterwards)."""
     settings = {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
-    if config.model in registry.FUSED_BATCHNORM:
-        settings["fused_batchnorm"] = config.fused_batchnorm
+    settings.update({name: getattr(config, name) for name in registry.EXTRA_SETTINGS.get(config.model, ())})
     if config.model in registry.PRETRAINED:
         settings["weights"] = config.pretrained if pretrained else "none"
     return settings
@@ -177,11 +176,7 @@ def refuse_unbuildable(config: TrainConfig, spec: catalog.DatasetSpec) -> None:
             expected=f"--model_depth of {allowed_depths}", found=f"--model_depth={config.model_depth}",
             fix="pass one of those, e.g. --model_depth=20")
     refuse_wrong_pixels_or_weights(config)
-    if config.fused_batchnorm and config.model not in registry.FUSED_BATCHNORM:
-        raise TapeloopError(
-            stage="model", problem=f"--fused_batchnorm cannot change --model={config.model}'s batch norm",
-            expected=f"--fused_batchnorm with --model of {', '.join(sorted(registry.FUSED_BATCHNORM))}",
-            found=f"--fused_batchnorm --model={config.model}", fix="drop --fused_batchnorm")
+    refuse_settings_the_model_lacks(config)
     smallest = registry.smallest_image_side(config.model, config.model_depth)
     height, width = spec.image_shape[:2]
     if min(height, width) < smallest:
@@ -191,6 +186,23 @@ def refuse_unbuildable(config: TrainConfig, spec: catalog.DatasetSpec) -> None:
             f"{config.model_depth} stages halves them)", found=f"images of {height}x{width}",
             fix=f"lower --model_depth to {max(1, min(height, width).bit_length() - 1)} or less, or bring the "
                 f"images to {smallest} pixels or more (--image_size for image folders)")
+
+
+def refuse_settings_the_model_lacks(config: TrainConfig) -> None:
+    """--fused_batchnorm and --convs_per_stage change only the models that take them."""
+    for name in ("fused_batchnorm", "convs_per_stage"):
+        if getattr(config, name) and name not in registry.EXTRA_SETTINGS.get(config.model, ()):
+            takers = sorted(model for model, settings in registry.EXTRA_SETTINGS.items() if name in settings)
+            raise TapeloopError(
+                stage="model", problem=f"--{name} does not apply to --model={config.model}",
+                expected=f"--{name} with --model of {', '.join(takers)}", found=f"--model={config.model}",
+                fix=f"drop --{name}")
+    counts = config.convs_per_stage
+    if config.model == "cnn" and len(counts) not in (0, 1, config.model_depth):
+        raise TapeloopError(
+            stage="model", problem=f"--convs_per_stage={','.join(map(str, counts))} does not match "
+            f"--model_depth={config.model_depth}", expected=f"one count for every stage or {config.model_depth} "
+            "counts, one a stage", found=f"{len(counts)} counts", fix="give one count, or one for each stage")
 
 
 def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
