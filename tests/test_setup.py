@@ -2,13 +2,12 @@
 
 import dataclasses
 
-import keras
 import pytest
 
 from data import catalog
 from models.fused_batchnorm import FusedBatchNormalization
 from tests.helpers import make_config
-from trainer import setup
+from trainer import batchnorm, setup
 from trainer.errors import TapeloopError
 
 
@@ -26,7 +25,7 @@ def test_fused_batchnorm_swaps_every_batch_norm_layer_and_keeps_the_variables(tm
         config = make_config(tmp_path, f"--model={name}", f"--model_depth={depth}", "--model_width=8",
                              *(["--fused_batchnorm"] if fused else []))
         model = setup.build_model(config, catalog.MNIST)
-        return model, [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        return model, batchnorm.batch_norm_layers(model)
 
     (keras_model, keras_layers), (fused_model, fused_layers) = batch_norms(False), batch_norms(True)
     assert keras_layers and not any(isinstance(layer, FusedBatchNormalization) for layer in keras_layers)
