@@ -183,6 +183,7 @@ print(json.dumps({"largest_difference": max(float(np.abs(a - b).max()) for a, b 
 """
 
 
+@pytest.mark.slow  # A Python of its own (two logical CPUs must exist before the runtime starts): 7 s.
 def test_one_step_on_two_replicas_updates_and_logs_like_one_device_on_the_whole_batch():
     """The replica arithmetic alone: per-replica loss shares, gradients summed before clipping,
     metrics summed when read; weighted examples, an l2 term and clipping all in play."""
