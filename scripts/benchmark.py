@@ -349,12 +349,12 @@ def print_table(results: dict) -> None:
         race = results["time_to_accuracy"]
         for side in ("tapeloop", "keras_example"):
             print(f"time to {race['target']:.1%} {side:14s} {race[side]['training_seconds']:7.1f} s, "
-                  f"{race[side]['epochs']:.0f} epochs, test accuracy {race[side]['test_accuracy']:.4f}")
+                  f"{race[side]['epochs']:g} epochs, test accuracy {race[side]['test_accuracy']:.4f}")
         print(f"time_to_99_ratio                  {results['time_to_99_ratio']:.3f}")
     if "fashion_time_to_94_ratio" in results:
         for side, recipe in results["fashion_time_to_accuracy"].items():
             print(f"Fashion-MNIST {side:9s} {recipe['flagfile']:34s} {recipe['training_seconds']:7.1f} s, "
-                  f"{recipe['epochs']:.0f} epochs, test accuracy {recipe['test_accuracy']:.4f}")
+                  f"{recipe['epochs']:g} epochs, test accuracy {recipe['test_accuracy']:.4f}")
         print(f"fashion_time_to_94_ratio          {results['fashion_time_to_94_ratio']:.3f}")
     print(f"peak_rss_mb                       {results['peak_rss_mb']:.0f}")
 
