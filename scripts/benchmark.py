@@ -225,8 +225,8 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
-        spec = catalog.get_spec(config.dataset)  # Races train catalog datasets: their spec needs no reading.
         results = loop.train(config)
+    spec = pipeline.prepare_data(config).spec
     model = setup.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
