@@ -88,6 +88,23 @@ def wider(settings: dict) -> dict | None:
     return {"model_width": 2 * settings["model_width"]} if "model_width" in settings else None
 
 
+def flag_line(name: str, value) -> str:
+    """One flagfile line as train.py writes them: --name / --noname for booleans, else --name=value."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    return f"--{name}={value}"
+
+
+def flag_lines(changes: dict) -> str:
+    """`changes` as train.py flags on one line."""
+    return " ".join(flag_line(name, value) for name, value in changes.items())
+
+
+def longer(settings: dict, epochs: int) -> dict:
+    """Twice `epochs`, and twice a --max_steps cap, which would otherwise stop the longer run where this one stopped."""
+    return {"epochs": 2 * epochs, **({"max_steps": 2 * settings["max_steps"]} if settings.get("max_steps") else {})}
+
+
 def stronger_regularization(settings: dict) -> dict | None:
     """The next regularization the run does not use yet: shifts and rotations, then RandAugment, then
     more dropout, then decoupled weight decay (None when the run's flags are not known)."""
@@ -243,9 +260,9 @@ def too_few_epochs(curves: Curves) -> Finding | None:
         "too_few_epochs", cost=gain,
         evidence=f"validation accuracy was still rising at the last epoch ({curves.eval_accuracy[-2]:.4f} -> "
                  f"{curves.eval_accuracy[-1]:.4f} at epoch {curves.eval_epochs[-1]}), validation loss at its lowest",
-        suggestion=f"train longer: --epochs={2 * int(curves.eval_epochs[-1])} (with a decaying schedule, e.g. "
-                   "--lr_schedule=cosine, the last epochs gain most)",
-        flags={"epochs": 2 * int(curves.eval_epochs[-1])})
+        suggestion=f"train longer: {flag_lines(longer(curves.settings, int(curves.eval_epochs[-1])))} (with a "
+                   "decaying schedule, e.g. --lr_schedule=cosine, the last epochs gain most)",
+        flags=longer(curves.settings, int(curves.eval_epochs[-1])))
 
 
 def still_falling_after_one_epoch(curves: Curves) -> Finding | None:
@@ -260,8 +277,8 @@ def still_falling_after_one_epoch(curves: Curves) -> Finding | None:
         evidence=f"a run of {epochs} epoch(s) has no validation curve to judge, and its training loss was still "
                  f"falling fast at the end ({tail_fall(curves.train_loss, 0.5):.0%} over the second half of the logs, "
                  f"to {curves.train_loss[-1]:.4f}; training accuracy {curves.final_train_accuracy():.4f})",
-        suggestion=f"train longer: --epochs={2 * epochs}, and judge the validation curve",
-        flags={"epochs": 2 * epochs})
+        suggestion=f"train longer: {flag_lines(longer(curves.settings, epochs))}, and judge the validation curve",
+        flags=longer(curves.settings, epochs))
 
 
 def capacity(curves: Curves) -> Finding | None:

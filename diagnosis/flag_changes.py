@@ -4,19 +4,12 @@ finding and its evidence, and a run directory of its own."""
 
 import os
 
-from diagnosis.findings import Finding
+from diagnosis.findings import Finding, flag_line
 
 
 def top_fixable(findings: list[Finding]) -> Finding | None:
     """The costliest finding that a flag change can try (findings come ranked)."""
     return next((finding for finding in findings if finding.flags), None)
-
-
-def flag_line(name: str, value) -> str:
-    """One flagfile line as train.py writes them: --name / --noname for booleans, else --name=value."""
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no{name}"
-    return f"--{name}={value}"
 
 
 def changed_flagfile(flags_text: str, finding: Finding, run_dir: str) -> str:

@@ -21,6 +21,7 @@ import sys
 from absl import flags
 
 from diagnosis import flag_changes, report
+from diagnosis.findings import flag_lines
 from trainer import run_directory, setup
 from trainer.flags import config_from_flags, define_flags, load_run_config
 
@@ -68,7 +69,7 @@ def write_flags(findings) -> None:
     flags_text = open(os.path.join(FLAGS.run_dir, "flags.txt"), encoding="utf-8").read()
     run_directory.write_text_atomic(FLAGS.write_flags, flag_changes.changed_flagfile(flags_text, finding, FLAGS.run_dir))
     print(f"Wrote {FLAGS.write_flags}: {finding.kind}'s changes "
-          f"({' '.join(flag_changes.flag_line(name, value) for name, value in finding.flags.items())}); "
+          f"({flag_lines(finding.flags)}); "
           f"try them: scripts/train.py --flagfile={FLAGS.write_flags}", file=sys.stderr)
 
 

@@ -2,7 +2,8 @@
 
 Each round diagnoses the best run so far on its validation split, trains one trial per fixable
 finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>, through a tune.py study:
---workers trains several at once), and keeps the best trial only if it beats the run on the same
+--workers trains several at once; --max_compute leaves out fixes that train longer or wider than
+the budget), and keeps the best trial only if it beats the run on the same
 validation examples by more than chance (a paired test). The test split is scored
 once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
 best.flags; `tensorboard --logdir=STUDY_DIR` shows every trial beside the others. Rerun the same
@@ -17,7 +18,7 @@ import shutil
 
 from absl import flags
 
-from diagnosis import flag_changes
+from diagnosis.findings import flag_lines
 from trainer import run_directory
 from trainer.flags import register_run_dir_validator
 from tuning import improvement
@@ -26,6 +27,9 @@ flags.DEFINE_string("run_dir", None, "The finished run to improve (it is never w
 flags.DEFINE_string("study_dir", None, "Where the trials go (default: RUN_improve beside the run).")
 flags.DEFINE_integer("rounds", 3, "Rounds of diagnosis and trials at most.", lower_bound=1)
 flags.DEFINE_integer("trials_per_round", 2, "Findings tried per round at most (the costliest first).", lower_bound=1)
+flags.DEFINE_float("max_compute", None, "Trials train at most this many times the starting run's compute (forward "
+                   "FLOPs per example x examples trained), e.g. 1 for a recipe made for a time budget: a finding "
+                   "whose fix trains longer or wider is then noted, not tried (default: no limit).", lower_bound=0)
 flags.DEFINE_integer("workers", 1, "Trials of a round trained at once, by tune.py worker processes on this machine "
                      "(1: one after the other, in this process).", lower_bound=1)
 flags.DEFINE_string("storage", None, "Optuna storage of the rounds' studies (default sqlite:///STUDY_DIR/study.db); "
@@ -40,8 +44,7 @@ FLAGS = flags.FLAGS
 def markdown(outcome: dict) -> str:
     """The before / rounds / after table."""
     rows = [("before", "", "", f"{outcome['before']['validation']:.4f}", "", "", percent(outcome["before"]["test"]))]
-    rows += [(f"round {trial['round']}", trial["finding"], " ".join(flag_changes.flag_line(name, value)
-                                                                    for name, value in trial["flags"].items()),
+    rows += [(f"round {trial['round']}", trial["finding"], flag_lines(trial["flags"]),
               f"{trial['validation']:.4f}", f"{trial['gain']:+.4f} / {trial['noise']:.4f}",
               "kept" if trial["kept"] else "not kept", "")
              for trial in outcome["rounds"]]
@@ -61,7 +64,8 @@ def main(argv):
     run_dir = os.path.normpath(FLAGS.run_dir)
     study_dir = FLAGS.study_dir or f"{run_dir}_improve"
     workers = improvement.Workers(FLAGS.workers, FLAGS.storage, FLAGS.heartbeat_seconds)
-    outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers)
+    outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers,
+                                  FLAGS.max_compute)
     os.makedirs(study_dir, exist_ok=True)
     best_flags = os.path.join(study_dir, "best.flags")
     shutil.copyfile(os.path.join(outcome["after"]["run_dir"], "flags.txt"), best_flags)

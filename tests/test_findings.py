@@ -205,6 +205,10 @@ def test_each_fixable_finding_carries_its_flags_computed_from_the_evidence():
     epochs = findings.too_few_epochs(curves(np.linspace(2, 0.2, 30), 0.95, eval_loss=[0.5, 0.35, 0.3],
                                             eval_accuracy=[0.90, 0.93, 0.945]))
     assert epochs.flags == {"epochs": 6}
+    capped = findings.too_few_epochs(dataclasses.replace(  # A --max_steps cap doubles too, or nothing would change.
+        curves(np.linspace(2, 0.2, 30), 0.95, eval_loss=[0.5, 0.35, 0.3], eval_accuracy=[0.90, 0.93, 0.945]),
+        settings={**settings, "max_steps": 250}))
+    assert capped.flags == {"epochs": 6, "max_steps": 500} and "--epochs=6 --max_steps=500" in capped.suggestion
     overfit = dataclasses.replace(curves(np.linspace(2, 0.01, 40), 1.0, eval_loss=[0.3, 0.25, 0.35, 0.45],
                                          eval_accuracy=[0.9, 0.92, 0.92, 0.92]), settings=settings)
     assert findings.overfitting(overfit).flags == {"augment_shift": 0.1, "augment_rotation": 10.0}

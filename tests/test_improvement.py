@@ -9,8 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from data import pipeline
+from diagnosis.findings import Finding
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
 from tuning import improvement
+from tuning.compute_budget import ComputeBudget
 
 
 def outcomes(right: int, fixed: int, broken: int, total: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -58,10 +61,33 @@ def test_balanced_accuracy_weighs_each_example_by_its_class():
 def test_a_validation_split_too_coarse_for_the_metric_is_noted(tmp_path):
     """A long tail: the rarest class has a handful of validation examples, each worth points of balanced accuracy."""
     config = make_config(tmp_path, "--class_imbalance=50", "--early_stopping_metric=balanced_accuracy")
-    judge, notes = improvement.judge_for(config)
+    judge, notes = improvement.judge_for(config, pipeline.prepare_data(config))
     assert judge.metric == "balanced_accuracy" and len(notes) == 1
     assert "judges balanced_accuracy coarsely" in notes[0] and "in its smallest class" in notes[0]
-    assert improvement.judge_for(make_config(tmp_path))[1] == []  # 10% of 2,048 judges accuracy finely enough.
+    balanced = make_config(tmp_path)  # 10% of 2,048 judges accuracy finely enough.
+    assert improvement.judge_for(balanced, pipeline.prepare_data(balanced))[1] == []
+
+
+def test_a_compute_budget_leaves_out_the_fixes_that_train_longer_or_wider(tmp_path):
+    """--max_compute=1, as for a recipe made for a time budget: more epochs (2x) or width (8 to 16
+    channels: convolutions' FLOPs grow with their square) are noted, not tried; a rate is free."""
+    config = make_config(tmp_path, "--epochs=2")
+    data = pipeline.prepare_data(config)
+    findings = [Finding("too_few_epochs", 0.05, "rising", "train longer", {"epochs": 4}),
+                Finding("underfitting", 0.04, "train = validation", "wider", {"model_width": 16}),
+                Finding("learning_rate_low", 0.03, "slow", "raise the rate", {"learning_rate": 0.01})]
+    budget = ComputeBudget.of(1.0, config, data)
+    assert budget.factor(config, {"epochs": 4}) == pytest.approx(2.0)
+    assert budget.factor(config, {"model_width": 16}) > 2.5
+    kept, notes = budget.affordable(findings, config)
+    assert kept == findings[2:] and len(notes) == 2
+    assert notes[0] == ("too_few_epochs (epochs=4) was not tried: it would train 2.00x the starting run's "
+                        "compute, over --max_compute=1")
+    assert notes[1].startswith("underfitting (model_width=16) was not tried")
+    assert ComputeBudget.of(2.0, config, data).affordable(findings, config)[0] == findings[::2]
+    assert ComputeBudget.of(None, config, data).affordable(findings, config) == (findings, [])
+    capped = make_config(tmp_path, "--epochs=2", "--max_steps=20")  # More epochs, the same 20 steps.
+    assert ComputeBudget.of(1.0, capped, data).factor(capped, {"epochs": 4}) == pytest.approx(1.0)
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
 from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
 from trainer.setup import final_model
 from tuning import studies
+from tuning.compute_budget import ComputeBudget
 from tuning.search_space import flag_text, parse_space, space_text
 
 HELD_OUT = 0.1  # The validation split improve.py holds out when the run had none.
@@ -94,11 +95,11 @@ def retrained_with_validation(config, judge: Judge) -> Trial:
     return Trial(0, None, {"validation_split": config.validation_split}, config.run_dir, results["eval"][judge.metric])
 
 
-def judge_for(config) -> tuple[Judge, list[str]]:
-    """The Judge of a run's trials (its validation split's labels, read again), and a note if that split
+def judge_for(config, data: pipeline.PreparedData) -> tuple[Judge, list[str]]:
+    """The Judge of a run's trials (the labels of its validation split, `data`'s), and a note if that split
     is too coarse for the metric (the pre-flight's warning: one example moves it by over half a point)."""
     metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
-    labels = np.asarray(pipeline.prepare_data(config).validation[1])
+    labels = np.asarray(data.validation[1])
     coarse = diagnostics.validation_too_coarse((None, labels),
                                                dataclasses.replace(config, early_stopping_metric=metric))
     notes = [f"the validation split judges {metric} coarsely ({coarse.found.split(', so')[0]}): a gain of a "
@@ -106,23 +107,28 @@ def judge_for(config) -> tuple[Judge, list[str]]:
     return Judge(metric, labels), notes
 
 
-def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, Judge, list[str]]:
-    """The run to improve, as a Trial with a validation score, and the Judge of its trials: the run
-    itself, or (without a validation split) the same flags retrained with HELD_OUT of the training
-    split held out."""
+def starting_trial(run_dir: str, study_dir: str, max_compute: float | None
+                   ) -> tuple[Trial, Judge, ComputeBudget, list[str]]:
+    """The run to improve, as a Trial with a validation score, the Judge of its trials and their compute
+    budget: the run itself, or (without a validation split) the same flags retrained with HELD_OUT of
+    the training split held out."""
     config = load_run_config(run_dir)
     results_path = os.path.join(run_dir, "results.json")
     if config.validation_split > 0 and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             results = json.load(stream)
-        judge, notes = judge_for(config)
-        return Trial(0, None, None, run_dir, results["eval"][judge.metric]), judge, notes
+        data = pipeline.prepare_data(config)
+        judge, notes = judge_for(config, data)
+        start = Trial(0, None, None, run_dir, results["eval"][judge.metric])
+        return start, judge, ComputeBudget.of(max_compute, config, data), notes
     retrained = dataclasses.replace(config, validation_split=HELD_OUT, score_test=False,
                                     run_dir=os.path.join(study_dir, "round_0", "start"))
     note = (f"{run_dir} held out no validation split: its flags were retrained with --validation_split={HELD_OUT} "
             "(the same split for every trial) to judge the trials against")
-    judge, notes = judge_for(retrained)
-    return retrained_with_validation(retrained, judge), judge, [note, *notes]
+    data = pipeline.prepare_data(retrained)
+    judge, notes = judge_for(retrained, data)
+    start = retrained_with_validation(retrained, judge)
+    return start, judge, ComputeBudget.of(max_compute, retrained, data), [note, *notes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +143,19 @@ class Workers:
 
 
 def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: int, judge: Judge,
-              workers: Workers) -> tuple[list[Trial], list[str]]:
-    """Diagnoses `best` on validation and trains a trial for each fixable finding above minor, as an
-    Optuna study of tune.py's (each finding's changes one enqueued trial); returns the trials that
-    finished, in rank order, and a note for each that failed."""
+              budget: ComputeBudget, workers: Workers) -> tuple[list[Trial], list[str], list[str]]:
+    """Diagnoses `best` on validation and trains a trial for each fixable finding above minor within the
+    compute budget, as an Optuna study of tune.py's (each finding's changes one enqueued trial); returns
+    the trials that finished, in rank order, a note for each that failed, and one for each over budget."""
     diagnosis = report.diagnose_run(best.run_dir, label_issue_mode="off", read_test=False)
-    fixable = [finding for finding in diagnosis.findings
-               if finding.flags and finding.severity in ("major", "moderate")][:trials_per_round]
-    if not fixable:
-        return [], []
     config = load_run_config(best.run_dir)
+    fixable, over_budget = budget.affordable(
+        [finding for finding in diagnosis.findings if finding.flags and finding.severity in ("major", "moderate")],
+        config)
+    over_budget = [f"round {round_number}: {note}" for note in over_budget]
+    fixable = fixable[:trials_per_round]
+    if not fixable:
+        return [], [], over_budget
     folder = os.path.join(study_dir, f"round_{round_number}")
     settings = studies.StudySettings(
         name=f"improve_round_{round_number}", folder=folder,
@@ -163,7 +172,7 @@ def run_round(best: Trial, round_number: int, study_dir: str, trials_per_round: 
         studies.run_workers(tune_worker_command(settings), workers.count)
     else:
         studies.run_worker(study, settings, storage)
-    return finished_trials(study, round_number, judge)
+    return (*finished_trials(study, round_number, judge), over_budget)
 
 
 def round_space(fixable: list, config) -> tuple:
@@ -218,16 +227,20 @@ def finished_trials(study, round_number: int, judge: Judge) -> tuple[list[Trial]
     return trials, notes
 
 
-def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, workers: Workers = Workers()) -> dict:
-    """The improvement of `run_dir`: rounds of trials, then the test split scored once, for the final run."""
-    best, judge, notes = starting_trial(run_dir, study_dir)
+def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, workers: Workers = Workers(),
+            max_compute: float | None = None) -> dict:
+    """The improvement of `run_dir`: rounds of trials (each at most `max_compute` times the starting run's
+    training compute, if given), then the test split scored once, for the final run."""
+    best, judge, budget, notes = starting_trial(run_dir, study_dir, max_compute)
     tried, stopped, correct = [best], f"the {rounds} rounds are spent", {}
     for round_number in range(1, rounds + 1):
-        trials, failed = run_round(best, round_number, study_dir, trials_per_round, judge, workers)
-        tried, notes = tried + trials, notes + failed
+        trials, failed, over_budget = run_round(best, round_number, study_dir, trials_per_round, judge, budget,
+                                                workers)
+        tried, notes = tried + trials, notes + over_budget + failed
         if not trials:
-            stopped = (f"round {round_number}: no finding above minor has a flag change to try" if not failed else
-                       f"round {round_number}: every trial failed")
+            stopped = (f"round {round_number}: every trial failed" if failed else
+                       f"round {round_number}: no finding above minor has a flag change to try"
+                       + (f" within --max_compute={max_compute:g}" if over_budget else ""))
             break
         winner = judged_round(best, trials, judge, correct)
         if winner is None:

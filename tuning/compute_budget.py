@@ -1,0 +1,63 @@
+"""improve.py's --max_compute: a trial's training compute against the starting run's, so that a recipe
+made for a time budget is improved within it (there, a longer or wider run is not a fix but a trade).
+
+Compute is the forward FLOPs of one example (models/size.py, counted on the model the flags build)
+times the examples trained on (the updates the flags ask for, times their batch): the backward pass
+is about twice the forward for every model, so the ratio between two runs is the same either way.
+"""
+
+import dataclasses
+
+from data import catalog, pipeline
+from models import size
+from trainer import setup
+from trainer.config import TrainConfig
+
+
+def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examples: int) -> float:
+    """Forward FLOPs per example times the examples a run of `config` trains on."""
+    batch = pipeline.update_batch_size(config)
+    steps = config.epochs * pipeline.steps_per_epoch(train_examples, batch)
+    if config.max_steps:
+        steps = min(steps, config.max_steps)
+    model = setup.build_model(config, spec, pretrained=False)
+    return float(steps * batch * size.forward_flops(model, spec.image_shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeBudget:
+    """At most `limit` times the starting run's training compute per trial (None: no limit), on the
+    dataset all trials share (`spec`, `train_examples` training examples)."""
+
+    limit: float | None
+    spec: catalog.DatasetSpec | None = None
+    train_examples: int = 0
+    start: float = 0.0  # The starting run's training compute.
+
+    @classmethod
+    def of(cls, limit: float | None, config: TrainConfig, data: pipeline.PreparedData) -> "ComputeBudget":
+        if limit is None:
+            return cls(None)
+        train_examples = len(data.train[1])
+        return cls(limit, data.spec, train_examples, training_compute(config, data.spec, train_examples))
+
+    def factor(self, config: TrainConfig, changes: dict) -> float:
+        """The compute of `config` with `changes`, in multiples of the starting run's."""
+        changed = dataclasses.replace(config, **changes)
+        return training_compute(changed, self.spec, self.train_examples) / self.start
+
+    def affordable(self, findings: list, config: TrainConfig) -> tuple[list, list[str]]:
+        """The `findings` whose flag changes, applied to `config`, stay within the limit, and a note for
+        each of the others."""
+        if self.limit is None:
+            return findings, []
+        kept, notes = [], []
+        for finding in findings:
+            factor = self.factor(config, finding.flags)
+            if factor <= self.limit * (1 + 1e-6):
+                kept.append(finding)
+            else:
+                changes = ", ".join(f"{name}={value}" for name, value in finding.flags.items())
+                notes.append(f"{finding.kind} ({changes}) was not tried: it would train {factor:.2f}x the "
+                             f"starting run's compute, over --max_compute={self.limit:g}")
+        return kept, notes
