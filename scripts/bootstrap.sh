@@ -19,6 +19,14 @@ fi
 
 wanted="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  owned="$(cd "$repo" && pwd -P)/.venv"
+  if [ "$(cd "$venv" && pwd -P)" != "$owned" ]; then  # E.g. a copy of the tree linking the checkout's .venv.
+    echo "tapeloop: error: [setup] $venv is a link to $(cd "$venv" && pwd -P), another checkout's environment." \
+      "Expected an environment of this checkout's own: installing tapeloop (editable) into that one would point" \
+      "the other checkout's imports at $repo. Fix: run scripts/bootstrap.sh in the checkout that owns it, or" \
+      "remove the link (rm $venv) and run this again to create one here." >&2
+    exit 1
+  fi
   echo "tapeloop: installing tapeloop and its dependencies into $venv (once)" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[dev,onnx]"
   echo "$wanted" > "$stamp"
