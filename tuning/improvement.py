@@ -7,9 +7,11 @@ an ordinary run in STUDY_DIR/round_K/<finding>, trained by this process or by tu
 (--workers, or other machines on a shared --storage). It keeps the best trial only if its
 validation accuracy (balanced accuracy for a run that selects by it) beats the current best's on
 the same examples by more than chance: two standard errors of the paired difference (McNemar's
-test), and at least one example's worth. It stops when nothing above minor remains, a round
-keeps nothing, or the rounds are spent; then the final run alone is scored on the test split. A
-rerun continues: finished trials are read back from the studies; a killed one resumes.
+test), and at least one example's worth. With --max_compute, a finding whose changes would train
+more than that many times the starting run's compute is noted instead of tried. It stops when
+nothing above minor remains, a round keeps nothing, or the rounds are spent; then the final run
+alone is scored on the test split. A rerun continues: finished trials are read back from the
+studies; a killed one resumes.
 """
 
 import dataclasses
