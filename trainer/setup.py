@@ -64,9 +64,7 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     for warning in report.warnings:
         logging.warning(warning.paragraph())
     steps_per_epoch = _steps_per_epoch(config, len(data.train[1]), strategy.num_replicas_in_sync)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = planned_steps(config, steps_per_epoch)
     class_weights = losses.class_weights(config.class_weights, data.train[1], data.spec.num_classes)
     learning_rate = LearningRate(config, total_steps, steps_per_epoch)
     compute_precision = run_precision(config)
@@ -114,6 +112,12 @@ def train_with_momentum(config: TrainConfig, model: keras.Model, steps_per_epoch
 def run_precision(config: TrainConfig) -> precision.Precision:
     """--mixed_precision on this machine (auto: bfloat16 where the hardware runs it natively)."""
     return precision.for_run(config.mixed_precision, config.strategy)
+
+
+def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The updates a run of `config` plans: its epochs, or fewer when --max_steps caps them."""
+    total_steps = config.epochs * steps_per_epoch
+    return min(total_steps, config.max_steps) if config.max_steps else total_steps
 
 
 def _steps_per_epoch(config: TrainConfig, train_examples: int, replicas: int) -> int:

@@ -17,9 +17,7 @@ from trainer.config import TrainConfig
 def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examples: int) -> float:
     """Forward FLOPs per example times the examples a run of `config` trains on."""
     batch = pipeline.update_batch_size(config)
-    steps = config.epochs * pipeline.steps_per_epoch(train_examples, batch)
-    if config.max_steps:
-        steps = min(steps, config.max_steps)
+    steps = setup.planned_steps(config, pipeline.steps_per_epoch(train_examples, batch))
     model = setup.build_model(config, spec, pretrained=False)
     return float(steps * batch * size.forward_flops(model, spec.image_shape))
 
