@@ -81,9 +81,9 @@ def test_a_compute_budget_leaves_out_the_fixes_that_train_longer_or_wider(tmp_pa
     assert budget.factor(config, {"model_width": 16}) > 2.5
     kept, notes = budget.affordable(findings, config)
     assert kept == findings[2:] and len(notes) == 2
-    assert notes[0] == ("too_few_epochs (epochs=4) was not tried: it would train 2.00x the starting run's "
+    assert notes[0] == ("too_few_epochs (--epochs=4) was not tried: it would train 2.00x the starting run's "
                         "compute, over --max_compute=1")
-    assert notes[1].startswith("underfitting (model_width=16) was not tried")
+    assert notes[1].startswith("underfitting (--model_width=16) was not tried")
     assert ComputeBudget.of(2.0, config, data).affordable(findings, config)[0] == findings[::2]
     assert ComputeBudget.of(None, config, data).affordable(findings, config) == (findings, [])
     capped = make_config(tmp_path, "--epochs=2", "--max_steps=20")  # More epochs, the same 20 steps.

@@ -9,6 +9,7 @@ is about twice the forward for every model, so the ratio between two runs is the
 import dataclasses
 
 from data import catalog, pipeline
+from diagnosis.findings import flag_lines
 from models import size
 from trainer import setup
 from trainer.config import TrainConfig
@@ -55,7 +56,6 @@ class ComputeBudget:
             if factor <= self.limit * (1 + 1e-6):
                 kept.append(finding)
             else:
-                changes = ", ".join(f"{name}={value}" for name, value in finding.flags.items())
-                notes.append(f"{finding.kind} ({changes}) was not tried: it would train {factor:.2f}x the "
+                notes.append(f"{finding.kind} ({flag_lines(finding.flags)}) was not tried: it would train {factor:.2f}x the "
                              f"starting run's compute, over --max_compute={self.limit:g}")
         return kept, notes
