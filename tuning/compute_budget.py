@@ -56,6 +56,6 @@ class ComputeBudget:
             if factor <= self.limit * (1 + 1e-6):
                 kept.append(finding)
             else:
-                notes.append(f"{finding.kind} ({flag_lines(finding.flags)}) was not tried: it would train {factor:.2f}x the "
-                             f"starting run's compute, over --max_compute={self.limit:g}")
+                notes.append(f"{finding.kind} ({flag_lines(finding.flags)}) was not tried: it would train "
+                             f"{factor:.2f}x the starting run's compute, over --max_compute={self.limit:g}")
         return kept, notes
