@@ -226,7 +226,9 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
         results = loop.train(config)
-    spec = pipeline.prepare_data(config).spec
+    # A catalog dataset's spec is fixed; only a user's dataset is read again for its spec.
+    spec = (catalog.get_spec(config.dataset) if config.dataset in catalog.CATALOG
+            else pipeline.prepare_data(config).spec)
     model = setup.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
