@@ -414,6 +414,11 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
     return spec, load_dataset(spec, data_dir, config.download)
 
 
+def dataset_spec(config: TrainConfig) -> DatasetSpec:
+    """The --dataset's spec: a catalog dataset's without reading its files, a user's from its files."""
+    return load(config)[0] if config.dataset in USER_DATASETS else get_spec(config.dataset)
+
+
 def stored_paths(config: TrainConfig, data_dir: str | None = None) -> dict[str, list[str]] | None:
     """For an image folder, the file of each stored example per split (load()'s order); None for
     datasets that are arrays (catalog datasets, npz files), whose indices are the reference."""

@@ -32,7 +32,7 @@ from absl import flags
 
 from data import catalog, pipeline
 from data.streaming import pixels_at
-from data.sources import load_dataset
+from data.sources import dataset_spec, load_dataset
 from models import size
 from trainer import loop, setup, steps
 from trainer.flags import config_from_flags, define_flags, parse_config
@@ -226,9 +226,7 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
         results = loop.train(config)
-    # A catalog dataset's spec is fixed; only a user's dataset is read again for its spec.
-    spec = (catalog.get_spec(config.dataset) if config.dataset in catalog.CATALOG
-            else pipeline.prepare_data(config).spec)
+    spec = dataset_spec(config)
     model = setup.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,

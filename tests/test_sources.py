@@ -257,6 +257,16 @@ def test_npz_arrays_give_the_spec_and_splits(tmp_path):
     assert len(splits["test"][1]) == 8
 
 
+def test_a_catalog_spec_comes_without_its_files_and_a_users_from_its_files(tmp_path):
+    from tests.helpers import make_config
+
+    absent = make_config(tmp_path / "run", "--dataset=fashion_mnist", f"--data_dir={tmp_path / 'absent'}")
+    assert sources.dataset_spec(absent) is catalog.FASHION_MNIST  # A load would refuse the missing folder.
+    folder = write_npz(tmp_path / "npz", x_train=np.zeros((6, 5, 7), np.uint8), y_train=np.arange(6) % 3,
+                       x_test=np.zeros((3, 5, 7), np.uint8), y_test=np.arange(3))
+    assert sources.dataset_spec(npz_config(tmp_path, folder)).image_shape == (5, 7, 1)
+
+
 def test_npz_one_hot_labels_need_the_one_hot_label_format(tmp_path):
     images = np.zeros((6, 8, 8), np.float32)
     one_hot = np.eye(3, dtype=np.float32)[np.arange(6) % 3]

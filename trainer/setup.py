@@ -276,8 +276,7 @@ def warm_start_model(config: TrainConfig, model: keras.Model, spec: catalog.Data
         raise TapeloopError(stage="init_from", problem=f"--init_from={config.init_from} is a run of another model",
                             expected=f"a run of --model={config.model}", found=f"--model={source_config.model}",
                             fix=f"pass a {config.model} run, or train with --model={source_config.model}")
-    source_spec = (sources.load(source_config)[0] if source_config.dataset in catalog.USER_DATASETS
-                   else catalog.get_spec(source_config.dataset))
+    source_spec = sources.dataset_spec(source_config)
     source = build_model(source_config, source_spec, pretrained=False)
     folder = os.path.join(run_dir, warm_start.WEIGHT_FOLDERS[choice]) if choice else final_weights_dir(run_dir)
     weights = restore_model_weights(source, folder, make_weight_average(source_config, source))
