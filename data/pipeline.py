@@ -21,7 +21,7 @@ from data.mixing import MixSettings, mix
 from data.pixels import stored_range
 from data.randaugment import randaugment
 from data.sources import Arrays, load_sample_weights
-from data.streaming import FileImages, ShardedImages, StreamedImages
+from data.streaming import FileImages, ShardedImages, StreamedImages, without_autotuning
 from trainer.config import TrainConfig
 from trainer.errors import TapeloopError
 
@@ -34,19 +34,6 @@ TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # --tta=shift: one pixel each w
 # Random streams folded into a batch's seed, apart from the --augment_* draws (which use the seed as
 # it is, as before these existed, so runs without them draw what they always drew).
 RANDAUGMENT_STREAM, MIXING_STREAM = 1, 2
-
-
-def without_autotuning() -> tf.data.Options:
-    """Pipeline options that keep tf.data's autotuner (and its thread) out of every iterator.
-
-    Destroying an iterator joins the autotuner's thread, which sleeps up to a
-    minute between tunings: with a fresh iterator per epoch, training sat idle
-    for 37-47 s at some epoch ends (seen with py-spy in TF 2.21). Gathering a
-    batch takes microseconds, so a fixed prefetch depth loses nothing.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
 
 
 @dataclasses.dataclass(frozen=True)

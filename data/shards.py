@@ -10,6 +10,11 @@ Shards are written in parallel, each to a temporary name then renamed, with a si
 the files it holds; a rerun keeps every shard whose sidecar matches its files (paths, sizes and
 modification times) and writes the rest. The description is written last, so a folder with
 `shards.json` is complete.
+
+The output folder may hold other files: make_shards.py replaces or deletes only files it can show it
+wrote (shards named in its own shards.json, or with its sidecar beside them), and refuses to write
+over any other file, to write inside the image folder it reads, or to take a folder without images
+as a class.
 """
 
 import concurrent.futures
@@ -17,6 +22,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,8 @@ DESCRIPTION = "shards.json"
 ORDER_SEED = 0  # The fixed order of the records: a permutation of the folder's listing.
 FORMAT = "tapeloop-shards-1"
 INDEX_ARRAYS = ("labels", "heights", "widths", "channels", "paths")  # Per example, in record order.
+SHARD_NAME = re.compile(r"(train|test)-\d{5}-of-\d{5}\.tfrecord")
+SIDECAR_SUFFIX = ".done.npz"
 FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
 
@@ -43,7 +52,7 @@ class ShardPlan:
 
     @property
     def sidecar(self) -> Path:
-        return self.path.with_name(self.path.name + ".done.npz")
+        return self.path.with_name(self.path.name + SIDECAR_SUFFIX)
 
     def key(self) -> str:
         """Names exactly these files (paths, classes, sizes, modification times)."""
@@ -94,7 +103,7 @@ def write_shard(plan: ShardPlan) -> dict:
             "widths": np.asarray(kept["widths"], np.int32), "channels": np.asarray(kept["channels"], np.int32),
             "paths": np.asarray(kept["paths"], dtype=str),
             "bad": np.asarray(bad, dtype=str)}
-    np.savez(plan.sidecar, key=np.asarray(key), **held)
+    save_npz_whole(plan.sidecar, key=np.asarray(key), **held)
     return held | {"reused": False}
 
 
@@ -111,22 +120,34 @@ def _read_sidecar(path: Path, key: str) -> dict | None:
             if str(sidecar["key"]) != key:
                 return None
             return {name: sidecar[name] for name in (*INDEX_ARRAYS, "bad")}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # Unreadable: the shard is written again.
         return None
+
+
+def save_npz_whole(path: Path, **arrays) -> None:
+    """np.savez to a temporary name, then renamed: a reader finds the whole file or none."""
+    partial = path.with_name(f".{path.name}.partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
 
 
 def make_shards(data_dir: Path, output: Path, shard_mb: float, test_split: float, skip_bad_images: bool,
                 workers: int) -> dict:
     """Writes the shards of the image folder `data_dir` into `output` and returns the description."""
+    refuse_output_folder(data_dir, output)
     class_names, files = image_folder.split_files(data_dir, test_split)
+    refuse_classes_without_images(data_dir, class_names, files)
     files = {split: [entries[index] for index in np.random.default_rng(ORDER_SEED).permutation(len(entries))]
              for split, entries in files.items()}  # Shards of mixed classes: a listing is sorted by class.
+    plans = {split: plan_shards(entries, split, output, int(shard_mb * 2**20)) for split, entries in files.items()}
+    every_plan = [plan for split_plans in plans.values() for plan in split_plans]
+    owned = files_written_here(output)
+    refuse_to_replace_others(output, every_plan, owned)
     output.mkdir(parents=True, exist_ok=True)
     (output / DESCRIPTION).unlink(missing_ok=True)  # Incomplete until written again at the end.
-    plans = {split: plan_shards(entries, split, output, int(shard_mb * 2**20)) for split, entries in files.items()}
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # Decoding releases the GIL.
         written = {split: list(pool.map(write_shard, split_plans)) for split, split_plans in plans.items()}
-    _remove_stale_shards(output, [plan for split_plans in plans.values() for plan in split_plans])
+    _remove_stale_shards(output, every_plan, owned)
     reused = sum(shard["reused"] for shards in written.values() for shard in shards)
     logging.info("Shards: %d written, %d kept from an earlier run.",
                  sum(map(len, written.values())) - reused, reused)
@@ -141,12 +162,85 @@ def make_shards(data_dir: Path, output: Path, shard_mb: float, test_split: float
     return description
 
 
-def _remove_stale_shards(output: Path, plans: list[ShardPlan]) -> None:
-    """Deletes the shards (and sidecars) of an earlier plan that this one does not name."""
+def refuse_output_folder(data_dir: Path, output: Path) -> None:
+    """Refuses an --output_dir that is a file, or that is inside the image folder (a rerun would read
+    it as a class) or holds it."""
+    if output.exists() and not output.is_dir():
+        raise TapeloopError(stage="flags", problem=f"--output_dir={output} is a file",
+                            expected="a folder for the shards (made if missing)", found="a file, left as it is",
+                            fix="pass a folder path, e.g. --output_dir=shards")
+    source, target = data_dir.resolve(), output.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise TapeloopError(
+            stage="flags", problem=f"--output_dir={output} and --data_dir={data_dir} overlap",
+            expected="an output folder outside the image folder (inside it, a rerun would read the shard folder "
+                     "as one more class and shift every class id after it)",
+            found=f"{target} {'is' if target == source else 'inside' if source in target.parents else 'holds'} "
+                  f"{source}", fix="pass an --output_dir beside the image folder, e.g. --output_dir=shards")
+
+
+def refuse_classes_without_images(data_dir: Path, class_names: tuple[str, ...], files: dict) -> None:
+    """Refuses class folders that hold no image file in either split: the shards would bake in a class
+    no example has, and the ids of every class after it."""
+    counts = np.bincount([class_id for entries in files.values() for _, class_id in entries],
+                         minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts) if count == 0]
+    if empty:
+        raise TapeloopError(
+            stage="data", problem=f"{len(empty)} class folder(s) of {data_dir} hold no image files",
+            expected=f"image files ({', '.join(image_folder.IMAGE_SUFFIXES)}) in every class folder",
+            found=f"no images in: {', '.join(empty[:10])}",
+            fix="remove those folders from the image folder (or add their images), then run make_shards.py again")
+
+
+def files_written_here(output: Path) -> set[str]:
+    """The names of the files in `output` that make_shards.py can show it wrote: the shards its own
+    shards.json names, each shard with its sidecar and the sidecar, and, beside any of these, the
+    description and the indexes."""
+    if not output.is_dir():
+        return set()
+    present = {path.name for path in output.iterdir()}
+    owned = set(_described_shards(output / DESCRIPTION))
+    owned |= {DESCRIPTION} if owned else set()
+    for name in present:
+        shard = name.removesuffix(SIDECAR_SUFFIX)
+        if shard != name and SHARD_NAME.fullmatch(shard):
+            owned |= {name, shard}
+    owned |= {f"index-{split}.npz" for split in ("train", "test")} if owned else set()
+    return owned & present
+
+
+def _described_shards(path: Path) -> list[str]:
+    """The shard files a shards.json of this tool's format names (none for any other file)."""
+    try:
+        description = json.loads(path.read_text())
+        if description.get("format") != FORMAT:
+            return []
+        return [shard["file"] for split in description["splits"].values() for shard in split["shards"]
+                if SHARD_NAME.fullmatch(str(shard["file"]))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def refuse_to_replace_others(output: Path, plans: list[ShardPlan], owned: set[str]) -> None:
+    """Refuses to write where a file this tool did not write has one of the names it writes."""
+    names = ({plan.path.name for plan in plans} | {plan.sidecar.name for plan in plans}
+             | {DESCRIPTION, "index-train.npz", "index-test.npz"})
+    others = sorted(name for name in names if os.path.lexists(output / name) and name not in owned)
+    if others:
+        raise TapeloopError(
+            stage="output", problem=f"{output} holds {len(others)} file(s) that make_shards.py did not write, under "
+            "names it writes", expected="an empty folder, or one make_shards.py wrote (its shards.json and .done.npz "
+            "sidecars show which files are its own)", found=", ".join(others[:5]) + (" ..." if len(others) > 5 else ""),
+            fix="pass a new --output_dir, or move those files away; nothing was written")
+
+
+def _remove_stale_shards(output: Path, plans: list[ShardPlan], owned: set[str]) -> None:
+    """Deletes the shards (and sidecars) this tool wrote for an earlier plan that this one does not name."""
     current = {plan.path.name for plan in plans} | {plan.sidecar.name for plan in plans}
-    for path in output.glob("*-of-*.tfrecord*"):
-        if path.name not in current:
-            path.unlink()
+    for name in owned - current:
+        if SHARD_NAME.fullmatch(name.removesuffix(SIDECAR_SUFFIX)):
+            (output / name).unlink(missing_ok=True)
 
 
 def _describe_split(output: Path, split: str, plans: list[ShardPlan], written: list[dict], num_classes: int) -> dict:
@@ -157,7 +251,7 @@ def _describe_split(output: Path, split: str, plans: list[ShardPlan], written: l
                        "bytes": plan.path.stat().st_size})
         first += len(shard["labels"])
     joined = {name: np.concatenate([shard[name] for shard in written]) for name in INDEX_ARRAYS}
-    np.savez(output / f"index-{split}.npz", **joined)
+    save_npz_whole(output / f"index-{split}.npz", **joined)
     if first == 0:
         raise TapeloopError(
             stage="data", problem=f"the {split} split has no readable images", expected="image files that decode",

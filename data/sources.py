@@ -408,7 +408,7 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
                 return streaming.load_image_folder(root, config, user_cache_dir() / "image_folder")
             return image_folder.load(root, config, user_cache_dir() / "image_folder")
         if config.dataset == "tfrecord":
-            return streaming.load(Path(data_dir).expanduser(), config)
+            return streaming.load(Path(data_dir).expanduser(), config, user_cache_dir() / "shards")
         return load_npz(Path(data_dir).expanduser(), config)
     spec = get_spec(config.dataset)
     return spec, load_dataset(spec, data_dir, config.download)

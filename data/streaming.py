@@ -16,6 +16,7 @@ import abc
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,21 @@ READ_CYCLE = 4  # Shards read at once in training.
 SHUFFLE_BUFFER_BYTES = 128 * 2**20  # --shuffle_buffer=0: as many records as this many encoded bytes hold...
 SHUFFLE_BUFFER_RECORDS = 10_000  # ... and at most this many.
 SHARD_ORDER_STREAM = 3  # Folded into an epoch's seed for its shard order and shuffle.
+SHUFFLE_MEMORY_SHARE = 1 / 4  # Of the memory: the most --shuffle_buffer's records may take.
+RECORD_OVERHEAD_BYTES = 256  # Held per buffered record beside its bytes (tensor and string headers).
+
+
+def without_autotuning() -> tf.data.Options:
+    """Pipeline options that keep tf.data's autotuner (and its thread) out of every iterator.
+
+    Destroying an iterator joins the autotuner's thread, which sleeps up to a
+    minute between tunings: with a fresh iterator per epoch, training sat idle
+    for 37-47 s at some epoch ends (seen with py-spy in TF 2.21). Gathering a
+    batch takes microseconds, so a fixed prefetch depth loses nothing.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,12 +257,17 @@ def pixels_at(images, indices: np.ndarray) -> np.ndarray:
     return images[unique].decoded()[inverse]
 
 
-def load(root: Path, config: TrainConfig) -> tuple[DatasetSpec, dict]:
-    """The shard folder's spec and its {"train", "test"} splits as (StreamedImages, labels)."""
+def load(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[DatasetSpec, dict]:
+    """The shard folder's spec and its {"train", "test"} splits as (StreamedImages, labels), after
+    every shard's records are checked against shards.json and the index (the result cached in
+    `cache_dir` per shard file)."""
     description = read_description(root)
     size = image_folder.image_size(config)
-    splits = {name: _split(root, name, split, size, config) for name, split in description["splits"].items()}
-    sample = splits["train"][0].sample().decoded()
+    num_classes = len(description["class_names"])
+    splits = {name: _split(root, name, split, size, config, num_classes, cache_dir)
+              for name, split in description["splits"].items()}
+    refuse_oversized_shuffle_buffer(config, splits["train"][0])
+    sample = decoded_sample(splits["train"][0])
     spec = user_spec("tfrecord", unit_scaled(sample), tuple(description["class_names"]))
     return spec, splits
 
@@ -267,7 +288,7 @@ def load_image_folder(root: Path, config: TrainConfig, cache_dir: Path) -> tuple
     class_names, splits = folder_splits(root, config, cache_dir)
     logging.info("Streaming %s from its files: decoded, its %d images would take more than --max_memory_gb.", root,
                  sum(len(labels) for _, labels in splits.values()))
-    sample = splits["train"][0].sample().decoded()
+    sample = decoded_sample(splits["train"][0])
     return user_spec("image_folder", unit_scaled(sample), class_names), splits
 
 
@@ -317,41 +338,165 @@ def _probes(files: dict, cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray,
 
 
 def read_description(root: Path) -> dict:
-    """shards.json of a shard folder, or the paragraph saying why there is none usable."""
+    """shards.json of a shard folder, checked for what reading the shards relies on, or the
+    paragraph saying why it is not usable."""
     path = root / shards.DESCRIPTION
     try:
         description = json.loads(path.read_text())
-        if description.get("format") != shards.FORMAT or set(description["splits"]) != {"train", "test"}:
-            raise ValueError(f"format {description.get('format')!r}, splits {sorted(description['splits'])}")
+        _check_description(description)
         return description
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise TapeloopError(
-            stage="data", problem=f"{root} is not a finished shard folder",
+            stage="data", problem=f"{root} is not a usable shard folder",
             expected=f"{shards.DESCRIPTION} ({shards.FORMAT}) beside train-*.tfrecord and test-*.tfrecord, as "
-                     "scripts/make_shards.py writes them", found=f"{type(error).__name__}: {error}",
-            fix=f"run (or rerun, it resumes) scripts/make_shards.py --data_dir=IMAGE_FOLDER --output={root}") from None
+                     "scripts/make_shards.py writes them", found=errors.described(error),
+            fix=f"run (or rerun, it resumes) scripts/make_shards.py --data_dir=IMAGE_FOLDER --output_dir={root}"
+        ) from None
 
 
-def _split(root: Path, name: str, split: dict, size: tuple[int, int], config: TrainConfig):
-    """(StreamedImages, labels) of one split; damaged shards and images that cannot be brought to
-    `size` fail the run, or with --skip_bad_images are left out with a warning."""
-    with np.load(root / f"index-{name}.npz", allow_pickle=False) as index:
-        labels, heights, widths, paths = (index[key] for key in ("labels", "heights", "widths", "paths"))
+def _check_description(description: dict) -> None:
+    """Raises ValueError naming the first thing in shards.json that reading the shards cannot rely on."""
+    if description.get("format") != shards.FORMAT or set(description["splits"]) != {"train", "test"}:
+        raise ValueError(f"format {description.get('format')!r}, splits {sorted(description['splits'])}")
+    names = description["class_names"]
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) for name in names)):
+        raise ValueError(f"class_names {str(names)[:100]}: expected a list of at least two names")
+    for split, entry in description["splits"].items():
+        first = 0
+        for shard in entry["shards"]:
+            if not shards.SHARD_NAME.fullmatch(str(shard["file"])):
+                raise ValueError(f"the {split} shard file {str(shard['file'])[:100]!r} is not a shard name")
+            numbers = [shard[key] for key in ("first", "examples", "bytes")]
+            if not all(type(number) is int and number >= 0 for number in numbers) or shard["first"] != first:
+                raise ValueError(f"the {split} shard {shard['file']} lists first, examples, bytes {numbers}: "
+                                 f"expected whole numbers, its first example at {first}")
+            first += shard["examples"]
+        if entry["examples"] != first or first == 0:
+            raise ValueError(f"the {split} split lists {entry['examples']} examples and its shards {first}: "
+                             "expected the same number, above 0")
+
+
+def read_index(root: Path, name: str, examples: int, num_classes: int) -> dict[str, np.ndarray]:
+    """index-<name>.npz: labels, heights, widths and paths of the split's `examples` records, or the paragraph."""
+    path = root / f"index-{name}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as index:
+            arrays = {key: index[key] for key in ("labels", "heights", "widths", "paths")}
+        lengths = {len(array) for array in arrays.values()}
+        if lengths != {examples}:
+            raise ValueError(f"arrays of {sorted(lengths)} entries where shards.json lists {examples} examples")
+        labels = arrays["labels"]
+        if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"labels of {labels.dtype} from {labels.min()} to {labels.max()}, outside the "
+                             f"{num_classes} classes")
+        return arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise TapeloopError(
+            stage="data", problem=f"the index {path} does not fit the shards",
+            expected="the index make_shards.py wrote with shards.json (labels, heights, widths and paths of every "
+                     "record, no pickled objects)", found=errors.described(error),
+            fix="run make_shards.py again with the same flags into a new --output_dir (it reads the image folder "
+                "again), then train from there") from None
+
+
+def _split(root: Path, name: str, split: dict, size: tuple[int, int], config: TrainConfig, num_classes: int,
+           cache_dir: Path):
+    """(StreamedImages, labels) of one split; damaged shards, shards whose records disagree with the
+    index and images that cannot be brought to `size` fail the run, or with --skip_bad_images are
+    left out with a warning."""
+    index = read_index(root, name, split["examples"], num_classes)
+    labels, heights, widths, paths = (index[key] for key in ("labels", "heights", "widths", "paths"))
     listed = tuple(Shard(str(root / shard["file"]), shard["first"], shard["examples"], shard["bytes"])
                    for shard in split["shards"])
-    damaged = [shard for shard in listed if _damage(shard)]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Reading releases the GIL.
+        problems = dict(zip(listed, pool.map(lambda shard: _shard_problem(shard, labels, cache_dir), listed)))
     keep = np.ones(len(labels), bool)
-    for shard in damaged:
-        keep[shard.first:shard.first + shard.examples] = False
+    for shard in listed:
+        if problems[shard]:
+            keep[shard.first:shard.first + shard.examples] = False
     thin = np.flatnonzero(keep & _too_thin(heights, widths, size, config.image_resize))
     keep[thin] = False
-    bad = ([f"{shard.path} ({_damage(shard)})" for shard in damaged]
+    bad = ([f"{shard.path} ({problems[shard]})" for shard in listed if problems[shard]]
            + [f"{paths[position]} ({image_folder.resize_problem(int(heights[position]), int(widths[position]), size, config.image_resize)})"
               for position in thin])
     image_folder.report_unreadable(bad, len(listed) + len(labels), config.skip_bad_images)
     positions = np.flatnonzero(keep)
     images = ShardedImages(positions, size, config.channels, config.image_resize, shards=listed)
     return images, labels[positions]
+
+
+def _shard_problem(shard: Shard, index_labels: np.ndarray, cache_dir: Path) -> str | None:
+    """What is wrong with a shard: its file (missing, another size than make_shards wrote), a record
+    that fails its checksum or is no example, or records that disagree with the index; None if nothing."""
+    reason = _damage(shard)
+    if reason:
+        return reason
+    found = record_labels(shard.path, cache_dir)
+    if isinstance(found, str):
+        return found
+    if len(found) != shard.examples:
+        return f"{len(found)} records where shards.json lists {shard.examples}"
+    differ = np.flatnonzero(found != index_labels[shard.first:shard.first + shard.examples])
+    if len(differ):
+        return (f"{len(differ)} record labels differ from the index (record {int(differ[0])}: label "
+                f"{int(found[differ[0]])}, index {int(index_labels[shard.first + differ[0]])})")
+    return None
+
+
+def record_labels(path: str, cache_dir: Path) -> np.ndarray | str:
+    """The label of each record of a shard file, read through its checksums, or why it cannot be read;
+    kept in `cache_dir` per file (path, size, modification time), so each version is read once."""
+    status = os.stat(path)
+    key = hashlib.sha256(os.fsencode(f"{os.path.abspath(path)}\0{status.st_size}\0{status.st_mtime_ns}")).hexdigest()
+    cached = cache_dir / f"{key}.npz"
+    try:
+        with np.load(cached, allow_pickle=False) as entry:
+            return entry["labels"] if entry["reason"].size == 0 else str(entry["reason"][0])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    try:
+        parsed = (tf.data.TFRecordDataset(path).batch(4096)
+                  .map(lambda records: tf.io.parse_example(records, {"label": shards.FEATURES["label"]})["label"])
+                  .with_options(without_autotuning()))
+        labels, reason = np.concatenate([np.zeros(0, np.int64)] + [batch.numpy() for batch in parsed]), None
+    except tf.errors.DataLossError as error:
+        labels, reason = None, f"a damaged record: {errors.first_line(error, 120)}"
+    except tf.errors.OpError as error:
+        labels, reason = None, f"records that are not labelled examples: {errors.first_line(error, 120)}"
+    with contextlib.suppress(OSError):  # Unwritable: read again next time.
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        shards.save_npz_whole(cached, labels=labels if reason is None else np.zeros(0, np.int64),
+                              reason=np.asarray([] if reason is None else [reason], dtype=str))
+    return labels if reason is None else reason
+
+
+def refuse_oversized_shuffle_buffer(config: TrainConfig, images: StreamedImages) -> None:
+    """Refuses a --shuffle_buffer whose records would take more than SHUFFLE_MEMORY_SHARE of the memory."""
+    if not isinstance(images, ShardedImages) or not config.shuffle_buffer:
+        return
+    mean_bytes = sum(shard.bytes for shard in images.shards) / max(1, sum(shard.examples for shard in images.shards))
+    needed = config.shuffle_buffer * (mean_bytes + RECORD_OVERHEAD_BYTES)
+    limit = memory_bytes() * SHUFFLE_MEMORY_SHARE
+    if needed > limit:
+        raise TapeloopError(
+            stage="flags", problem=f"--shuffle_buffer={config.shuffle_buffer} would not fit in memory",
+            expected=f"a buffer of at most {limit / 2**30:.1f} GiB (a quarter of this machine's memory): at "
+                     f"{mean_bytes:.0f} bytes a record, at most {int(limit // (mean_bytes + RECORD_OVERHEAD_BYTES)):,} "
+                     "records", found=f"{needed / 2**30:.1f} GiB",
+            fix="pass a smaller --shuffle_buffer, or 0 for the default (128 MiB of records, at most 10,000)")
+
+
+def decoded_sample(images: StreamedImages) -> np.ndarray:
+    """A few images of the split decoded (for the spec's statistics), or the paragraph naming what
+    does not decode."""
+    try:
+        return images.sample().decoded()
+    except tf.errors.OpError as error:
+        raise TapeloopError(
+            stage="data", problem="a sample of the training images does not decode",
+            expected="records of encoded JPEG, PNG, BMP or GIF images, as make_shards.py writes them",
+            found=errors.described(error), fix="write the shards with scripts/make_shards.py from the image folder"
+        ) from None
 
 
 def _too_thin(heights: np.ndarray, widths: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:

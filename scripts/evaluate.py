@@ -88,19 +88,16 @@ def scored_export(config, spec, images, labels):
     if FLAGS.weights != "saved_model":
         saved_probabilities = probabilities
         source = FLAGS.converted or conversion.default_path(FLAGS.run_dir, FLAGS.weights)
-        probabilities = conversion.converted_probabilities(source, FLAGS.weights, images, config.eval_batch_size)
+        predict, contract = conversion.converted_model(source, FLAGS.weights)
+        conversion.refuse_another_models_contract(contract, spec, source)
+        probabilities = conversion.converted_probabilities(predict, images, config.eval_batch_size)
         comparison = compared_with_saved_model(spec, labels, saved_probabilities, probabilities)
-    scores = probability_scores(spec, labels, probabilities)
-    scores["single_image_ms"] = single_image_milliseconds(source, pixels_at(images, np.array([0]))[0])
-    return source, scores, probabilities, comparison
-
-
-def single_image_milliseconds(source: str, image: np.ndarray) -> float:
-    """The median latency of one image through the scored file, in its own runtime (uint8 input)."""
-    if FLAGS.weights == "saved_model":
+    else:
         serve = load_saved_model(source).signatures["serving_default"]
-        return conversion.single_image_milliseconds(lambda batch: serve(images=tf.constant(batch)), image)
-    return conversion.single_image_milliseconds(conversion.runner(source, FLAGS.weights), image)
+        predict = lambda batch: serve(images=tf.constant(batch))  # noqa: E731
+    scores = probability_scores(spec, labels, probabilities)
+    scores["single_image_ms"] = conversion.single_image_milliseconds(predict, pixels_at(images, np.array([0]))[0])
+    return source, scores, probabilities, comparison
 
 
 def file_bytes(path: str) -> int:

@@ -21,12 +21,17 @@ flags.DEFINE_string("output", None, "The file to write (default RUN/export/model
                     "model.onnx); its input contract goes to <output>.json.")
 flags.DEFINE_integer("calibration_examples", 300, "tflite_int8: training images the activation ranges are "
                      "calibrated on.", lower_bound=1)
+flags.DEFINE_boolean("overwrite", False, "Replace the file and its contract if they exist (without it, an existing "
+                     "file is never replaced, not even one export.py wrote).")
 flags.DEFINE_string("data_dir", None, "Where the run's dataset is now, if it moved (its flags.txt names the old place).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     output = FLAGS.output or conversion.default_path(FLAGS.run_dir, FLAGS.format)
+    if os.path.isdir(output):
+        cli.check_output_path(output)
+    cli.refuse_to_overwrite([output, f"{output}.json"], FLAGS.overwrite)
     contract = conversion.export(FLAGS.run_dir, FLAGS.format, output, FLAGS.calibration_examples, FLAGS.data_dir)
     print(f"{FLAGS.format}: {output} ({os.path.getsize(output) / 1024:.0f} KiB); input {contract['input']['dtype']} "
           f"{contract['input']['shape']}, output {contract['output']['name']} over "

@@ -20,6 +20,7 @@ from absl import flags
 
 from diagnosis.findings import flag_lines
 from trainer import run_directory
+from trainer.errors import TapeloopError
 from trainer.flags import register_run_dir_validator
 from tuning import improvement
 
@@ -60,9 +61,21 @@ def percent(value: float | None) -> str:
     return "not scored" if value is None else f"{value:.2%}"
 
 
+def refuse_study_dir(study_dir: str, run_dir: str) -> None:
+    """Refuses, before any work, a study folder that is a file or lies inside the run (never written to)."""
+    inside = os.path.commonpath([os.path.abspath(study_dir), os.path.abspath(run_dir)]) == os.path.abspath(run_dir)
+    found = ("a file (left as it is)" if os.path.lexists(study_dir) and not os.path.isdir(study_dir) else
+             "a folder inside the run directory, which improve.py never writes to" if inside else None)
+    if found:
+        raise TapeloopError(stage="flags", problem=f"--study_dir={study_dir} cannot hold the trials",
+                            expected="a folder for the trials (made if missing) outside --run_dir", found=found,
+                            fix=f"pass another --study_dir, or leave it out for {run_dir}_improve")
+
+
 def main(argv):
     run_dir = os.path.normpath(FLAGS.run_dir)
     study_dir = FLAGS.study_dir or f"{run_dir}_improve"
+    refuse_study_dir(study_dir, run_dir)
     workers = improvement.Workers(FLAGS.workers, FLAGS.storage, FLAGS.heartbeat_seconds)
     outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers,
                                   FLAGS.max_compute)

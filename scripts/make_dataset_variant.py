@@ -18,7 +18,6 @@ import numpy as np
 from absl import flags
 
 from data import catalog, sources
-from trainer.errors import TapeloopError
 
 flags.DEFINE_enum("dataset", "mnist", sorted(catalog.CATALOG), "Catalog dataset to start from.")
 flags.DEFINE_string("data_dir", None, "Folder holding the dataset's files (else searched for, as train.py does).")
@@ -34,6 +33,8 @@ flags.DEFINE_float("flip_labels", 0.0, "Fraction of the training labels to repla
 flags.DEFINE_integer("copy_test_to_train", 0, "Test images copied (with their labels) into the training split "
                      "at random places.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of every draw.")
+flags.DEFINE_boolean("overwrite", False, "Replace data.npz and truth.json if the folder holds them (without it, they "
+                     "are never replaced: a dataset of yours, or the data a run trained on).")
 flags.register_validator("classes", lambda values: all(value.isdigit() for value in values)
                          and len(set(values)) == len(values), "--classes needs distinct class ids, e.g. 5,6,7,8,9")
 flags.register_multi_flags_validator(
@@ -87,18 +88,10 @@ def variant(train, test, num_classes: int, rng: np.random.Generator) -> tuple[tu
     return (images[order], labels[order]), truth
 
 
-def refuse_to_overwrite(output_path: str) -> None:
-    if os.path.lexists(output_path):
-        raise TapeloopError(
-            stage="output", problem=f"{output_path} exists already", expected="an --output_dir without a data.npz "
-            "(a dataset of yours, or the data a run trained on, is never overwritten)", found="that file",
-            fix="pass a new --output_dir, or delete the file if it is one this script wrote and you no longer need")
-
-
 def main(argv):
     spec = catalog.get_spec(FLAGS.dataset)
     path = os.path.join(FLAGS.output_dir, "data.npz")
-    refuse_to_overwrite(path)
+    cli.refuse_to_overwrite([path, os.path.join(FLAGS.output_dir, "truth.json")], FLAGS.overwrite)
     splits = sources.load_dataset(spec, FLAGS.data_dir)
     class_names = spec.class_names
     if FLAGS.classes:

@@ -53,9 +53,9 @@ def chosen_model() -> tuple:
         return (lambda images: serve(images=tf.constant(images))["probabilities"].numpy(),
                 [name.decode() for name in exported.class_names.numpy()], exported.image_shape.numpy().tolist())
     path = FLAGS.converted or conversion.default_path(FLAGS.run_dir, FLAGS.weights)
-    contract = conversion.read_contract(path)
+    predict_file, contract = conversion.converted_model(path, FLAGS.weights)
     stored = contract["input"]["shape"][1:]
-    return (conversion.runner(path, FLAGS.weights), contract["output"]["class_names"],
+    return (predict_file, contract["output"]["class_names"],
             stored if len(stored) == 3 else [*stored, 1])
 
 

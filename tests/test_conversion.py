@@ -33,7 +33,8 @@ def exported_run(synthetic_run, tmp_path_factory):
 def test_each_format_predicts_the_saved_models_classes(exported_run, kind, agreement):
     run_dir, (images, labels) = exported_run
     saved = saved_model_probabilities(str(run_dir / "saved_model"), images, 256)
-    converted = conversion.converted_probabilities(conversion.default_path(str(run_dir), kind), kind, images, 256)
+    predict, _ = conversion.converted_model(conversion.default_path(str(run_dir), kind), kind)
+    converted = conversion.converted_probabilities(predict, images, 256)
     assert converted.shape == saved.shape
     assert np.mean(converted.argmax(axis=1) == saved.argmax(axis=1)) >= agreement
     if agreement == 1.0:
@@ -85,7 +86,7 @@ def test_a_converter_failure_is_the_paragraph_with_the_op_it_lacks():
 
 def test_a_missing_converted_file_or_contract_names_the_export_command(tmp_path):
     with pytest.raises(TapeloopError, match="run scripts/export.py --run_dir=RUN --format=onnx"):
-        conversion.converted_probabilities(str(tmp_path / "model.onnx"), "onnx", np.zeros((1, 28, 28), np.uint8), 1)
+        conversion.converted_model(str(tmp_path / "model.onnx"), "onnx")
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(TapeloopError, match="no usable input contract"):
         conversion.read_contract(str(tmp_path / "model.tflite"))

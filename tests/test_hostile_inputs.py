@@ -2,6 +2,7 @@
 recovery), runs no code from a data file, never hangs, and loses nothing on disk."""
 
 import gzip
+import json
 import os
 import pickle
 import re
@@ -14,13 +15,15 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-from data import catalog
-from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, copy_run, idx_bytes, run_script,
-                           write_idx_dataset)
+from data import catalog, shards, sources
+from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, copy_run, idx_bytes, make_config, run_script,
+                           write_image_folder, write_idx_dataset)
+from trainer import conversion
+from trainer.errors import TapeloopError
 
-pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 
 
 
@@ -63,6 +66,7 @@ def write_crafted_cifar(folder, marker):
     return folder
 
 
+@pytest.mark.slow
 def test_a_crafted_cifar_batch_is_refused_and_its_payload_never_runs(tmp_path):
     marker = tmp_path / "payload-ran"
     folder = write_crafted_cifar(tmp_path / "cifar", marker)
@@ -73,6 +77,7 @@ def test_a_crafted_cifar_batch_is_refused_and_its_payload_never_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_strangers_run_pointing_at_crafted_batches_runs_no_code(tmp_path):
     marker = tmp_path / "payload-ran"
     folder = write_crafted_cifar(tmp_path / "cifar", marker)
@@ -86,6 +91,7 @@ def test_evaluate_on_a_strangers_run_pointing_at_crafted_batches_runs_no_code(tm
 
 # Silent data loss and whole runs thrown away.
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "garbage"])
 def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, damage, synthetic_run):
     run_dir = copy_run(synthetic_run, tmp_path)
@@ -98,6 +104,7 @@ def test_a_missing_or_damaged_checkpoint_state_file_still_resumes(tmp_path, dama
     assert '"steps": 56' in (run_dir / "results.json").read_text()
 
 
+@pytest.mark.slow
 def test_a_rerun_that_would_start_over_on_a_finished_run_refuses_and_keeps_its_results(tmp_path, synthetic_run):
     run_dir = copy_run(synthetic_run, tmp_path)
     shutil.rmtree(run_dir / "checkpoints")
@@ -108,12 +115,14 @@ def test_a_rerun_that_would_start_over_on_a_finished_run_refuses_and_keeps_its_r
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_a_run_directory_with_glob_characters_is_refused_before_training(tmp_path):
     result = run_script("train", *SMALL_RUN, f"--run_dir={tmp_path / 'lr[0.1]'}")
     assert_one_paragraph_error(result, 2, "[flags]", "--run_dir must not contain", "runs/lr_0.1")
     assert not (tmp_path / "lr[0.1]").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_index_file_is_damage_and_the_run_falls_back_to_the_one_before(tmp_path):
     run_dir = trained_run(tmp_path, "--epochs=2", "--keep_checkpoints=2")
     (run_dir / "checkpoints" / "ckpt-56.index").write_bytes(b"not an sstable" * 20)
@@ -124,6 +133,7 @@ def test_a_damaged_index_file_is_damage_and_the_run_falls_back_to_the_one_before
     assert "ckpt-28 at step 28" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_flags_txt_is_one_paragraph_in_every_script_that_reads_a_run(tmp_path, synthetic_run):
     run_dir = copy_run(synthetic_run, tmp_path)  # Empty and other damage: test_flags, on the reader alone.
     (run_dir / "flags.txt").write_bytes(b"\x00\xffbinary\x80")
@@ -134,6 +144,7 @@ def test_a_damaged_flags_txt_is_one_paragraph_in_every_script_that_reads_a_run(t
                                           f"--init_from={run_dir}"), 1, "[init_from]", "bytes that are not text")
 
 
+@pytest.mark.slow
 def test_evaluate_falls_back_from_a_damaged_checkpoint_and_reports_one_that_does_not_fit(tmp_path):
     run_dir = trained_run(tmp_path, "--epochs=2", "--keep_checkpoints=2")
     data = run_dir / "checkpoints" / "ckpt-56.data-00000-of-00001"
@@ -162,6 +173,7 @@ def npz_arrays(train=64, test=16, size=8, seed=0):
             "y_test": np.arange(test) % 2}
 
 
+@pytest.mark.slow
 def test_one_absurd_label_value_is_refused_before_any_allocation(tmp_path):
     arrays = npz_arrays()
     arrays["y_train"][3] = 1_000_000_000
@@ -171,6 +183,7 @@ def test_one_absurd_label_value_is_refused_before_any_allocation(tmp_path):
                                "save their names as class_names")
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_stops_at_the_size_its_header_promises(tmp_path):
     folder = write_idx_dataset(tmp_path / "data")
     labels = folder / "train-labels-idx1-ubyte.gz"
@@ -180,6 +193,7 @@ def test_a_gzip_bomb_stops_at_the_size_its_header_promises(tmp_path):
                                "40 data bytes for shape (40,)", "more bytes than that")
 
 
+@pytest.mark.slow
 def test_a_header_promising_more_than_the_memory_is_refused(tmp_path):
     folder = write_idx_dataset(tmp_path / "data")
     images = folder / "train-images-idx3-ubyte.gz"
@@ -210,6 +224,7 @@ def train_on_folder(tmp_path, root, *flags, **options):
                       timeout=120, **options)
 
 
+@pytest.mark.slow
 def test_a_named_pipe_among_the_images_is_named_not_waited_on(tmp_path):
     root = two_class_folder(tmp_path / "images")
     os.mkfifo(root / "dark" / "pipe.png")
@@ -220,6 +235,7 @@ def test_a_named_pipe_among_the_images_is_named_not_waited_on(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
 
 
+@pytest.mark.slow
 def test_links_that_loop_or_lead_nowhere_and_undecodable_names_in_an_image_folder(tmp_path):
     root = two_class_folder(tmp_path / "images")
     os.symlink("loop.png", root / "dark" / "loop.png")
@@ -235,6 +251,7 @@ def test_links_that_loop_or_lead_nowhere_and_undecodable_names_in_an_image_folde
     assert "skipping 2 of 83 image files" in warning and "latin1" not in warning  # Its name is no obstacle.
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_is_a_warning_and_training_goes_on(tmp_path):
     root = two_class_folder(tmp_path / "images")
     blocker = tmp_path / "not_a_folder"
@@ -261,6 +278,7 @@ def start_training(run_dir, *flags):
 
 # SIGTERM (what schedulers send) end to end; SIGINT takes the same path (test_interrupts checks
 # that both are recorded and exit 128 + their number; the test below sends real SIGINTs).
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, signal_number, exit_code):
     run_dir = tmp_path / "run"
@@ -278,6 +296,7 @@ def test_a_signal_finishes_the_step_saves_a_checkpoint_and_the_rerun_resumes(tmp
     assert f"at step {step}." in resumed.stderr
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
     process, lines = start_training(tmp_path / "run", "--model=cnn", "--model_width=32")
     process.send_signal(signal.SIGINT)
@@ -302,6 +321,7 @@ def limit_file_size(limit_bytes):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_a_paragraph_and_earlier_checkpoints_are_untouched(tmp_path):
     flags = ("--model=mlp", "--model_width=64", "--image_summary_every_steps=0")
     run_dir = trained_run(tmp_path, "--epochs=1", *flags)
@@ -317,6 +337,7 @@ def test_a_full_disk_during_a_checkpoint_is_a_paragraph_and_earlier_checkpoints_
     assert not [name for name in after if "ckpt-56" in name]  # The partial files are gone.
 
 
+@pytest.mark.slow
 def test_a_damaged_saved_model_is_a_paragraph_in_evaluate_and_predict(tmp_path, synthetic_run):
     run_dir = copy_run(synthetic_run, tmp_path)
     (run_dir / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01 damaged")
@@ -328,6 +349,7 @@ def test_a_damaged_saved_model_is_a_paragraph_in_evaluate_and_predict(tmp_path, 
                                    "--weights=final")
 
 
+@pytest.mark.slow
 def test_output_pointing_at_a_folder_is_refused_before_the_work(tmp_path):
     result = run_script("evaluate", f"--run_dir={tmp_path}", f"--output={tmp_path}")
     assert_one_paragraph_error(result, 1, f"--output={tmp_path} is a folder", "--output=results.json")
@@ -345,6 +367,7 @@ def test_output_pointing_at_a_folder_is_refused_before_the_work(tmp_path):
     (lambda arrays: arrays.update(y_train=np.zeros(64, np.int64), y_test=np.zeros(16, np.int64)),
      ("fewer than two classes", "only class 0")),
 ])
+@pytest.mark.slow
 def test_unusable_npz_contents_are_explained(tmp_path, change, phrases):
     arrays = npz_arrays()
     change(arrays)
@@ -355,6 +378,7 @@ def test_unusable_npz_contents_are_explained(tmp_path, change, phrases):
     assert_one_paragraph_error(result, 1, *phrases)
 
 
+@pytest.mark.slow
 def test_images_too_small_for_the_model_are_refused_naming_the_depth(tmp_path):
     folder = write_npz(tmp_path / "npz", **npz_arrays(size=4))
     result = run_script("diagnose", "--dataset=npz", f"--data_dir={folder}", "--model=cnn", "--model_depth=3",
@@ -363,6 +387,7 @@ def test_images_too_small_for_the_model_are_refused_naming_the_depth(tmp_path):
                                "at least 8x8", "found images of 4x4", "lower --model_depth to 2")
 
 
+@pytest.mark.slow
 def test_an_infinite_learning_rate_is_a_flag_error():
     result = run_script("train", "--dataset=synthetic", "--learning_rate=inf", "--run_dir=/tmp/never")
     assert_one_paragraph_error(result, 2, "[flags]", "--learning_rate must be a finite number")
@@ -370,6 +395,7 @@ def test_an_infinite_learning_rate_is_a_flag_error():
 
 # Silently wrong data, now warned about.
 
+@pytest.mark.slow
 def test_an_empty_class_folder_and_a_class_only_in_test_are_warned_about(tmp_path):
     root = two_class_folder(tmp_path / "images" / "train")
     two_class_folder(tmp_path / "images" / "test", per_class=5)
@@ -383,6 +409,7 @@ def test_an_empty_class_folder_and_a_class_only_in_test_are_warned_about(tmp_pat
     assert "1 classes have no examples in any split" in report and "no examples of empty" in report
 
 
+@pytest.mark.slow
 def test_a_label_seen_in_one_split_but_never_in_the_other_is_warned_about(tmp_path):
     arrays = npz_arrays()
     arrays["y_train"][:5] = 2  # Class 2 exists only in training: its test recall cannot be measured.
@@ -392,7 +419,250 @@ def test_a_label_seen_in_one_split_but_never_in_the_other_is_warned_about(tmp_pa
     assert "none in test" in result.stdout and "no test examples of 2" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_empty_idx_split_is_refused(tmp_path):
     folder = write_idx_dataset(tmp_path / "data", test_size=0)
     result = run_script("diagnose", "--dataset=mnist", f"--data_dir={folder}", "--batch_size=8")
     assert_one_paragraph_error(result, 1, "the test split in", "is empty", "at least one image")
+
+
+# Shards, converted models and study folders (unit tier: no training).
+
+def small_image_folder(root, classes=("circle", "square", "stripe")):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 12, 20, 3), dtype=np.uint8)
+    labels = np.arange(48) % len(classes)
+    return write_image_folder(root, {"train": (images, labels), "test": (images[:12], labels[:12])}, classes)
+
+
+def small_shards(tmp_path):
+    """A three-class image folder (images/) and its shards (shards/, several a split)."""
+    folder = small_image_folder(tmp_path / "images")
+    shards.make_shards(folder, tmp_path / "shards", shard_mb=0.004, test_split=0.2, skip_bad_images=False, workers=2)
+    return tmp_path / "shards"
+
+
+def shard_config(folder, *flags):
+    return make_config(folder.parent / "run", "--dataset=tfrecord", f"--data_dir={folder}", "--image_size=12,20",
+                       "--channels=3", *flags)
+
+
+def refusal(call) -> TapeloopError:
+    with pytest.raises(TapeloopError) as raised:
+        call()
+    return raised.value
+
+
+def rewrite_records(path, change):
+    """Rewrites a shard's records through `change(example)` (as another tool would), keeping its size
+    out of the question by updating shards.json's byte count for it."""
+    examples = [tf.train.Example.FromString(record.numpy()) for record in tf.data.TFRecordDataset(str(path))]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in examples:
+            change(example)
+            writer.write(example.SerializeToString())
+    manifest_path = path.parent / "shards.json"
+    manifest = json.loads(manifest_path.read_text())
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            if shard["file"] == path.name:
+                shard["bytes"] = path.stat().st_size
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_make_shards_never_deletes_a_users_own_tfrecord_files(tmp_path):
+    output = tmp_path / "shards"
+    output.mkdir()
+    theirs = {name: f"the user's {name}".encode() for name in
+              ("vacation-00000-of-00002.tfrecord", "vacation-00001-of-00002.tfrecord", "notes.txt")}
+    for name, content in theirs.items():
+        (output / name).write_bytes(content)
+    folder = small_image_folder(tmp_path / "images")
+    for _ in range(2):  # A rerun too.
+        shards.make_shards(folder, output, shard_mb=0.004, test_split=0.2, skip_bad_images=False, workers=2)
+    assert {name: (output / name).read_bytes() for name in theirs} == theirs
+
+
+def test_make_shards_refuses_to_write_over_a_file_it_did_not_write(tmp_path):
+    output = tmp_path / "shards"
+    output.mkdir()
+    (output / "train-00000-of-00001.tfrecord").write_bytes(b"another tool's shard")
+    (output / "shards.json").write_text('{"made by": "another tool"}')
+    before = snapshot(output)
+    error = refusal(lambda: shards.make_shards(small_image_folder(tmp_path / "images"), output, 64, 0.2, False, 2))
+    assert "make_shards.py did not write" in error.problem and "shards.json" in error.found
+    assert "train-00000-of-00001.tfrecord" in error.found and "nothing was written" in error.fix
+    assert snapshot(output) == before
+
+
+@pytest.mark.parametrize("output", ["images/shards", "images", "."])
+def test_make_shards_refuses_an_output_folder_inside_the_image_folder_or_holding_it(tmp_path, output):
+    folder = small_image_folder(tmp_path / "images")
+    error = refusal(lambda: shards.make_shards(folder, tmp_path / output, 64, 0.2, False, 2))
+    assert error.stage == "flags" and "overlap" in error.problem and "one more class" in error.expected
+    assert not (tmp_path / "images" / "shards").exists() and not (tmp_path / "shards.json").exists()
+
+
+def test_make_shards_refuses_a_class_folder_without_images(tmp_path):
+    folder = small_image_folder(tmp_path / "images")
+    (folder / "train" / "zzz_notes").mkdir()
+    (folder / "train" / "zzz_notes" / "readme.txt").write_text("not an image")
+    error = refusal(lambda: shards.make_shards(folder, tmp_path / "shards", 64, 0.2, False, 2))
+    assert "hold no image files" in error.problem and "zzz_notes" in error.found
+    assert not (tmp_path / "shards").exists()
+
+
+def test_make_shards_refuses_an_output_dir_that_is_a_file_and_leaves_it(tmp_path):
+    (tmp_path / "shards").write_bytes(b"a user's file")
+    error = refusal(lambda: shards.make_shards(small_image_folder(tmp_path / "images"), tmp_path / "shards", 64, 0.2,
+                                               False, 2))
+    assert "is a file" in error.problem and (tmp_path / "shards").read_bytes() == b"a user's file"
+
+
+def test_a_sidecar_cut_short_by_kill_9_is_redone_on_the_rerun(tmp_path):
+    output = small_shards(tmp_path)
+    first = json.loads((output / "shards.json").read_text())
+    sidecar = sorted(output.glob("train-*.done.npz"))[0]
+    sidecar.write_bytes(sidecar.read_bytes()[:100])  # As kill -9 left a sidecar written in place.
+    (output / "shards.json").unlink()
+    again = shards.make_shards(tmp_path / "images", output, 0.004, 0.2, False, 2)
+    assert again == first and np.load(sidecar)["labels"].size > 0
+
+
+def test_a_shard_with_flipped_bytes_is_named_when_loading_and_skipped_with_skip_bad_images(tmp_path):
+    output = small_shards(tmp_path)
+    shard = sorted(output.glob("train-*.tfrecord"))[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 32] = bytes(255 - byte for byte in data[len(data) // 2:len(data) // 2 + 32])
+    shard.write_bytes(bytes(data))
+    error = refusal(lambda: sources.load(shard_config(output)))
+    assert f"{shard} (a damaged record" in error.found and "--skip_bad_images" in error.fix
+    _, splits = sources.load(shard_config(output, "--skip_bad_images"))
+    held = json.loads((output / "shards.json").read_text())["splits"]["train"]
+    assert len(splits["train"][1]) == held["examples"] - held["shards"][1]["examples"]
+
+
+@pytest.mark.parametrize("label, phrase", [(7, "label 7, index"), (None, "record labels differ from the index")])
+def test_record_labels_out_of_range_or_unlike_the_index_are_named_never_trained_on(tmp_path, label, phrase):
+    output = small_shards(tmp_path)
+    shard = sorted(output.glob("train-*.tfrecord"))[0]
+
+    def relabel(example):
+        values = example.features.feature["label"].int64_list.value
+        values[0] = label if label is not None else (values[0] + 1) % 3
+
+    rewrite_records(shard, relabel)
+    error = refusal(lambda: sources.load(shard_config(output)))
+    assert str(shard) in error.found and phrase in error.found
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda manifest: manifest["splits"]["test"].update(examples=0, shards=[]), "the test split lists 0 examples"),
+    (lambda manifest: [shard.update(examples=shard["examples"] + 7, first=shard["first"] + 7 * number)
+                       for number, shard in enumerate(manifest["splits"]["train"]["shards"])]
+     and manifest["splits"]["train"].update(examples=sum(shard["examples"] for shard in
+                                                         manifest["splits"]["train"]["shards"])),
+     "where shards.json lists"),
+    (lambda manifest: manifest["splits"]["train"]["shards"][0].update(file="../../images/escape.tfrecord"),
+     "is not a shard name"),
+])
+def test_an_edited_shards_json_is_a_paragraph_before_any_record_is_trained_on(tmp_path, edit, phrase):
+    output = small_shards(tmp_path)
+    manifest = json.loads((output / "shards.json").read_text())
+    edit(manifest)
+    (output / "shards.json").write_text(json.dumps(manifest))
+    error = refusal(lambda: sources.load(shard_config(output)))
+    assert error.stage == "data" and phrase in error.found
+
+
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda path: path.unlink(), "No such file"),
+    (lambda path: np.savez(path, labels=np.array([{"label": 1}], object), heights=np.zeros(1), widths=np.zeros(1),
+                           paths=np.array(["x"])), "Object arrays cannot be loaded"),
+])
+def test_a_missing_or_pickled_index_is_a_paragraph(tmp_path, damage, phrase):
+    output = small_shards(tmp_path)
+    damage(output / "index-train.npz")
+    error = refusal(lambda: sources.load(shard_config(output)))
+    assert "index" in error.problem and phrase in error.found and "make_shards.py again" in error.fix
+
+
+def test_a_shuffle_buffer_larger_than_the_memory_is_refused(tmp_path):
+    error = refusal(lambda: sources.load(shard_config(small_shards(tmp_path), "--shuffle_buffer=2000000000")))
+    assert "--shuffle_buffer=2000000000 would not fit in memory" in error.problem
+
+
+@pytest.mark.parametrize("kind, content, phrase", [
+    ("tflite", b"garbage, not a model", "no TFLite identifier"),
+    ("tflite", b"\x1c\x00\x00\x00TFL3" + bytes(40), "its runtime refused it"),
+    ("onnx", b"\x1c\x00\x00\x00TFL3" + bytes(40), "a TFLite file"),
+])
+def test_a_converted_file_that_is_not_its_format_names_the_file_and_the_export_command(tmp_path, kind, content,
+                                                                                       phrase):
+    path = tmp_path / f"model.{kind}"
+    path.write_bytes(content)
+    (tmp_path / f"model.{kind}.json").write_text(json.dumps(
+        {"format": kind, "input": {"shape": [None, 28, 28]}, "output": {"class_names": ["a", "b"]}}))
+    error = refusal(lambda: conversion.converted_model(str(path), kind))
+    assert str(path) in error.problem and phrase in error.found and f"--format={kind}" in error.fix
+
+
+def test_a_converted_file_given_as_another_format_is_named_by_its_contract(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"an onnx file")
+    (tmp_path / "model.onnx.json").write_text(json.dumps(
+        {"format": "onnx", "input": {"shape": [None, 28, 28]}, "output": {"class_names": ["a", "b"]}}))
+    error = refusal(lambda: conversion.converted_model(str(path), "tflite"))
+    assert "says format 'onnx'" in error.found
+
+
+@pytest.mark.slow  # improve.py's imports (Optuna) take seconds.
+def test_improve_refuses_a_study_dir_that_is_a_file_before_any_work(tmp_path):
+    (tmp_path / "study.db").write_bytes(b"SQLite format 3\x00 a user's database")
+    (tmp_path / "run").mkdir()  # The check comes before the run is read.
+    result = run_script("improve", f"--run_dir={tmp_path / 'run'}", f"--study_dir={tmp_path / 'study.db'}")
+    assert_one_paragraph_error(result, 1, "[flags]", "cannot hold the trials", "a file (left as it is)")
+    assert (tmp_path / "study.db").read_bytes() == b"SQLite format 3\x00 a user's database"
+    assert "Diagnos" not in result.stdout
+
+
+@pytest.mark.slow
+def test_export_never_replaces_a_file_without_overwrite(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
+    assert run_script("export", f"--run_dir={run_dir}", "--format=tflite").returncode == 0
+    contract = run_dir / "export" / "model.tflite.json"
+    contract.write_text(contract.read_text().replace('"uint8"', '"uint8" ', 1))  # The user's edit.
+    edited = snapshot(run_dir / "export")
+    again = run_script("export", f"--run_dir={run_dir}", "--format=tflite")
+    assert_one_paragraph_error(again, 1, "[output]", "model.tflite.json exist", "--overwrite")
+    assert snapshot(run_dir / "export") == edited
+    theirs = tmp_path / "report.pdf"
+    theirs.write_bytes(b"a user's report")
+    elsewhere = run_script("export", f"--run_dir={run_dir}", "--format=tflite", f"--output={theirs}")
+    assert_one_paragraph_error(elsewhere, 1, f"{theirs} exists already")
+    assert theirs.read_bytes() == b"a user's report"
+    replaced = run_script("export", f"--run_dir={run_dir}", "--format=tflite", "--overwrite")
+    assert replaced.returncode == 0 and "Replacing" in replaced.stderr
+
+
+@pytest.mark.slow
+def test_predict_names_a_garbage_or_missing_converted_model(tmp_path, synthetic_run):
+    run_dir = copy_run(synthetic_run, tmp_path)
+    assert run_script("export", f"--run_dir={run_dir}", "--format=tflite").returncode == 0
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    (run_dir / "export" / "model.tflite").write_bytes(b"garbage")
+    result = run_script("predict", f"--run_dir={run_dir}", "--weights=tflite", str(image))
+    assert_one_paragraph_error(result, 1, "[export]", "model.tflite is not a usable tflite model", "--format=tflite")
+    result = run_script("predict", f"--run_dir={run_dir}", "--weights=onnx", str(image))
+    assert_one_paragraph_error(result, 1, "[export]", "no onnx file at", "export.py")
+
+
+@pytest.mark.slow
+def test_a_data_service_address_where_nothing_listens_is_a_paragraph_within_the_timeout(tmp_path):
+    started = time.monotonic()
+    result = run_script("train", *SMALL_RUN, f"--run_dir={tmp_path / 'run'}", "--data_service=grpc://localhost:1",
+                        "--data_service_timeout=3", timeout=120)
+    assert_one_paragraph_error(result, 1, "[data]", "grpc://localhost:1 does not serve batches", "no answer within 3 s",
+                               "--role=dispatcher")
+    assert time.monotonic() - started < 60 and not (tmp_path / "run").exists()

@@ -51,12 +51,14 @@ def test_a_rerun_keeps_finished_shards_and_rewrites_those_whose_files_changed(tm
     times = {path: path.stat().st_mtime_ns for path in shard_files}
     changed_image = np.load(output / "index-train.npz")["paths"][0]  # In the first shard.
     os.utime(changed_image, ns=(0, 10**18))  # Edited (the same size, so the same plan).
-    (output / "train-00099-of-00100.tfrecord").write_bytes(b"from a plan of before")
+    stale = output / "train-00099-of-00100.tfrecord"  # A shard of an earlier plan, with its sidecar.
+    stale.write_bytes(b"from a plan of before")
+    shutil.copyfile(shard_files[1].with_name(shard_files[1].name + ".done.npz"), f"{stale}.done.npz")
     again = shards.make_shards(folder, output, 0.002, 0.2, False, 2)
     assert again == first
     assert shard_files[0].stat().st_mtime_ns != times[shard_files[0]]
     assert all(path.stat().st_mtime_ns == times[path] for path in shard_files[1:])
-    assert not (output / "train-00099-of-00100.tfrecord").exists()  # Not in this plan: removed.
+    assert not stale.exists() and not os.path.exists(f"{stale}.done.npz")  # This tool's, not in this plan: removed.
 
 
 def test_unreadable_images_are_named_by_path_or_skipped_and_no_description_is_written_until_it_holds(tmp_path):

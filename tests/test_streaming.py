@@ -131,13 +131,27 @@ def test_a_truncated_shard_is_named_before_training_or_left_out_with_skip_bad_im
     assert len(splits["train"][1]) == len(whole) - held["examples"]
 
 
-def test_a_record_damaged_after_the_start_stops_the_run_with_the_shard_named(synthetic_shards, tmp_path):
-    def flip_bytes(data):
-        middle = len(data) // 2
-        return data[:middle] + bytes(255 - byte for byte in data[middle:middle + 64]) + data[middle + 64:]
+def flip_bytes(data):
+    middle = len(data) // 2
+    return data[:middle] + bytes(255 - byte for byte in data[middle:middle + 64]) + data[middle + 64:]
 
-    root, shard = damaged_copy(synthetic_shards, tmp_path, flip_bytes)  # Same size: the start cannot see it.
+
+def test_a_shard_with_flipped_bytes_is_named_at_the_start_or_left_out_with_skip_bad_images(synthetic_shards,
+                                                                                           tmp_path):
+    root, shard = damaged_copy(synthetic_shards, tmp_path, flip_bytes)  # Same size: its records' checksums fail.
+    with pytest.raises(TapeloopError, match="cannot be read or brought to the size") as raised:
+        sources.load(tfrecord_config(root))
+    assert f"{shard} (a damaged record" in raised.value.found
+    _, splits = sources.load(tfrecord_config(root, "--skip_bad_images"))
+    held = [entry for entry in streaming.read_description(root / "shards")["splits"]["train"]["shards"]
+            if str(root / "shards" / entry["file"]) == str(shard)][0]
+    assert len(splits["train"][1]) == len(np.load(root / "shards" / "index-train.npz")["labels"]) - held["examples"]
+
+
+def test_a_record_damaged_after_the_start_stops_the_run_with_the_shard_named(synthetic_shards, tmp_path):
+    root, shard = damaged_copy(synthetic_shards, tmp_path, lambda data: data)
     data = pipeline.prepare_data(tfrecord_config(root))
+    shard.write_bytes(flip_bytes(shard.read_bytes()))  # The same size, after the start.
     with pytest.raises(TapeloopError, match=f"a record of the shard {shard} is damaged") as raised:
         with streaming.damaged_records_named(data.train, data.validation, data.test):
             for _ in pipeline.eval_batches(data.train, data.spec, tfrecord_config(root)):
@@ -147,7 +161,7 @@ def test_a_record_damaged_after_the_start_stops_the_run_with_the_shard_named(syn
 
 def test_a_folder_that_is_not_finished_shards_is_refused(tmp_path):
     (tmp_path / "shards").mkdir()
-    with pytest.raises(TapeloopError, match="is not a finished shard folder") as raised:
+    with pytest.raises(TapeloopError, match="is not a usable shard folder") as raised:
         sources.load(tfrecord_config(tmp_path))
     assert "make_shards.py" in raised.value.fix
 

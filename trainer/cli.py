@@ -70,6 +70,20 @@ def check_output_path(path: str | None) -> None:
                             fix="pass a file name, e.g. --output=results.json, or - for stdout")
 
 
+def refuse_to_overwrite(paths: list[str], overwrite: bool) -> None:
+    """The one rule of the scripts that write files a user names: a file already there is never
+    replaced unless the user passed --overwrite (then it is said)."""
+    existing = [path for path in paths if os.path.lexists(path)]
+    if existing and not overwrite:
+        raise TapeloopError(
+            stage="output", problem=f"{', '.join(existing)} exist{'s' if len(existing) == 1 else ''} already",
+            expected="new files (a file already there, yours or one this script wrote before, is never replaced "
+                     "without --overwrite)", found=f"{len(existing)} of the {len(paths)} files it writes",
+            fix="pass another output path, or --overwrite to replace them; nothing was written")
+    for path in existing:
+        absl_logging.warning("Replacing %s (--overwrite).", path)
+
+
 def write_json(path: str, value) -> None:
     """Writes `value` as indented JSON to `path` ('-': stdout); a failed write is the paragraph."""
     text = json.dumps(value, indent=2)

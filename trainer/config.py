@@ -74,6 +74,7 @@ class TrainConfig:
     cpu_devices: int
     tpu: str
     data_service: str
+    data_service_timeout: float
     ema_decay: float
     batchnorm_momentum: float
     precise_bn_batches: int

@@ -21,12 +21,14 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from data.streaming import pixels_at, stored_batches
 from trainer import run_directory
 from trainer.checkpoints import ServingModule
-from trainer.errors import TapeloopError
+from data.files import unreadable_reason
+from trainer.errors import TapeloopError, described
 from trainer.setup import final_model
 
 FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 ONNX_OPSET = 17
 LATENCY_REPEATS = 200
+TFLITE_IDENTIFIER = b"TFL3"  # Bytes 4-8 of every TFLite flatbuffer.
 ONNX_PACKAGES = ("tf2onnx", "onnxruntime")
 
 
@@ -138,13 +140,57 @@ def require_onnx_packages(stage_action: str) -> None:
             fix="pip install -e '.[onnx]' (or pip install tf2onnx onnxruntime) in tapeloop's environment")
 
 
-def converted_probabilities(path: str, kind: str, images, batch_size: int) -> np.ndarray:
-    """Class probabilities of raw uint8 images from the converted file, in its own runtime."""
-    if not os.path.isfile(path):
+def converted_model(path: str, kind: str):
+    """(uint8 images -> class probabilities, input contract) of a file export.py converted, opened in
+    its own runtime (TFLite interpreter, onnxruntime), or the paragraph naming the file and the fix."""
+    export_again = (f"run scripts/export.py --run_dir=RUN --format={kind} (or give --converted the {kind} file "
+                    "export.py wrote)")
+    reason = unreadable_reason(path)
+    if reason:
         raise TapeloopError(stage="export", problem=f"no {kind} file at {path}", expected="the file export.py wrote",
-                            found="no such file",
-                            fix=f"run scripts/export.py --run_dir=RUN --format={kind} first (or pass its --output)")
-    predict = runner(path, kind)
+                            found=reason, fix=export_again)
+    contract = read_contract(path)
+    problem = _format_problem(path, kind, contract)
+    if problem is None:
+        if kind == "onnx":
+            require_onnx_packages("run")
+        try:
+            return runner(path, kind), contract
+        except Exception as error:  # The runtimes raise many kinds (ValueError, their own).
+            problem = f"its runtime refused it: {described(error, 200)}"
+    raise TapeloopError(stage="export", problem=f"{path} is not a usable {kind} model",
+                        expected=f"a {kind} file as export.py writes it, beside its input contract", found=problem,
+                        fix=export_again)
+
+
+def _format_problem(path: str, kind: str, contract: dict) -> str | None:
+    """Why the file at `path` is not of `kind` by its contract and its first bytes, or None."""
+    with open(path, "rb") as stream:
+        is_tflite = stream.read(8)[4:8] == TFLITE_IDENTIFIER
+    if contract.get("format") != kind:
+        return f"its contract {path}.json says format {str(contract.get('format'))[:40]!r}"
+    if kind.startswith("tflite") and not is_tflite:
+        return f"no TFLite identifier ({TFLITE_IDENTIFIER.decode()}) in its first bytes"
+    if kind == "onnx" and is_tflite:
+        return "a TFLite file"
+    return None
+
+
+def refuse_another_models_contract(contract: dict, spec, path: str) -> None:
+    """Refuses a converted file whose input shape or classes are not those of the run's dataset."""
+    wanted = {"shape": [None, *spec.stored_shape], "class_names": list(spec.class_names)}
+    found = {"shape": contract["input"]["shape"], "class_names": contract["output"]["class_names"]}
+    if found != wanted:
+        raise TapeloopError(
+            stage="export", problem=f"{path} is not a model of this run's data",
+            expected=f"input {wanted['shape']} and the {len(wanted['class_names'])} classes of the run's dataset",
+            found=f"input {found['shape']} and {len(found['class_names'])} classes (exported from "
+                  f"{contract.get('run_dir')})", fix="export this run with scripts/export.py, or score that file "
+                                                      "with the run it came from")
+
+
+def converted_probabilities(predict, images, batch_size: int) -> np.ndarray:
+    """Class probabilities of raw uint8 images through a converted model's `predict`."""
     return np.concatenate([predict(np.asarray(batch, np.uint8)) for batch in stored_batches(images, batch_size)])
 
 

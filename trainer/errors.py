@@ -48,3 +48,8 @@ class RunStopped(Exception):
 def first_line(error: Exception, limit: int = 300) -> str:
     """The first line of an exception's message, at most `limit` characters, for a paragraph's "found"."""
     return str(error).splitlines()[0][:limit] if str(error) else ""
+
+
+def described(error: Exception, limit: int = 300) -> str:
+    """An exception as a paragraph's "found": its type and the first line of its message."""
+    return f"{type(error).__name__}: {first_line(error, limit)}"

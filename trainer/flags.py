@@ -328,6 +328,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                         "workers, which must reach --data_dir at the same path; they arrive in the order the "
                         "workers finish them, so a run is not bit-reproducible (each epoch still holds each of "
                         "its batches once). Arrays and image folders (also streamed); not tfrecord.", **fv)
+    flags.DEFINE_float("data_service_timeout", 30.0, "Seconds to wait for the --data_service dispatcher and a "
+                       "worker to serve a first batch before stopping with the paragraph.", lower_bound=1.0, **fv)
     # Run directory, logging, checkpoints
     flags.DEFINE_string("run_dir", None, "Run directory: logs, checkpoints, exported model, results. "
                         "Rerunning on a directory with checkpoints resumes.", **fv)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data import catalog, diagnostics, pipeline, sources
+from data import catalog, diagnostics, pipeline, service, sources
 from data.files import unreadable_reason
 from data.mixing import MixSettings
 from models import registry, size
@@ -58,6 +58,8 @@ def prepare_run(config: TrainConfig, strategy: tf.distribute.Strategy | None = N
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     data = pipeline.prepare_data(config)
+    if config.data_service:
+        service.wait_for_service(config.data_service, config.data_service_timeout)
     report = diagnostics.preflight(data, config)
     for line in report.lines:
         logging.info("Data: %s", line)
