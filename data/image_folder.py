@@ -180,7 +180,8 @@ def _class_names(*folders: Path) -> tuple[str, ...]:
         raise TapeloopError(
             stage="data", problem=f"{folder} does not look like an image folder",
             expected="one sub-folder per class (at least two), or train/ and test/ each with them",
-            found=f"sub-folders: {', '.join(names) or 'none'}" if folder.is_dir() else "no such folder",
+            found=f"sub-folders: {', '.join(names) or 'none'}" if folder.is_dir() else
+            unreadable_reason(folder) or "a file, not a folder",
             fix="arrange the images as FOLDER/<class>/<image> and pass --data_dir=FOLDER")
     return tuple(names)
 

@@ -18,6 +18,7 @@ as a class.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,6 +33,7 @@ from absl import logging
 
 from data import image_folder
 from data.files import unreadable_reason
+from trainer import errors
 from trainer.errors import TapeloopError
 
 DESCRIPTION = "shards.json"
@@ -143,23 +145,37 @@ def make_shards(data_dir: Path, output: Path, shard_mb: float, test_split: float
     every_plan = [plan for split_plans in plans.values() for plan in split_plans]
     owned = files_written_here(output)
     refuse_to_replace_others(output, every_plan, owned)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / DESCRIPTION).unlink(missing_ok=True)  # Incomplete until written again at the end.
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # Decoding releases the GIL.
-        written = {split: list(pool.map(write_shard, split_plans)) for split, split_plans in plans.items()}
-    _remove_stale_shards(output, every_plan, owned)
-    reused = sum(shard["reused"] for shards in written.values() for shard in shards)
-    logging.info("Shards: %d written, %d kept from an earlier run.",
-                 sum(map(len, written.values())) - reused, reused)
-    bad = [str(path) for shards in written.values() for shard in shards for path in shard["bad"]]
-    image_folder.report_unreadable(bad, sum(map(len, files.values())), skip_bad_images)
-    description = {"format": FORMAT, "source": str(data_dir.resolve()), "class_names": list(class_names),
-                   "splits": {split: _describe_split(output, split, plans[split], written[split], len(class_names))
-                              for split in plans}}
-    partial = output / f".{DESCRIPTION}.partial"
-    partial.write_text(json.dumps(description, indent=1))
-    os.replace(partial, output / DESCRIPTION)
+    with _write_failures_named(output):
+        output.mkdir(parents=True, exist_ok=True)
+        (output / DESCRIPTION).unlink(missing_ok=True)  # Incomplete until written again at the end.
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # Decoding releases the GIL.
+            written = {split: list(pool.map(write_shard, split_plans)) for split, split_plans in plans.items()}
+        _remove_stale_shards(output, every_plan, owned)
+        reused = sum(shard["reused"] for shards in written.values() for shard in shards)
+        logging.info("Shards: %d written, %d kept from an earlier run.",
+                     sum(map(len, written.values())) - reused, reused)
+        bad = [str(path) for shards in written.values() for shard in shards for path in shard["bad"]]
+        image_folder.report_unreadable(bad, sum(map(len, files.values())), skip_bad_images)
+        description = {"format": FORMAT, "source": str(data_dir.resolve()), "class_names": list(class_names),
+                       "splits": {split: _describe_split(output, split, plans[split], written[split],
+                                                         len(class_names)) for split in plans}}
+        partial = output / f".{DESCRIPTION}.partial"
+        partial.write_text(json.dumps(description, indent=1))
+        os.replace(partial, output / DESCRIPTION)
     return description
+
+
+@contextlib.contextmanager
+def _write_failures_named(output: Path):
+    """A write that fails (disk full, no permission, a name too long) as the paragraph: the finished
+    shards stay, so a rerun resumes."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        raise TapeloopError(
+            stage="output", problem=f"could not write the shards into {output}",
+            expected="room, permission and a valid path there", found=errors.described(error, 200),
+            fix="free disk space or pass another --output_dir, then rerun: finished shards are kept") from None
 
 
 def refuse_output_folder(data_dir: Path, output: Path) -> None:

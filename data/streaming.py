@@ -119,6 +119,10 @@ class StreamedImages(abc.ABC):
         """The selected records, in stored order."""
 
     @abc.abstractmethod
+    def changed_files(self) -> Iterator[str]:
+        """The files of the selection that are missing or damaged now (read again to find out)."""
+
+    @abc.abstractmethod
     def sample(self, count: int = SAMPLE_EXAMPLES) -> "StreamedImages":
         """Up to `count` of the selected examples, chosen to be cheap to read and spread over the split."""
 
@@ -146,6 +150,9 @@ class ShardedImages(StreamedImages):
         buffer = config.shuffle_buffer or int(min(SHUFFLE_BUFFER_RECORDS, SHUFFLE_BUFFER_BYTES // max(1, mean_bytes)))
         return (self._records(order, cycle=min(READ_CYCLE, len(order)))
                 .shuffle(max(1, buffer), seed=int(rng.integers(2**31)), reshuffle_each_iteration=False))
+
+    def changed_files(self) -> Iterator[str]:
+        return (shard.path for shard, _ in self.shards_read() if _damage(shard) or _unreadable_records(shard.path))
 
     def sample(self, count: int = SAMPLE_EXAMPLES) -> "ShardedImages":
         """The first selected examples of every shard (so reading them reads little)."""
@@ -192,6 +199,9 @@ class FileImages(StreamedImages):
 
     def records_in_order(self) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices((self.paths[self.positions], self.labels[self.positions]))
+
+    def changed_files(self) -> Iterator[str]:
+        return (str(path) for path in self.paths[self.positions] if unreadable_reason(path))
 
     def sample(self, count: int = SAMPLE_EXAMPLES) -> "FileImages":
         """Evenly spaced selected examples (a folder's listing is sorted by class)."""
@@ -518,22 +528,25 @@ def _damage(shard: Shard) -> str | None:
 
 @contextlib.contextmanager
 def damaged_records_named(*splits):
-    """Turns a record that fails its checksum mid-run (a shard damaged after the run started, where
-    its size does not show it) into the paragraph naming the shard, found by reading each one."""
+    """Turns a streamed file that changed under a running run (a shard or image removed, or damaged
+    where its size does not show it, or no longer an image) into the paragraph naming it, found by
+    reading the files again."""
     try:
         yield
-    except tf.errors.DataLossError as error:
-        streamed = [split[0] for split in splits if split is not None and isinstance(split[0], ShardedImages)]
-        if not streamed:
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
+        streamed = [split[0] for split in splits if split is not None and isinstance(split[0], StreamedImages)]
+        undecodable = isinstance(error, tf.errors.InvalidArgumentError)
+        if not streamed or (undecodable and "image file format" not in str(error)):
             raise
-        culprit = next((shard.path for images in streamed for shard, _ in images.shards_read()
-                        if _unreadable_records(shard.path)), "(none found damaged when read again)")
+        culprit = next((path for images in streamed for path in images.changed_files()),
+                       "a record's image (no file found changed when read again)" if undecodable else
+                       "a streamed file (none found changed when read again)")
         raise TapeloopError(
-            stage="data", problem=f"a record of the shard {culprit} is damaged",
-            expected="TFRecord shards as make_shards.py wrote them (each record has a checksum)",
-            found=f"{type(error).__name__}: {errors.first_line(error, 200)}",
-            fix="delete that shard and rerun make_shards.py with the same flags (it rewrites only what is missing), "
-                "then rerun the training command: it resumes from the last checkpoint") from None
+            stage="data", problem=f"{culprit} was damaged or removed while the run read it",
+            expected="the shards or image files the run started with, unchanged until it ends (each record has a "
+                     "checksum)", found=errors.described(error, 200),
+            fix="restore that file (for shards: delete it and rerun make_shards.py with the same flags, which rewrites "
+                "only what is missing), then rerun the training command: it resumes from the last checkpoint") from None
 
 
 def _unreadable_records(path: str) -> bool:
@@ -543,4 +556,3 @@ def _unreadable_records(path: str) -> bool:
     except tf.errors.OpError:
         return True
     return False
-

@@ -16,6 +16,7 @@ import threading
 import tensorflow as tf
 from absl import flags
 
+from data import service
 from trainer.errors import TapeloopError, first_line
 
 flags.DEFINE_enum("role", None, ("dispatcher", "worker"), "What to start.", required=True)
@@ -26,6 +27,9 @@ flags.DEFINE_string("worker_address", None, "worker: HOST:PORT at which the disp
                     "worker (default: localhost and --port, enough on one machine).")
 flags.DEFINE_string("work_dir", None, "dispatcher: a folder for its journal, so that a restarted dispatcher "
                     "carries on its jobs (fault_tolerant_mode).")
+flags.DEFINE_float("start_timeout", 60.0, "worker: seconds to wait for the dispatcher to register this worker "
+                   "before stopping with the paragraph (a dispatcher that is still starting is waited for).",
+                   lower_bound=1.0)
 flags.register_validator("dispatcher", lambda value: value is None or (":" in value and "://" not in value),
                          "--dispatcher is HOST:PORT, without grpc://")
 FLAGS = flags.FLAGS
@@ -46,7 +50,21 @@ def start_server():
         worker_address=FLAGS.worker_address or f"localhost:{FLAGS.port}"))
 
 
+def wait_for_dispatcher() -> None:
+    """A worker's dispatcher must answer within --start_timeout: TensorFlow's worker retries forever,
+    holding the interpreter, once it is started."""
+    found = service.silence(f"grpc://{FLAGS.dispatcher}", FLAGS.start_timeout, needs_worker=False)
+    if found:
+        raise TapeloopError(
+            stage="distribute", problem=f"the worker's dispatcher {FLAGS.dispatcher} does not answer",
+            expected=f"a dispatcher serving there (scripts/data_service.py --role=dispatcher) within "
+                     f"--start_timeout={FLAGS.start_timeout:g} s", found=found,
+            fix="start the dispatcher first, or correct --dispatcher; --start_timeout=SECONDS waits longer")
+
+
 def main(argv):
+    if FLAGS.role == "worker" and FLAGS.dispatcher:
+        wait_for_dispatcher()
     try:
         server = start_server()
     except (tf.errors.OpError, RuntimeError, ValueError) as error:

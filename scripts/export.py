@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     output = FLAGS.output or conversion.default_path(FLAGS.run_dir, FLAGS.format)
     if os.path.isdir(output):
-        cli.check_output_path(output)
+        cli.check_output_path(output, holds="the converted model")
     cli.refuse_to_overwrite([output, f"{output}.json"], FLAGS.overwrite)
     contract = conversion.export(FLAGS.run_dir, FLAGS.format, output, FLAGS.calibration_examples, FLAGS.data_dir)
     print(f"{FLAGS.format}: {output} ({os.path.getsize(output) / 1024:.0f} KiB); input {contract['input']['dtype']} "

@@ -22,7 +22,7 @@ from diagnosis.findings import flag_lines
 from trainer import run_directory
 from trainer.errors import TapeloopError
 from trainer.flags import register_run_dir_validator
-from tuning import improvement
+from tuning import improvement, studies
 
 flags.DEFINE_string("run_dir", None, "The finished run to improve (it is never written to).", required=True)
 flags.DEFINE_string("study_dir", None, "Where the trials go (default: RUN_improve beside the run).")
@@ -76,6 +76,7 @@ def main(argv):
     run_dir = os.path.normpath(FLAGS.run_dir)
     study_dir = FLAGS.study_dir or f"{run_dir}_improve"
     refuse_study_dir(study_dir, run_dir)
+    studies.refuse_unusable_storage(FLAGS.storage or studies.default_storage_url(study_dir), must_exist=False)
     workers = improvement.Workers(FLAGS.workers, FLAGS.storage, FLAGS.heartbeat_seconds)
     outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers,
                                   FLAGS.max_compute)

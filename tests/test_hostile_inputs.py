@@ -9,6 +9,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data import catalog, shards, sources
-from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, copy_run, idx_bytes, make_config, run_script,
-                           write_image_folder, write_idx_dataset)
+from data import catalog, pipeline, shards, sources, streaming
+from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run, idx_bytes,
+                           make_config, run_script, write_image_folder, write_idx_dataset)
 from trainer import conversion
 from trainer.errors import TapeloopError
 
@@ -592,19 +593,28 @@ def test_a_shuffle_buffer_larger_than_the_memory_is_refused(tmp_path):
     assert "--shuffle_buffer=2000000000 would not fit in memory" in error.problem
 
 
-@pytest.mark.parametrize("kind, content, phrase", [
-    ("tflite", b"garbage, not a model", "no TFLite identifier"),
-    ("tflite", b"\x1c\x00\x00\x00TFL3" + bytes(40), "its runtime refused it"),
-    ("onnx", b"\x1c\x00\x00\x00TFL3" + bytes(40), "a TFLite file"),
+@pytest.mark.parametrize("kind, content, written, phrase", [
+    ("tflite", b"garbage, not a model", None, "no TFLite identifier"),
+    ("tflite", b"\x1c\x00\x00\x00TFL3" + bytes(40), "0" * 64, "not the ones export.py wrote"),
+    ("onnx", b"\x1c\x00\x00\x00TFL3" + bytes(40), None, "a TFLite file"),
 ])
 def test_a_converted_file_that_is_not_its_format_names_the_file_and_the_export_command(tmp_path, kind, content,
-                                                                                       phrase):
+                                                                                       written, phrase):
     path = tmp_path / f"model.{kind}"
     path.write_bytes(content)
     (tmp_path / f"model.{kind}.json").write_text(json.dumps(
-        {"format": kind, "input": {"shape": [None, 28, 28]}, "output": {"class_names": ["a", "b"]}}))
+        {"format": kind, "input": {"shape": [None, 28, 28]}, "output": {"class_names": ["a", "b"]},
+         **({"file": {"bytes": 44, "sha256": written}} if written else {})}))
     error = refusal(lambda: conversion.converted_model(str(path), kind))
     assert str(path) in error.problem and phrase in error.found and f"--format={kind}" in error.fix
+
+
+def test_a_contract_with_an_absurd_input_shape_is_not_usable(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3")
+    (tmp_path / "model.tflite.json").write_text(json.dumps(
+        {"format": "tflite", "input": {"shape": [None, 10**9, 10**9]}, "output": {"class_names": ["a", "b"]}}))
+    error = refusal(lambda: conversion.converted_model(str(tmp_path / "model.tflite"), "tflite"))
+    assert "no usable input contract" in error.problem and "sizes up to 16384" in error.found
 
 
 def test_a_converted_file_given_as_another_format_is_named_by_its_contract(tmp_path):
@@ -654,6 +664,16 @@ def test_predict_names_a_garbage_or_missing_converted_model(tmp_path, synthetic_
     (run_dir / "export" / "model.tflite").write_bytes(b"garbage")
     result = run_script("predict", f"--run_dir={run_dir}", "--weights=tflite", str(image))
     assert_one_paragraph_error(result, 1, "[export]", "model.tflite is not a usable tflite model", "--format=tflite")
+    assert run_script("export", f"--run_dir={run_dir}", "--format=tflite", "--overwrite").returncode == 0
+    model = run_dir / "export" / "model.tflite"
+    model.write_bytes(model.read_bytes()[:len(model.read_bytes()) // 2])  # Cut short: the interpreter would crash.
+    result = run_script("predict", f"--run_dir={run_dir}", "--weights=tflite", str(image))
+    assert_one_paragraph_error(result, 1, "not the ones export.py wrote")
+    contract = json.loads((run_dir / "export" / "model.tflite.json").read_text())
+    del contract["file"]  # As a contract written by hand: the file is opened in a child process first.
+    (run_dir / "export" / "model.tflite.json").write_text(json.dumps(contract))
+    result = run_script("predict", f"--run_dir={run_dir}", "--weights=tflite", str(image))
+    assert_one_paragraph_error(result, 1, "the TFLite interpreter")
     result = run_script("predict", f"--run_dir={run_dir}", "--weights=onnx", str(image))
     assert_one_paragraph_error(result, 1, "[export]", "no onnx file at", "export.py")
 
@@ -666,3 +686,90 @@ def test_a_data_service_address_where_nothing_listens_is_a_paragraph_within_the_
     assert_one_paragraph_error(result, 1, "[data]", "grpc://localhost:1 does not serve batches", "no answer within 3 s",
                                "--role=dispatcher")
     assert time.monotonic() - started < 60 and not (tmp_path / "run").exists()
+
+
+def test_a_shard_removed_while_the_run_reads_it_is_named(tmp_path):
+    output = small_shards(tmp_path)
+    config = shard_config(output, "--batch_size=8")
+    data = pipeline.prepare_data(config)
+    shard = sorted(output.glob("test-*.tfrecord"))[0]
+    shard.unlink()
+    with pytest.raises(TapeloopError) as raised:
+        with streaming.damaged_records_named(data.train, data.validation, data.test):
+            for _ in pipeline.eval_batches(data.test, data.spec, config):
+                pass
+    assert f"{shard} was damaged or removed while the run read it" in raised.value.problem
+    assert "NotFoundError" in raised.value.found and "resumes from the last checkpoint" in raised.value.fix
+
+
+def test_a_path_the_file_system_refuses_is_the_file_system_paragraph(tmp_path):
+    result = run_script("make_shards", f"--data_dir={small_image_folder(tmp_path / 'images')}",
+                        f"--output_dir={tmp_path / ('x' * 300)}")
+    assert_one_paragraph_error(result, 1, "[file system]", "could not be used: File name too long", "errno 36")
+
+
+def test_make_shards_on_a_full_disk_is_a_paragraph_and_a_rerun_with_room_resumes(tmp_path, monkeypatch):
+    folder = small_image_folder(tmp_path / "images")
+    real_write = shards.write_shard
+    calls = []
+
+    def disk_full_after_two(plan):
+        calls.append(plan)
+        if len(calls) > 2:
+            raise OSError(28, "No space left on device", str(plan.path))
+        return real_write(plan)
+
+    monkeypatch.setattr(shards, "write_shard", disk_full_after_two)
+    error = refusal(lambda: shards.make_shards(folder, tmp_path / "shards", 0.004, 0.2, False, 1))
+    assert error.stage == "output" and "No space left on device" in error.found and "rerun" in error.fix
+    assert not (tmp_path / "shards" / "shards.json").exists()
+    monkeypatch.setattr(shards, "write_shard", real_write)
+    shards.make_shards(folder, tmp_path / "shards", 0.004, 0.2, False, 1)
+    assert (tmp_path / "shards" / "shards.json").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_data_service() -> tuple[int, dict]:
+    """A dispatcher and one worker started by data_service.py, as a user would on the command line."""
+    dispatcher_port, worker_port = free_port(), free_port()
+    servers = {role: subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for role, args in (("dispatcher", ["--role=dispatcher", f"--port={dispatcher_port}"]),
+                                  ("worker", ["--role=worker", f"--dispatcher=127.0.0.1:{dispatcher_port}",
+                                              f"--port={worker_port}", f"--worker_address=127.0.0.1:{worker_port}"]))}
+    for server in servers.values():
+        assert "serving at" in server.stdout.readline()
+    return dispatcher_port, servers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed, found", [("dispatcher", "no answer within 5 s"),
+                                           ("worker", "no worker served a batch")])
+def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_the_checkpoint(tmp_path, killed,
+                                                                                              found):
+    port, servers = start_data_service()
+    run_dir = tmp_path / "run"
+    training = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=500", f"--run_dir={run_dir}",
+         f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=5"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while checkpointed_step(run_dir) < 28 and time.monotonic() < deadline:  # An epoch saved.
+            time.sleep(0.5)
+        servers[killed].kill()
+        killed_at = time.monotonic()
+        _, stderr = training.communicate(timeout=90)
+        assert time.monotonic() - killed_at < 60
+        result = subprocess.CompletedProcess(training.args, training.returncode, "", stderr)
+        assert_one_paragraph_error(result, 1, "[data]", "which no longer serves", found, "resumes from the last")
+        assert checkpointed_step(run_dir) >= 28
+    finally:
+        training.kill()
+        for server in servers.values():
+            server.kill()

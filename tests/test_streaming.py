@@ -152,7 +152,7 @@ def test_a_record_damaged_after_the_start_stops_the_run_with_the_shard_named(syn
     root, shard = damaged_copy(synthetic_shards, tmp_path, lambda data: data)
     data = pipeline.prepare_data(tfrecord_config(root))
     shard.write_bytes(flip_bytes(shard.read_bytes()))  # The same size, after the start.
-    with pytest.raises(TapeloopError, match=f"a record of the shard {shard} is damaged") as raised:
+    with pytest.raises(TapeloopError, match=f"{shard} was damaged or removed while the run read it") as raised:
         with streaming.damaged_records_named(data.train, data.validation, data.test):
             for _ in pipeline.eval_batches(data.train, data.spec, tfrecord_config(root)):
                 pass

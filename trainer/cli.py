@@ -57,7 +57,7 @@ def _print_last_and_exit(text: str, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
-def check_output_path(path: str | None) -> None:
+def check_output_path(path: str | None, holds: str = "the JSON") -> None:
     """Refuses an --output that cannot be written, before any work is done ('-' is stdout)."""
     if not path or path == "-":
         return
@@ -65,9 +65,10 @@ def check_output_path(path: str | None) -> None:
     problem = ("is a folder" if os.path.isdir(path) else f"is in {folder}, which does not exist"
                if not os.path.isdir(folder) else None)
     if problem:
-        raise TapeloopError(stage="flags", problem=f"--output={path} {problem}", expected="a file path to write "
-                            "the JSON to, in an existing folder", found=problem,
-                            fix="pass a file name, e.g. --output=results.json, or - for stdout")
+        raise TapeloopError(stage="flags", problem=f"--output={path} {problem}", expected=f"a file path to write "
+                            f"{holds} to, in an existing folder", found=problem,
+                            fix="pass a file name, e.g. --output=results.json, or - for stdout"
+                            if holds == "the JSON" else "pass a file name")
 
 
 def refuse_to_overwrite(paths: list[str], overwrite: bool) -> None:
@@ -99,6 +100,16 @@ def write_json(path: str, value) -> None:
                             fix="pass another path, or - for stdout") from None
 
 
+def file_system_error(error: OSError) -> TapeloopError:
+    """An OSError no stage turned into its own paragraph, as the paragraph naming the path."""
+    path = error.filename if error.filename is not None else "a path"
+    return TapeloopError(stage="file system", problem=f"{path} could not be used: {error.strerror or error}",
+                         expected="paths that exist where they are read, and room and permission where they are "
+                                  "written, each name under 255 bytes", found=f"{type(error).__name__} (errno "
+                                  f"{error.errno})", fix="check that path (its length, its permissions, the free "
+                                                         "space there) or pass another")
+
+
 def run(main, takes_arguments: bool = False) -> None:
     """Runs `main(argv)` as an absl app, turning TapeloopError into the user-facing paragraph.
 
@@ -120,6 +131,10 @@ def run(main, takes_arguments: bool = False) -> None:
             if flags.FLAGS.verbosity >= 1:
                 traceback.print_exc()
             last_line = (error.paragraph(), EXIT_ERROR)
+        except OSError as error:  # A path the file system refuses (too long, no permission, disk full, ...).
+            if flags.FLAGS.verbosity >= 1:
+                traceback.print_exc()
+            last_line = (file_system_error(error).paragraph(), EXIT_ERROR)
         except RunStopped as stopped:
             last_line = (f"tapeloop: stopped: {stopped}", 128 + stopped.signal_number)
         except KeyboardInterrupt:

@@ -8,10 +8,13 @@ preprocessing inside, class probabilities out), so the input contract is the Sav
 written beside the file as `<file>.json`.
 """
 
+import hashlib
 import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -28,6 +31,7 @@ from trainer.setup import final_model
 FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 ONNX_OPSET = 17
 LATENCY_REPEATS = 200
+MAX_IMAGE_SIDE = 2**14  # Larger input sides in a contract are damage, not a model.
 TFLITE_IDENTIFIER = b"TFL3"  # Bytes 4-8 of every TFLite flatbuffer.
 ONNX_PACKAGES = ("tf2onnx", "onnxruntime")
 
@@ -53,6 +57,7 @@ def export(run_dir: str, kind: str, output: str, calibration_examples: int, data
     except Exception as error:  # The converters raise many kinds (ConverterError, ValueError, their own).
         raise conversion_error(kind, error) from None
     contract = input_contract(kind, data.spec, config.standardize, run_dir, calibration_examples)
+    contract["file"] = {"bytes": len(converted), "sha256": hashlib.sha256(converted).hexdigest()}
     write_whole(output, converted)
     write_whole(f"{output}.json", json.dumps(contract, indent=1).encode())
     return contract
@@ -150,7 +155,7 @@ def converted_model(path: str, kind: str):
         raise TapeloopError(stage="export", problem=f"no {kind} file at {path}", expected="the file export.py wrote",
                             found=reason, fix=export_again)
     contract = read_contract(path)
-    problem = _format_problem(path, kind, contract)
+    problem = _format_problem(path, kind, contract) or _content_problem(path, kind, contract)
     if problem is None:
         if kind == "onnx":
             require_onnx_packages("run")
@@ -173,6 +178,28 @@ def _format_problem(path: str, kind: str, contract: dict) -> str | None:
         return f"no TFLite identifier ({TFLITE_IDENTIFIER.decode()}) in its first bytes"
     if kind == "onnx" and is_tflite:
         return "a TFLite file"
+    return None
+
+
+def _content_problem(path: str, kind: str, contract: dict) -> str | None:
+    """Why the file's bytes cannot be opened safely, or None: they must be the ones export.py wrote
+    (its contract's sha256); a TFLite file without one is first opened in a child process, since the
+    interpreter crashes the process on a damaged flatbuffer."""
+    written = contract.get("file")
+    if isinstance(written, dict) and "sha256" in written:
+        with open(path, "rb") as stream:
+            found = hashlib.sha256(stream.read()).hexdigest()
+        return None if found == written["sha256"] else (
+            f"its bytes are not the ones export.py wrote (sha256 {found[:12]}..., its contract says "
+            f"{str(written['sha256'])[:12]}...): changed or cut short")
+    if kind.startswith("tflite"):
+        opened = subprocess.run([sys.executable, "-c", "import sys, tensorflow as tf; "
+                                 "tf.lite.Interpreter(model_path=sys.argv[1]).allocate_tensors()", path],
+                                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if opened.returncode != 0:
+            last = (opened.stderr.strip().splitlines() or [""])[-1]
+            return (f"the TFLite interpreter crashed opening it (signal {-opened.returncode})"
+                    if opened.returncode < 0 else f"the TFLite interpreter refused it: {last[:200]}")
     return None
 
 
@@ -217,8 +244,11 @@ def read_contract(path: str) -> dict:
     try:
         with open(f"{path}.json", encoding="utf-8") as stream:
             contract = json.load(stream)
-        if not (isinstance(contract["input"]["shape"], list) and isinstance(contract["output"]["class_names"], list)):
-            raise ValueError("no input shape or class names")
+        shape, class_names = contract["input"]["shape"], contract["output"]["class_names"]
+        if not (isinstance(shape, list) and isinstance(class_names, list) and len(shape) in (3, 4)
+                and all(type(size) is int and 0 < size <= MAX_IMAGE_SIDE for size in shape[1:])):
+            raise ValueError(f"input shape {str(shape)[:60]}, {len(class_names)} class names: expected [None, H, W] "
+                             f"or [None, H, W, C] of sizes up to {MAX_IMAGE_SIDE}, and a list of names")
         return contract
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise TapeloopError(stage="export", problem=f"no usable input contract beside {path}",

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data import pipeline, streaming
+from data import pipeline, service, streaming
 from data.mixing import MixSettings
 from trainer import distribute, fine_tuning, losses, run_directory, steps
 from trainer.batchnorm import StatisticsEstimator
@@ -115,6 +115,7 @@ class RunParts:
     stop: StopRequest
     write_dir: str
     bn_statistics: StatisticsEstimator  # --precise_bn_batches, and the check behind the overfitting warning.
+    service_watch: service.StallWatch  # Around each read of --data_service batches, which never returns if it died.
     last_training_scalars: dict = dataclasses.field(default_factory=dict)
     stopped_by_caller: bool = False  # The after_evaluation call asked to stop.
 
@@ -154,7 +155,8 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
         divergence=DivergenceGuard(config.divergence_factor, chance_loss=math.log(inputs.spec.num_classes)),
         warnings=TrainingWarnings(inputs.spec.num_classes),
         profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir,
-        bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config))
+        bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config),
+        service_watch=service.StallWatch(config.data_service, config.data_service_timeout))
 
 
 def compile_training(config: TrainConfig, inputs: RunInputs, train_metrics: dict) -> tuple[Callable, list | None]:
@@ -187,7 +189,8 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
     epoch_end = min((epoch + 1) * inputs.steps_per_epoch, inputs.total_steps)
     parts.progress.start_epoch(epoch, step - epoch * inputs.steps_per_epoch)
     parts.timer.restart()
-    batches = iter(training_batches(parts, epoch, step - epoch * inputs.steps_per_epoch))
+    with parts.service_watch.waiting():
+        batches = iter(training_batches(parts, epoch, step - epoch * inputs.steps_per_epoch))
     count = 0
     while step < epoch_end:
         if step == 0 or is_time(config.image_summary_every_steps, step, count):
@@ -195,7 +198,8 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
         parts.profiler.update(step)
         first_step = parts.divergence.first_loss is None
         count = 1 if first_step else min(config.steps_per_loop, epoch_end - step)
-        step_loss = parts.train_steps(batches, count)
+        with parts.service_watch.waiting():
+            step_loss = parts.train_steps(batches, count)
         parts.timer.tick(count)
         step += count
         if first_step:

@@ -71,16 +71,7 @@ def default_storage_url(folder: str) -> str:
 def open_storage(settings: StudySettings, must_exist: bool = False) -> optuna.storages.RDBStorage:
     """The study's relational storage with heartbeats on; a URL it cannot use is the paragraph, and
     so is an SQLite file that is missing where it `must_exist` (a study to read, not to start)."""
-    scheme = settings.storage_url.partition(":")[0].partition("+")[0]
-    if scheme not in RELATIONAL_SCHEMES:
-        raise TapeloopError(
-            stage="search", problem=f"--storage={settings.storage_url} is not a relational database URL",
-            expected="sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB "
-                     "(their heartbeats let a study re-queue the trials of a killed worker)",
-            found=f"the scheme {scheme!r}",
-            fix="leave --storage out for SQLite in the study folder, or pass a PostgreSQL or MySQL URL")
-    if scheme == "sqlite":
-        refuse_unusable_sqlite(settings.storage_url, must_exist)
+    scheme = refuse_unusable_storage(settings.storage_url, must_exist)
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
     for attempt in range(STORAGE_ATTEMPTS):
         with warnings.catch_warnings():
@@ -102,6 +93,22 @@ def open_storage(settings: StudySettings, must_exist: bool = False) -> optuna.st
         found=f"{type(problem).__name__}: {str(problem).splitlines()[0].rstrip('.')}",
         fix="check the URL, the server and the credentials; PostgreSQL needs `pip install 'psycopg[binary]'`, "
             "MySQL `pip install pymysql` (URL mysql+pymysql://...)")
+
+
+def refuse_unusable_storage(url: str, must_exist: bool) -> str:
+    """Refuses, without connecting, a URL that is no relational database or an SQLite file that
+    cannot hold a study; returns the URL's scheme."""
+    scheme = url.partition(":")[0].partition("+")[0]
+    if scheme not in RELATIONAL_SCHEMES:
+        raise TapeloopError(
+            stage="search", problem=f"--storage={url} is not a relational database URL",
+            expected="sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB "
+                     "(their heartbeats let a study re-queue the trials of a killed worker)",
+            found=f"the scheme {scheme!r}",
+            fix="leave --storage out for SQLite in the study folder, or pass a PostgreSQL or MySQL URL")
+    if scheme == "sqlite":
+        refuse_unusable_sqlite(url, must_exist)
+    return scheme
 
 
 def refuse_unusable_sqlite(url: str, must_exist: bool) -> None:
