@@ -234,7 +234,7 @@ def _described_shards(path: Path) -> list[str]:
             return []
         return [shard["file"] for split in description["splits"].values() for shard in split["shards"]
                 if SHARD_NAME.fullmatch(str(shard["file"]))]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):  # Nested past parsing.
         return []
 
 

@@ -355,7 +355,7 @@ def read_description(root: Path) -> dict:
         description = json.loads(path.read_text())
         _check_description(description)
         return description
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise TapeloopError(
             stage="data", problem=f"{root} is not a usable shard folder",
             expected=f"{shards.DESCRIPTION} ({shards.FORMAT}) beside train-*.tfrecord and test-*.tfrecord, as "

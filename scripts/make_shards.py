@@ -21,13 +21,14 @@ flags.DEFINE_float("shard_size_mb", 64.0, "Encoded images per shard, in MiB (Ten
 flags.DEFINE_float("test_split", 0.2, "A folder without train/ and test/: the fraction held out as the test split "
                    "(fixed, as --dataset=image_folder holds it out).", lower_bound=0.01, upper_bound=0.9)
 flags.DEFINE_boolean("skip_bad_images", False, "Leave out (and list) files that cannot be decoded, instead of stopping.")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Shards written at once.", lower_bound=1)
+flags.DEFINE_integer("workers", 0, "Shards written at once (0: one per core).", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     description = shards.make_shards(Path(FLAGS.data_dir).expanduser(), Path(FLAGS.output_dir).expanduser(),
-                                     FLAGS.shard_size_mb, FLAGS.test_split, FLAGS.skip_bad_images, FLAGS.workers)
+                                     FLAGS.shard_size_mb, FLAGS.test_split, FLAGS.skip_bad_images,
+                                     FLAGS.workers or os.cpu_count() or 1)
     for split, entry in description["splits"].items():
         print(f"{split}: {entry['examples']} images in {len(entry['shards'])} shards "
               f"({sum(shard['bytes'] for shard in entry['shards']) / 2**20:.1f} MiB), height "

@@ -566,6 +566,7 @@ def test_record_labels_out_of_range_or_unlike_the_index_are_named_never_trained_
      "where shards.json lists"),
     (lambda manifest: manifest["splits"]["train"]["shards"][0].update(file="../../images/escape.tfrecord"),
      "is not a shard name"),
+    (lambda manifest: manifest["splits"].update(validation=manifest["splits"]["test"]), "splits ['test', 'train', "),
 ])
 def test_an_edited_shards_json_is_a_paragraph_before_any_record_is_trained_on(tmp_path, edit, phrase):
     output = small_shards(tmp_path)
@@ -574,6 +575,13 @@ def test_an_edited_shards_json_is_a_paragraph_before_any_record_is_trained_on(tm
     (output / "shards.json").write_text(json.dumps(manifest))
     error = refusal(lambda: sources.load(shard_config(output)))
     assert error.stage == "data" and phrase in error.found
+
+
+def test_a_shards_json_nested_past_any_parser_is_a_paragraph(tmp_path):
+    output = small_shards(tmp_path)
+    (output / "shards.json").write_text("[" * 1_000_000)
+    error = refusal(lambda: sources.load(shard_config(output)))
+    assert "is not a usable shard folder" in error.problem and "RecursionError" in error.found
 
 
 @pytest.mark.parametrize("damage, phrase", [

@@ -250,7 +250,7 @@ def read_contract(path: str) -> dict:
             raise ValueError(f"input shape {str(shape)[:60]}, {len(class_names)} class names: expected [None, H, W] "
                              f"or [None, H, W, C] of sizes up to {MAX_IMAGE_SIDE}, and a list of names")
         return contract
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise TapeloopError(stage="export", problem=f"no usable input contract beside {path}",
                             expected=f"{path}.json as export.py writes it (input shape, class names)",
                             found=f"{type(error).__name__}: {error}",
