@@ -100,12 +100,14 @@ def write_shard(plan: ShardPlan) -> dict:
             writer.write(example_bytes(encoded.numpy(), class_id))
             for name, value in zip(kept, (class_id, *shape, os.fsdecode(path))):
                 kept[name].append(value)
-    os.replace(partial, plan.path)
     held = {"labels": np.asarray(kept["labels"], np.int32), "heights": np.asarray(kept["heights"], np.int32),
             "widths": np.asarray(kept["widths"], np.int32), "channels": np.asarray(kept["channels"], np.int32),
             "paths": np.asarray(kept["paths"], dtype=str),
             "bad": np.asarray(bad, dtype=str)}
-    save_npz_whole(plan.sidecar, key=np.asarray(key), **held)
+    np.savez(partial_npz(plan.sidecar), key=np.asarray(key), **held)
+    # The sidecar is whole before the shard takes its name: a shard of this tool's is never without one.
+    os.replace(partial, plan.path)
+    os.replace(partial_npz(plan.sidecar), plan.sidecar)
     return held | {"reused": False}
 
 
@@ -126,11 +128,15 @@ def _read_sidecar(path: Path, key: str) -> dict | None:
         return None
 
 
+def partial_npz(path: Path) -> Path:
+    """The temporary name an npz file is written under before it takes its own."""
+    return path.with_name(f".{path.name}.partial.npz")
+
+
 def save_npz_whole(path: Path, **arrays) -> None:
     """np.savez to a temporary name, then renamed: a reader finds the whole file or none."""
-    partial = path.with_name(f".{path.name}.partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    np.savez(partial_npz(path), **arrays)
+    os.replace(partial_npz(path), path)
 
 
 def make_shards(data_dir: Path, output: Path, shard_mb: float, test_split: float, skip_bad_images: bool,
@@ -211,15 +217,15 @@ def refuse_classes_without_images(data_dir: Path, class_names: tuple[str, ...], 
 
 def files_written_here(output: Path) -> set[str]:
     """The names of the files in `output` that make_shards.py can show it wrote: the shards its own
-    shards.json names, each shard with its sidecar and the sidecar, and, beside any of these, the
-    description and the indexes."""
+    shards.json names, each shard beside its sidecar (or the sidecar's temporary name) and the
+    sidecar, and, beside any of these, the description and the indexes."""
     if not output.is_dir():
         return set()
     present = {path.name for path in output.iterdir()}
     owned = set(_described_shards(output / DESCRIPTION))
     owned |= {DESCRIPTION} if owned else set()
-    for name in present:
-        shard = name.removesuffix(SIDECAR_SUFFIX)
+    for name in present:  # A sidecar, or its temporary name (killed between the two renames), names its shard.
+        shard = name.removeprefix(".").removesuffix(".partial.npz").removesuffix(SIDECAR_SUFFIX)
         if shard != name and SHARD_NAME.fullmatch(shard):
             owned |= {name, shard}
     owned |= {f"index-{split}.npz" for split in ("train", "test")} if owned else set()

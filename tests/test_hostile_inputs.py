@@ -781,3 +781,13 @@ def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_t
         training.kill()
         for server in servers.values():
             server.kill()
+
+
+def test_a_shard_left_without_its_sidecar_by_kill_9_between_the_renames_is_written_again(tmp_path):
+    output = small_shards(tmp_path)
+    first = json.loads((output / "shards.json").read_text())
+    sidecar = sorted(output.glob("train-*.done.npz"))[0]
+    sidecar.rename(shards.partial_npz(sidecar))  # The shard took its name; its sidecar had not yet.
+    (output / "shards.json").unlink()
+    assert shards.make_shards(tmp_path / "images", output, 0.004, 0.2, False, 2) == first
+    assert sidecar.exists()
