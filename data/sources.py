@@ -28,6 +28,7 @@ from data.files import read_at_most, refuse_oversized, unreadable_reason
 from data.catalog import USER_DATASETS, DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
 from trainer.config import TrainConfig
+from trainer import errors
 from trainer.errors import TapeloopError
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -87,7 +88,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             data = read_at_most(stream, expected_size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise _bad_file(path, "the gzip stream is corrupt or truncated",
-                        "a complete gzip stream", f"{type(error).__name__}: {error}") from None
+                        "a complete gzip stream", errors.described(error)) from None
     if len(data) != expected_size:
         problem = "the data is truncated" if len(data) < expected_size else "it has trailing bytes"
         found = f"{len(data)} bytes" if len(data) < expected_size else "more bytes than that"
@@ -165,7 +166,7 @@ def _unpickle_batch(path: Path) -> dict:
         with path.open("rb") as stream:
             batch = _BatchUnpickler(stream, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-        raise refuse(f"{type(error).__name__}: {error}") from None
+        raise refuse(errors.described(error)) from None
     if not _is_cifar_batch(batch):
         raise refuse(f"a {type(batch).__name__} with keys {list(batch)[:6] if isinstance(batch, dict) else []}, "
                      "not uint8 b'data' rows of 3072 pixels and one integer label per row")
@@ -379,7 +380,7 @@ def load_sample_weights(path: str, num_examples: int) -> np.ndarray:
     try:
         weights = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise refuse(f"{type(error).__name__}: {error}") from None
+        raise refuse(errors.described(error)) from None
     if weights.ndim != 1 or len(weights) != num_examples:
         raise refuse(f"an array of shape {weights.shape}")
     if not np.issubdtype(weights.dtype, np.number):
@@ -492,7 +493,7 @@ def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as arrays:
             return {name: arrays[name] for name in headers}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise refuse("is not a readable .npz file", f"{type(error).__name__}: {error}",
+        raise refuse("is not a readable .npz file", errors.described(error),
                      "write it again with numpy.savez or numpy.savez_compressed") from None
 
 

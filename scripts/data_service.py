@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import flags
 
 from data import service
-from trainer.errors import TapeloopError, first_line
+from trainer.errors import TapeloopError, described
 
 flags.DEFINE_enum("role", None, ("dispatcher", "worker"), "What to start.", required=True)
 flags.DEFINE_integer("port", 5050, "The port to serve on (0: any free one, printed).", lower_bound=0,
@@ -71,7 +71,7 @@ def main(argv):
         raise TapeloopError(stage="distribute", problem=f"the tf.data service {FLAGS.role} did not start",
                             expected=f"port {FLAGS.port} free" + (f" and {FLAGS.dispatcher} reachable"
                                                                    if FLAGS.role == "worker" else ""),
-                            found=f"{type(error).__name__}: {first_line(error, 200)}",
+                            found=described(error, 200),
                             fix="pick another --port, or check the dispatcher's address") from None
     address = server.target if FLAGS.role == "dispatcher" else FLAGS.worker_address or f"localhost:{FLAGS.port}"
     print(f"tf.data service {FLAGS.role} serving at {address}" + (

@@ -12,7 +12,7 @@ import json
 
 from absl import flags
 
-from trainer.errors import TapeloopError
+from trainer.errors import TapeloopError, described
 
 flags.DEFINE_string("truth", None, "truth.json written by make_dataset_variant.py.")
 flags.DEFINE_string("diagnosis", None, "The JSON diagnose.py --run_dir wrote with --output.", required=True)
@@ -48,7 +48,7 @@ def validated_errors(mturk: list) -> list[int]:
     except (TypeError, KeyError, ValueError) as error:
         raise TapeloopError(stage="flags", problem=f"--validated_errors={FLAGS.validated_errors} is not MTurk results",
                             expected='a JSON list of {"id": test index, "mturk": {"given": votes, ...}}',
-                            found=f"{type(error).__name__}: {error}",
+                            found=described(error),
                             fix="pass mturk/<dataset>_mturk.json from github.com/cleanlab/label-errors") from None
 
 

@@ -18,7 +18,7 @@ from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
 from data.pixels import unit_scaled
 from data.streaming import stored_batches
-from trainer.errors import TapeloopError, TapeloopWarning, first_line
+from trainer.errors import TapeloopError, TapeloopWarning, described
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
 
@@ -116,7 +116,7 @@ class RunCheckpoints:
             intact = checkpoint_prefixes(manager.directory)
             raise TapeloopError(
                 stage="checkpoint", problem=f"could not write the checkpoint of step {step} to {manager.directory}",
-                expected="room and permission to write there", found=f"{type(error).__name__}: {first_line(error)}",
+                expected="room and permission to write there", found=described(error),
                 fix="free disk space (or fix the permissions) and rerun the same command: it resumes from "
                     + (intact[-1] if intact else "the start, as no checkpoint was written yet")) from None
 
@@ -200,7 +200,7 @@ def _verify_readable(path: str) -> None:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, IndexError, ValueError, OSError) as error:
-        raise CheckpointDamaged(f"{type(error).__name__}: {first_line(error)}") from None
+        raise CheckpointDamaged(described(error)) from None
 
 
 def restore_newest_intact(checkpoint_for: Callable[[str], tf.train.Checkpoint], folder: str,
@@ -240,7 +240,7 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
         raise TapeloopError(
             stage="checkpoint", problem=f"the checkpoint {path} does not fit the model built from these flags",
             expected="the same dataset, model and model flags as the run that wrote it",
-            found=f"{type(error).__name__}: {first_line(error)}",
+            found=described(error),
             fix="rerun with the run's own flags (--flagfile=RUN/flags.txt), or use a new --run_dir") from None
 
 
@@ -313,7 +313,7 @@ def export_saved_model(model: keras.Model, spec: DatasetSpec, standardize: bool,
         shutil.rmtree(partial, ignore_errors=True)
         raise TapeloopError(
             stage="export", problem=f"could not write the SavedModel to {partial}",
-            expected="room and permission to write there", found=f"{type(error).__name__}: {first_line(error)}",
+            expected="room and permission to write there", found=described(error),
             fix="free disk space (or fix the permissions) and rerun the same command: training is done and "
                 "saved, so the rerun only scores and exports") from None
     if os.path.isdir(target):
@@ -338,7 +338,7 @@ def load_saved_model(path: str):
         raise TapeloopError(
             stage="checkpoint", problem=f"the SavedModel at {path} is damaged or not tapeloop's",
             expected="saved_model.pb and variables/ as train.py exports them",
-            found=f"{type(error).__name__}: {first_line(error)}",
+            found=described(error),
             fix="export it again by rerunning the training command on the run directory, or "
                 "evaluate checkpoint weights (evaluate.py --weights=final)") from None
     return exported

@@ -253,7 +253,7 @@ def read_contract(path: str) -> dict:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise TapeloopError(stage="export", problem=f"no usable input contract beside {path}",
                             expected=f"{path}.json as export.py writes it (input shape, class names)",
-                            found=f"{type(error).__name__}: {error}",
+                            found=described(error),
                             fix="export the run again with scripts/export.py (it writes both files)") from None
 
 

@@ -19,7 +19,7 @@ from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_ave
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
 from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from trainer.errors import TapeloopError, described
 from trainer.flags import load_run_config
 from trainer.schedules import LearningRate
 
@@ -251,7 +251,7 @@ def pretrained_weights_error(config: TrainConfig, error: Exception) -> TapeloopE
     return TapeloopError(
         stage="model", problem=f"the --pretrained weights of {config.model} could not be loaded",
         expected=f"{where}, holding keras.applications' {config.model} without its top",
-        found=f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+        found=described(error),
         fix="on a machine without network, copy the file Keras downloads into ~/.keras/models or pass "
             "--pretrained=PATH; a PATH must come from the same backbone (model.backbone.save_weights)")
 

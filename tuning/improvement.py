@@ -27,7 +27,7 @@ from absl import flags
 from data import diagnostics, pipeline
 from diagnosis import report
 from trainer import loop, run_directory
-from trainer.errors import TapeloopError
+from trainer.errors import TapeloopError, described
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
 from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
 from trainer.setup import final_model
@@ -280,7 +280,7 @@ def recorded_test(run_dir: str, metric: str) -> float | None:
             return (json.load(stream).get("test") or {}).get(metric)
     except (OSError, ValueError) as error:
         raise TapeloopError(stage="run directory", problem=f"{run_dir} has no readable results.json",
-                            expected="a finished run", found=f"{type(error).__name__}: {error}",
+                            expected="a finished run", found=described(error),
                             fix="let the run finish (rerun its train.py command) before improving it") from None
 
 
