@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

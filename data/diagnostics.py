@@ -15,8 +15,8 @@ import numpy as np
 from data.catalog import DatasetSpec
 from data.pipeline import PreparedData
 from data.streaming import SAMPLE_EXAMPLES, StreamedImages
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError, TapeloopWarning
+from settings.config import TrainConfig
+from settings.errors import TapeloopError, TapeloopWarning
 
 IMBALANCE_WARNING_RATIO = 10.0
 # One validation example moving the selection accuracy by more than this (0.5 points: a split under

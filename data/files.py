@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 ALLOCATION_FRACTION = 0.5  # Of the machine's memory: the most one array read from a file may take.
 

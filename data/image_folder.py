@@ -23,8 +23,8 @@ from absl import logging
 from data.catalog import DatasetSpec, user_spec
 from data.files import unreadable_reason
 from data.pixels import unit_scaled
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError, TapeloopWarning
+from settings.config import TrainConfig
+from settings.errors import TapeloopError, TapeloopWarning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_SEED = 0  # Fixed, so the held-out test split of a folder without train/ and test/ never changes.

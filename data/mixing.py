@@ -14,8 +14,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 
 
 @dataclasses.dataclass(frozen=True)

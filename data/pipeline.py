@@ -22,8 +22,8 @@ from data.pixels import stored_range
 from data.randaugment import randaugment
 from data.sources import Arrays, load_sample_weights
 from data.streaming import FileImages, ShardedImages, StreamedImages, without_autotuning
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 
 
 PREFETCH_BATCHES = 2

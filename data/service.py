@@ -9,8 +9,8 @@ import time
 
 import tensorflow as tf
 
-from trainer import errors
-from trainer.errors import TapeloopError
+from settings import errors
+from settings.errors import TapeloopError
 
 START_COMMANDS = ("python scripts/data_service.py --role=dispatcher --port=PORT, then on each worker machine "
                   "python scripts/data_service.py --role=worker --dispatcher=HOST:PORT --port=WORKER_PORT "

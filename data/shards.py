@@ -33,8 +33,8 @@ from absl import logging
 
 from data import image_folder
 from data.files import unreadable_reason
-from trainer import errors
-from trainer.errors import TapeloopError
+from settings import errors
+from settings.errors import TapeloopError
 
 DESCRIPTION = "shards.json"
 ORDER_SEED = 0  # The fixed order of the records: a permutation of the folder's listing.

@@ -27,9 +27,9 @@ from data import image_folder, streaming
 from data.files import read_at_most, refuse_oversized, unreadable_reason
 from data.catalog import USER_DATASETS, DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
-from trainer.config import TrainConfig
-from trainer import errors
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings import errors
+from settings.errors import TapeloopError
 
 Arrays = tuple[np.ndarray, np.ndarray]
 

@@ -32,9 +32,9 @@ from data import image_folder, shards
 from data.catalog import DatasetSpec, user_spec
 from data.files import memory_bytes, unreadable_reason
 from data.pixels import unit_scaled
-from trainer.config import TrainConfig
-from trainer import errors
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings import errors
+from settings.errors import TapeloopError
 
 # --max_memory_gb=0: an image folder whose decoded images exceed this share of the memory is streamed. The
 # in-memory path holds about five copies of them at its peak (64x64 RGB MNIST: 0.74 GB of images, peak RSS

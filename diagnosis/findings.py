@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from settings.arguments import flag_lines
+
 KINDS = ("batchnorm_statistics", "overfitting", "underfitting", "learning_rate_high", "learning_rate_low",
          "too_few_epochs", "capacity", "checkpoint_selection", "label_issues", "leakage", "class_confusion", "class_imbalance",
          "calibration")
@@ -86,18 +88,6 @@ def significant(value: float) -> float:
 def wider(settings: dict) -> dict | None:
     """Twice the run's --model_width (None when the run's flags are not known)."""
     return {"model_width": 2 * settings["model_width"]} if "model_width" in settings else None
-
-
-def flag_line(name: str, value) -> str:
-    """One flagfile line as train.py writes them: --name / --noname for booleans, else --name=value."""
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no{name}"
-    return f"--{name}={value}"
-
-
-def flag_lines(changes: dict) -> str:
-    """`changes` as train.py flags on one line."""
-    return " ".join(flag_line(name, value) for name, value in changes.items())
 
 
 def longer(settings: dict, epochs: int) -> dict:

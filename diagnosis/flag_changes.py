@@ -4,7 +4,8 @@ finding and its evidence, and a run directory of its own."""
 
 import os
 
-from diagnosis.findings import Finding, flag_line
+from diagnosis.findings import Finding
+from settings.arguments import flag_line
 
 
 def top_fixable(findings: list[Finding]) -> Finding | None:

@@ -21,7 +21,7 @@ from cleanlab.rank import get_label_quality_scores
 
 from trainer import loop
 from trainer.checkpoints import saved_model_probabilities
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 
 MODES = {"cheap": (2, 2), "thorough": (5, None)}  # mode -> (folds, epochs; None: the run's own).
 FOLD_SEED = 11

@@ -19,7 +19,7 @@ from data.streaming import StreamedImages, pixels_at
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
 from trainer.checkpoints import latest_checkpoint
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.evaluation import predicted_logits
 from trainer.setup import final_model
 

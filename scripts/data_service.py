@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import flags
 
 from data import service
-from trainer.errors import TapeloopError, described
+from settings.errors import TapeloopError, described
 
 flags.DEFINE_enum("role", None, ("dispatcher", "worker"), "What to start.", required=True)
 flags.DEFINE_integer("port", 5050, "The port to serve on (0: any free one, printed).", lower_bound=0,

@@ -21,7 +21,7 @@ import sys
 from absl import flags
 
 from diagnosis import flag_changes, report
-from diagnosis.findings import flag_lines
+from settings.arguments import flag_lines
 from trainer import run_directory, setup
 from trainer.flags import config_from_flags, define_flags, load_run_config
 

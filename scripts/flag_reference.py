@@ -11,7 +11,7 @@ from pathlib import Path
 from absl import flags
 
 from trainer import flag_reference, run_directory
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 REPO = Path(__file__).resolve().parent.parent
 flags.DEFINE_string("output", "docs/reference/flags.md", "The page to write (or to check), from the repository's folder.")

@@ -18,9 +18,9 @@ import shutil
 
 from absl import flags
 
-from diagnosis.findings import flag_lines
+from settings.arguments import flag_lines
 from trainer import run_directory
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import register_run_dir_validator
 from tuning import improvement, studies
 

@@ -15,7 +15,7 @@ from absl import flags
 from data.image_folder import IMAGE_SUFFIXES, read_images
 from trainer import conversion
 from trainer.checkpoints import load_saved_model
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import load_run_config, register_run_dir_validator
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py (its saved_model/ is used).",

@@ -12,7 +12,7 @@ import json
 
 from absl import flags
 
-from trainer.errors import TapeloopError, described
+from settings.errors import TapeloopError, described
 
 flags.DEFINE_string("truth", None, "truth.json written by make_dataset_variant.py.")
 flags.DEFINE_string("diagnosis", None, "The JSON diagnose.py --run_dir wrote with --output.", required=True)

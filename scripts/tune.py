@@ -19,10 +19,11 @@ import optuna
 from absl import flags, logging
 
 from trainer import run_directory
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import EVAL_METRICS, config_from_flags, define_flags, parse_config
 from tuning import studies, study_report
-from tuning.search_space import SearchSpaceParser, as_argument, write_search_space
+from settings.arguments import flag_line
+from tuning.search_space import SearchSpaceParser, write_search_space
 
 define_flags()
 flags.DEFINE(SearchSpaceParser(flags.FLAGS), "search", None, "The space searched: comma-separated flag=range "
@@ -73,10 +74,10 @@ def check_corners(settings: studies.StudySettings) -> None:
     for parameter in settings.space:
         for value in parameter.corners():
             try:
-                parse_config([f"--flagfile={settings.base_flags}", as_argument(parameter.name, value)])
+                parse_config([f"--flagfile={settings.base_flags}", flag_line(parameter.name, value)])
             except flags.Error as error:
                 raise TapeloopError(
-                    stage="search", problem=f"--search allows {as_argument(parameter.name, value)}, which the "
+                    stage="search", problem=f"--search allows {flag_line(parameter.name, value)}, which the "
                     "fixed flags make invalid", expected="every value of the space a valid train.py flag",
                     found=str(error), fix="narrow the range, or change the fixed flag it conflicts with") from None
 

@@ -12,7 +12,7 @@ from models import applications, registry
 from tests.helpers import make_config
 from trainer import loop, setup
 from trainer.checkpoints import evaluate_saved_model, export_saved_model, saved_model_probabilities
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import parse_config
 
 IMAGENET_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)  # keras.applications' caffe mode.

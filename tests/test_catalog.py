@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data import catalog
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 @pytest.mark.parametrize("spec", [catalog.MNIST, catalog.FASHION_MNIST])

@@ -11,7 +11,7 @@ from tests.helpers import UNIT_RANGE_CHECKS, make_config
 from trainer.setup import model_settings
 from trainer.setup import make_optimizer
 from trainer import checkpoints, losses, steps
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.schedules import LearningRate
 
 

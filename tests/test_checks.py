@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tests.helpers import UNIT_RANGE_CHECKS
 from trainer.checks import DivergenceGuard, StageChecks, TrainingWarnings
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 LABELS = np.array([0, 3, 1, 1, 2, 0], np.int32)
 IMAGES = tf.fill((6, 28, 28, 1), 0.5)

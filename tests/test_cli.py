@@ -108,7 +108,7 @@ def test_evaluate_reports_test_time_augmentation_beside_the_plain_accuracy(synth
     assert refused.returncode == 2 and "--tta scores checkpoint weights" in refused.stderr
 
 
-@pytest.mark.parametrize("package", ["data", "models", "scripts", "trainer", "diagnosis", "tuning"])
+@pytest.mark.parametrize("package", ["settings", "data", "models", "scripts", "trainer", "diagnosis", "tuning"])
 def test_info_lines_of_every_tapeloop_package_are_shown_and_tensorflows_are_not(package):
     def record(path, level=logging.INFO):
         return logging.LogRecord("absl", level, path, 1, "message", None, None)

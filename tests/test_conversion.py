@@ -12,7 +12,7 @@ from data import sources
 from tests.helpers import make_config, run_script
 from trainer import conversion
 from trainer.checkpoints import saved_model_probabilities
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 INT8_AGREEMENT = 0.95  # The bound on int8 top-1 agreement with the SavedModel (the recipes' figures: README).
 

@@ -4,7 +4,7 @@ import pytest
 from data import catalog, diagnostics
 from data.pipeline import PreparedData
 from tests.helpers import make_config
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def prepared(train_images, train_labels, test_images=None, test_labels=None):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tests.helpers import REPO, make_config, read_scalars, run_script
 from trainer import distribute
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 SMALL_MLP = ("--dataset=synthetic", "--model=mlp", "--model_width=32", "--dropout=0", "--batch_size=64",
              "--log_every_steps=4", "--progress=log", "--mixed_precision=none")  # Float32 on every CPU kind.

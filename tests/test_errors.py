@@ -1,4 +1,4 @@
-from trainer.errors import TapeloopError, TapeloopWarning
+from settings.errors import TapeloopError, TapeloopWarning
 
 
 def test_paragraph_names_stage_expectation_finding_and_fix():

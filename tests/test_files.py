@@ -6,7 +6,7 @@ import os
 import pytest
 
 from data import files
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def test_a_regular_file_and_a_link_to_one_are_readable(tmp_path):

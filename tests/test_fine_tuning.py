@@ -10,7 +10,7 @@ import tensorflow as tf
 from data import catalog
 from tests.helpers import UNIT_RANGE_CHECKS, checkpoint_values, make_config
 from trainer import fine_tuning, loop, losses, setup, steps
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.schedules import LearningRate
 
 CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)

@@ -4,8 +4,8 @@ import pytest
 from absl import flags
 
 from tests.helpers import REPO
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 from trainer import losses
 from trainer.flags import LOSS_TERMS, load_run_config, parse_config, serialize_config
 

@@ -23,7 +23,7 @@ from data import catalog, pipeline, shards, sources, streaming
 from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run, idx_bytes,
                            make_config, run_script, write_image_folder, write_idx_dataset)
 from trainer import conversion
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 

@@ -7,7 +7,7 @@ from PIL import Image  # Pillow comes with matplotlib; TensorFlow cannot write B
 
 from data import image_folder, sources
 from tests.helpers import make_config, run_script
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 230)}
 

@@ -16,7 +16,7 @@ from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import restore_model_weights
 from trainer.precision import this_cpu
 from trainer.setup import model_settings
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
 

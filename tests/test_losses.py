@@ -7,7 +7,7 @@ from models import registry
 from tests.helpers import make_config
 from trainer.setup import model_settings
 from trainer import losses
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 NUM_CLASSES = 4
 LABELS = np.array([0, 3, 1, 1, 2, 0])

@@ -8,7 +8,7 @@ import tensorflow as tf
 from data import mixing
 from data.mixing import MixSettings
 from tests.helpers import make_config
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 SEED = tf.constant([5, 11], tf.int64)
 CLASSES = 8  # One class per example below, so a mixed target names both partners and lam.

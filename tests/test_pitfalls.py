@@ -13,7 +13,7 @@ from data import catalog, pipeline, sources
 from models import registry
 from tests.helpers import UNIT_RANGE_CHECKS, make_config, run_script, write_idx
 from trainer import losses, loop, setup, steps
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import parse_config
 from trainer.setup import model_settings
 

@@ -4,7 +4,7 @@ import pytest
 
 from tests.helpers import make_config
 from trainer import precision, setup
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 AVX2_EPYC = ("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_1 sse4_2 avx f16c fma avx2 bmi2 sha_ni\n"
              "vendor_id\t: AuthenticAMD\n")

@@ -10,7 +10,7 @@ from models import registry, resnet, size
 from tests.helpers import make_config, numpy_conv_same, random_weights
 from trainer import setup
 from trainer.checkpoints import assert_checkpoint_covers
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def set_norm(norm, rng):

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import REPO, assert_one_paragraph_error, copy_run, run_script
 from trainer import run_directory
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def test_a_claimed_directory_is_refused_to_a_second_claim_until_released(tmp_path):

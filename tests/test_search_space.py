@@ -7,8 +7,9 @@ import optuna
 import pytest
 from absl import flags
 
+from settings.arguments import flag_line
 from trainer.flags import define_flags
-from tuning.search_space import (Parameter, SearchSpaceParser, as_argument, parse_space, space_text,
+from tuning.search_space import (Parameter, SearchSpaceParser, parse_space, space_text,
                                   write_search_space)
 
 
@@ -28,7 +29,7 @@ def test_ranges_and_choices_take_the_types_of_their_flags(flag_values):
                      Parameter("model_width", "log", 8, 64), Parameter("augment_flip", "choice", choices=(True, False)))
     assert isinstance(space[4].low, int) and isinstance(space[1].low, float)
     assert parse_space(space_text(space), flag_values) == space  # The stored text reads back the same.
-    assert as_argument("augment_flip", True) == "--augment_flip=true"
+    assert flag_line("augment_flip", True) == "--augment_flip" and flag_line("augment_flip", False) == "--noaugment_flip"
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from data import service
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 SERVICE = tf.data.experimental.service
 

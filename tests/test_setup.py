@@ -8,7 +8,7 @@ from data import catalog
 from models.fused_batchnorm import FusedBatchNormalization
 from tests.helpers import make_config
 from trainer import batchnorm, setup
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def test_model_flags_become_the_models_keyword_settings(tmp_path):

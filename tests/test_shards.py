@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from data import shards
 from tests.helpers import run_script, write_image_folder
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def small_folder(root, count=40, classes=("cat", "dog")):

@@ -8,7 +8,7 @@ import pytest
 
 from data import catalog, sources
 from tests.helpers import idx_bytes, write_idx, write_idx_dataset
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def flat(error) -> str:

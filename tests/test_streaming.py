@@ -16,7 +16,7 @@ from data import diagnostics, image_folder, pipeline, sources, streaming
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
 from tests.test_loop import checkpoint_values
 from trainer import loop
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 
 def tfrecord_config(root, *flags):

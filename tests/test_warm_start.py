@@ -15,7 +15,7 @@ from tests.helpers import SMALL_RUN, assert_one_paragraph_error, make_config, ru
 from trainer import loop, setup, warm_start
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, restore_model_weights
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 from trainer.flags import parse_config
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from data import catalog, pipeline
 from data.sources import Arrays
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 
 STATISTICS_SEED = 7  # With --seed, picks the training images the statistics are estimated on.
 # --batchnorm_momentum=0: the moving statistics average over at most an epoch's steps and a fifth of the run's,

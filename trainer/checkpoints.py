@@ -18,7 +18,7 @@ from data.catalog import DatasetSpec
 from data.pipeline import to_model_input
 from data.pixels import unit_scaled
 from data.streaming import stored_batches
-from trainer.errors import TapeloopError, TapeloopWarning, described
+from settings.errors import TapeloopError, TapeloopWarning, described
 from trainer.metrics import ConfusionMatrix, MetricTracker
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from data.streaming import StreamedImages
-from trainer.errors import TapeloopError, TapeloopWarning
+from settings.errors import TapeloopError, TapeloopWarning
 
 CHECK_PREFIX = "tapeloop-check:"
 # The finite-value checks: the tag each assertion carries -> (stage, what is checked). Adding one is

@@ -20,13 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402  (after the environment is set)
 from absl import logging as absl_logging  # noqa: E402
 
-from trainer.errors import RunStopped, TapeloopError  # noqa: E402
+from settings.errors import RunStopped, TapeloopError  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT_DIRS = tuple(os.path.join(_ROOT, name) + os.sep
-                     for name in ("data", "models", "scripts", "trainer", "diagnosis", "tuning"))
+                     for name in ("settings", "data", "models", "scripts", "trainer", "diagnosis", "tuning"))
 
 
 def _is_shown(record: logging.LogRecord) -> bool:

@@ -25,7 +25,7 @@ from data.streaming import pixels_at, stored_batches
 from trainer import run_directory
 from trainer.checkpoints import ServingModule
 from data.files import unreadable_reason
-from trainer.errors import TapeloopError, described
+from settings.errors import TapeloopError, described
 from trainer.setup import final_model
 
 FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}

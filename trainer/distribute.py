@@ -14,8 +14,8 @@ import tempfile
 
 import tensorflow as tf
 
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:

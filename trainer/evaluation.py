@@ -11,7 +11,7 @@ from data import catalog, pipeline
 from data.sources import Arrays
 from trainer import losses, steps
 from trainer.checks import check_unaugmented
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 from trainer.setup import make_stage_checks
 
 

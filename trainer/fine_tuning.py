@@ -16,8 +16,8 @@ import keras
 from absl import logging
 
 from models import registry
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -9,9 +9,9 @@ from absl import flags
 
 from data.catalog import CATALOG, USER_DATASETS
 from models.registry import PRETRAINED
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 from trainer.losses import TERMS as LOSS_TERMS
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 MAX_FLAGS_FILE_BYTES = 1 << 20  # A run's flags.txt is a few KiB.
 

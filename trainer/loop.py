@@ -24,8 +24,8 @@ from trainer import distribute, fine_tuning, losses, run_directory, steps
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, TrainingWarnings
-from trainer.config import TrainConfig
-from trainer.errors import RunStopped
+from settings.config import TrainConfig
+from settings.errors import RunStopped
 from trainer.evaluation import Evaluator, evaluation_batches, summarize_split
 from trainer.interrupts import StopRequest
 from trainer.progress import IntervalTimer, Progress

@@ -18,8 +18,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 
 TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
 

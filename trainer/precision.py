@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from trainer.errors import TapeloopError, TapeloopWarning
+from settings.errors import TapeloopError, TapeloopWarning
 
 # oneDNN's levels (dnnl_cpu_isa_t): a level's bit mask contains the masks of the levels it extends,
 # and ONEDNN_MAX_CPU_ISA allows a level only if its mask lies within the cap's.

@@ -18,8 +18,8 @@ import time
 from absl import logging
 
 from trainer.checkpoints import checkpoint_prefixes
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 from trainer.flags import serialize_config
 
 LOCK_FILE = ".lock"

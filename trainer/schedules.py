@@ -12,7 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 from trainer.metrics import MetricTracker
 
 

@@ -18,8 +18,8 @@ from trainer.averaging import WeightAverage
 from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_average_momentum, set_momentum
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
 from trainer.checks import StageChecks, TrainingWarnings
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError, described
+from settings.config import TrainConfig
+from settings.errors import TapeloopError, described
 from trainer.flags import load_run_config
 from trainer.schedules import LearningRate
 

@@ -21,7 +21,7 @@ from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
 
 from data import pipeline  # noqa: E402
 from data.catalog import DatasetSpec  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
+from settings.config import TrainConfig  # noqa: E402
 from trainer.flags import serialize_config  # noqa: E402
 
 IMAGES_SHOWN = 32

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from models.registry import head_of
-from trainer.errors import TapeloopError
+from settings.errors import TapeloopError
 
 WEIGHT_FOLDERS = {"best": "best", "final": "checkpoints"}  # --init_from=RUN:<choice> -> RUN/<folder>.
 UNMATCHED_LISTED = 6

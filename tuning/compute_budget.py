@@ -9,10 +9,10 @@ is about twice the forward for every model, so the ratio between two runs is the
 import dataclasses
 
 from data import catalog, pipeline
-from diagnosis.findings import flag_lines
+from settings.arguments import flag_lines
 from models import size
 from trainer import setup
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 
 
 def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examples: int) -> float:

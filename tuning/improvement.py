@@ -27,7 +27,7 @@ from absl import flags
 from data import diagnostics, pipeline
 from diagnosis import report
 from trainer import loop, run_directory
-from trainer.errors import TapeloopError, described
+from settings.errors import TapeloopError, described
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
 from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
 from trainer.setup import final_model

@@ -22,8 +22,8 @@ import numpy as np
 from data import pipeline
 from trainer import steps
 from trainer.checks import FINITE_CHECKS
-from trainer.config import TrainConfig
-from trainer.errors import TapeloopError
+from settings.config import TrainConfig
+from settings.errors import TapeloopError
 from trainer.setup import make_optimizer, make_stage_checks, prepare_run
 from trainer.summaries import plt  # pyplot on the Agg backend: figures render to memory, never to a window.
 

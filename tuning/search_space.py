@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import flags
 from tensorboard.plugins.hparams import api as hparams_api
 
-from trainer.config import TrainConfig
+from settings.config import TrainConfig
 
 # Set once per process, or by the tuner itself: a trial cannot choose them.
 NOT_SEARCHABLE = {
@@ -64,10 +64,6 @@ class Parameter:
 def flag_text(value) -> str:
     """A value as it is written after `--flag=` (booleans as true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def as_argument(name: str, value) -> str:
-    return f"--{name}={flag_text(value)}"
 
 
 def space_text(space: tuple[Parameter, ...]) -> str:

@@ -27,10 +27,11 @@ import sqlalchemy
 from absl import flags, logging
 
 from trainer import loop, run_directory
-from trainer.errors import RunStopped, TapeloopError
+from settings.errors import RunStopped, TapeloopError
 from trainer.flags import parse_config
 from trainer.metrics import score_tag
-from tuning.search_space import Parameter, as_argument, parse_space, space_text
+from settings.arguments import flag_line
+from tuning.search_space import Parameter, parse_space, space_text
 
 RELATIONAL_SCHEMES = ("sqlite", "postgresql", "mysql")
 STORAGE_ATTEMPTS = 3
@@ -301,7 +302,7 @@ def trial_arguments(settings: StudySettings, params: dict, run_dir: str) -> list
     """The trial's train.py flags: the study's base flags, --metric as the early-stopping metric
     unless a trial's values set it, the values, its run directory."""
     return [f"--flagfile={settings.base_flags}", f"--early_stopping_metric={settings.metric}",
-            *(as_argument(name, value) for name, value in params.items()), "--noscore_test", f"--run_dir={run_dir}"]
+            *(flag_line(name, value) for name, value in params.items()), "--noscore_test", f"--run_dir={run_dir}"]
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
@@ -309,7 +310,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
     """Trains one trial and tells the study how it ended: complete, pruned or failed."""
     params = {parameter.name: parameter.suggest(trial) for parameter in settings.space}
     run_dir = trial_run_dir(settings, trial)
-    logging.info("Trial %d (%s): %s", trial.number, run_dir, " ".join(as_argument(*item) for item in params.items()))
+    logging.info("Trial %d (%s): %s", trial.number, run_dir, " ".join(flag_line(*item) for item in params.items()))
     started = time.monotonic()
     with heartbeat(storage, trial):
         try:

@@ -12,6 +12,7 @@ from data import sources
 from trainer import run_directory
 from trainer.checkpoints import evaluate_saved_model
 from trainer.flags import load_run_config
+from settings.arguments import flag_lines
 from tuning.search_space import flag_text
 from tuning.studies import StudySettings, counted_trials
 
@@ -108,7 +109,7 @@ def write_summary(study: optuna.Study, settings: StudySettings, complete: bool) 
     if best is None:
         return "\n".join(lines + ["No trial has completed yet."])
     lines.append(f"Best: trial {best.number}, validation {settings.metric} {best.value:.4f}, "
-                 + " ".join(f"--{name}={flag_text(value)}" for name, value in best.params.items()))
+                 + flag_lines(best.params))
     lines.append(f"Reproduce: python scripts/train.py --flagfile={write_best_flags(settings, best)} --run_dir=RUN")
     if complete:
         test = test_accuracy_once(study, best)

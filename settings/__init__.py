@@ -1,0 +1,1 @@
+"""Shared ground: a run's resolved settings and the error types every package raises."""
