@@ -77,10 +77,19 @@ def decoded_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, channels])
 
 
+def too_thin(heights, widths, size: tuple[int, int], resize: str) -> np.ndarray:
+    """Where images of these heights and widths cannot be brought to `size`: padded, a side would be
+    under one pixel (the one rule, for a file in memory and for every example of a shard index)."""
+    heights, widths = np.asarray(heights, np.float64), np.asarray(widths, np.float64)
+    if resize != "pad":
+        return np.zeros(heights.shape, bool)
+    scale = np.minimum(size[0] / heights, size[1] / widths)
+    return np.minimum(np.round(heights * scale), np.round(widths * scale)) < 1
+
+
 def resize_problem(height: int, width: int, size: tuple[int, int], resize: str) -> str | None:
     """Why an image of height x width cannot be brought to `size` (a side padded to under one pixel), or None."""
-    scale = min(size[0] / height, size[1] / width)
-    if resize == "pad" and min(round(height * scale), round(width * scale)) < 1:
+    if too_thin([height], [width], size, resize)[0]:
         return (f"decodes as {height}x{width}: padded to {size[0]}x{size[1]}, a side would be under one pixel; "
                 "--image_resize=crop keeps its middle")
     return None

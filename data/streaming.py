@@ -311,7 +311,8 @@ def folder_splits(root: Path, config: TrainConfig, cache_dir: Path) -> tuple[tup
     bad, splits = [], {}
     for split, entries in files.items():
         heights, widths, reasons = probes[split]
-        thin = (reasons == "") & _too_thin(np.maximum(heights, 1), np.maximum(widths, 1), size, config.image_resize)
+        thin = (reasons == "") & image_folder.too_thin(np.maximum(heights, 1), np.maximum(widths, 1), size,
+                                                       config.image_resize)
         for index in np.flatnonzero((reasons != "") | thin):
             reason = reasons[index] or image_folder.resize_problem(int(heights[index]), int(widths[index]), size,
                                                                      config.image_resize)
@@ -424,7 +425,7 @@ def _split(root: Path, name: str, split: dict, size: tuple[int, int], config: Tr
     for shard in listed:
         if problems[shard]:
             keep[shard.first:shard.first + shard.examples] = False
-    thin = np.flatnonzero(keep & _too_thin(heights, widths, size, config.image_resize))
+    thin = np.flatnonzero(keep & image_folder.too_thin(heights, widths, size, config.image_resize))
     keep[thin] = False
     bad = ([f"{shard.path} ({problems[shard]})" for shard in listed if problems[shard]]
            + [f"{paths[position]} ({image_folder.resize_problem(int(heights[position]), int(widths[position]), size, config.image_resize)})"
@@ -507,14 +508,6 @@ def decoded_sample(images: StreamedImages) -> np.ndarray:
             expected="records of encoded JPEG, PNG, BMP or GIF images, as make_shards.py writes them",
             found=errors.described(error), fix="write the shards with scripts/make_shards.py from the image folder"
         ) from None
-
-
-def _too_thin(heights: np.ndarray, widths: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
-    """image_folder.resize_problem's rule for every example at once: True where it finds a problem."""
-    if resize != "pad":
-        return np.zeros(len(heights), bool)
-    scale = np.minimum(size[0] / heights, size[1] / widths)
-    return np.minimum(np.round(heights * scale), np.round(widths * scale)) < 1
 
 
 def _damage(shard: Shard) -> str | None:

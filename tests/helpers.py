@@ -30,9 +30,7 @@ SMALL_RUN = ("--dataset=synthetic", "--model_width=8", "--batch_size=64", "--pro
 def make_config(run_dir, *args: str):
     """A TrainConfig on the synthetic dataset, small and fast, with extra flags applied; in float32
     (not --mixed_precision=auto), so that a test computes the same numbers on every kind of CPU."""
-    return parse_config(["--dataset=synthetic", "--model_width=8", "--batch_size=64", "--mixed_precision=none",
-                         "--epochs=1", "--log_every_steps=5", "--progress=log",
-                         f"--run_dir={run_dir}", *args])
+    return parse_config([*SMALL_RUN, "--epochs=1", f"--run_dir={run_dir}", *args])
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
