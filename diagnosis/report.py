@@ -21,7 +21,7 @@ from trainer import summaries
 from trainer.checkpoints import latest_checkpoint
 from settings.errors import TapeloopError
 from trainer.evaluation import predicted_logits
-from trainer.setup import final_model
+from trainer.finished_run import final_model
 
 PRECISE_BN_CHECK_BATCHES = 50
 LABEL_NOISE_CEILING = 0.02  # A share of likely-wrong training labels that caps training accuracy visibly.

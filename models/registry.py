@@ -1,7 +1,7 @@
 """Model name -> builder(input_shape, num_classes, *, width, depth, dropout) -> keras.Model
 returning logits, the smallest image side a model takes, the depths it allows, and which models
 take [0, 1] pixels with pretrained weights (the keras.applications backbones). Nothing here
-reads flags: trainer/setup.py turns them into these keyword arguments. Register your own model by
+reads flags: trainer/run_inputs.py turns them into these keyword arguments. Register your own model by
 adding its builder to BUILDERS (and its smallest side, if it has one, to SMALLEST_IMAGE_SIDE; its
 rule for depths, if it has one, to DEPTHS; the further settings it takes to EXTRA_SETTINGS)."""
 

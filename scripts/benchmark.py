@@ -34,7 +34,7 @@ from data import catalog, pipeline
 from data.streaming import pixels_at
 from data.sources import dataset_spec, load_dataset
 from models import size
-from trainer import loop, setup, steps
+from trainer import loop, run_inputs, steps
 from trainer.flags import config_from_flags, define_flags, parse_config
 
 define_flags()
@@ -75,8 +75,8 @@ class TapeloopTrial:
     """tapeloop's own training loop (steps, pipeline, checks) on a fresh model, ready for timed trials."""
 
     def __init__(self, config):
-        run = setup.prepare_run(config)
-        checks = setup.make_stage_checks(config, run.spec, training=True)
+        run = run_inputs.prepare_run(config)
+        checks = run_inputs.make_stage_checks(config, run.spec, training=True)
         metrics = steps.make_metrics(run.loss, with_gradients=True)
         self.train_steps = steps.make_train_loop(run.model, run.optimizer, run.loss, metrics, checks,
                                                  config.clip_grad_norm, config.jit_compile,
@@ -102,9 +102,9 @@ class KerasFitTrial:
     """The same model, optimizer and data trained by keras.Model.fit, as a Keras user would."""
 
     def __init__(self, config, jit_compile):
-        run = setup.prepare_run(config)
+        run = run_inputs.prepare_run(config)
         self.model = run.model
-        self.model.compile(optimizer=setup.make_optimizer(config),
+        self.model.compile(optimizer=run_inputs.make_optimizer(config),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"], jit_compile=jit_compile)
         images, labels = run.data.train
@@ -227,7 +227,7 @@ def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
                                *([f"--data_dir={data_dir}"] if data_dir else [])])
         results = loop.train(config)
     spec = dataset_spec(config)
-    model = setup.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
+    model = run_inputs.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
     return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
             "examples_per_sec": results["examples_per_sec"], "precision": results["precision"]["computed_in"],
@@ -271,7 +271,7 @@ def machine_and_setup(config) -> dict:
         "device": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__, "keras": keras.__version__, "cpu_count": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
-        "precision": setup.run_precision(config).record(),
+        "precision": run_inputs.run_precision(config).record(),
         "setup": {"dataset": config.dataset, "model": config.model, "model_width": config.model_width,
                   "batch_size": config.batch_size, "optimizer": config.optimizer,
                   "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,

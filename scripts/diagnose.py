@@ -22,8 +22,9 @@ from absl import flags
 
 from diagnosis import flag_changes, report
 from settings.arguments import flag_lines
-from trainer import run_directory, setup
-from trainer.flags import config_from_flags, define_flags, load_run_config
+from trainer import preflight, run_directory
+from trainer.flags import config_from_flags, define_flags
+from trainer.run_directory import load_run_config
 
 define_flags()
 flags.DEFINE_string("output", None, "With --run_dir: also write the findings as JSON to this file ('-': stdout only).")
@@ -73,9 +74,9 @@ def write_flags(findings) -> None:
           f"try them: scripts/train.py --flagfile={FLAGS.write_flags}", file=sys.stderr)
 
 
-def preflight() -> None:
+def diagnose_settings() -> None:
     config = config_from_flags()
-    diagnosis = setup.diagnose(config)
+    diagnosis = preflight.diagnose(config)
     for line in diagnosis["report"]:
         print(line)
     for warning in diagnosis["warnings"]:
@@ -86,7 +87,7 @@ def preflight() -> None:
 
 
 def main(argv):
-    diagnose_run() if FLAGS.run_dir else preflight()
+    diagnose_run() if FLAGS.run_dir else diagnose_settings()
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import (final_weights_dir, load_saved_model, probability_scores, restore_model_weights,
                                  saved_model_probabilities)
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split
-from trainer.flags import load_run_config, register_run_dir_validator
-from trainer.setup import build_model, make_weight_average
+from trainer.flags import register_run_dir_validator
+from trainer.run_directory import load_run_config
+from trainer.run_inputs import build_model, make_weight_average
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py.", required=True)
 flags.DEFINE_enum("weights", "final", ("final", "best", "latest", "saved_model", *conversion.FORMATS),

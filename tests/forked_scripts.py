@@ -28,7 +28,7 @@ def serve(requests, replies: int) -> None:
     import tensorflow  # noqa: F401
 
     from diagnosis import report  # noqa: F401
-    from trainer import checkpoints, cli, evaluation, flags, loop, setup  # noqa: F401
+    from trainer import checkpoints, cli, evaluation, flags, loop, run_inputs# noqa: F401
     for line in requests:
         request = json.loads(line)
         child = os.fork()

@@ -10,7 +10,7 @@ import tensorflow as tf
 from data import catalog, pipeline
 from models import applications, registry
 from tests.helpers import make_config
-from trainer import loop, setup
+from trainer import loop, run_inputs
 from trainer.checkpoints import evaluate_saved_model, export_saved_model, saved_model_probabilities
 from settings.errors import TapeloopError
 from trainer.flags import parse_config
@@ -58,7 +58,7 @@ def test_backbones_default_to_unstandardized_pixels_and_refuse_standardize(tmp_p
     assert parse_config(["--model=cnn", "--nostandardize"]).standardize is False
     config = make_config(tmp_path, "--model=resnet50", "--standardize")
     with pytest.raises(TapeloopError, match="--standardize would hand --model=resnet50 standardized images") as error:
-        setup.build_model(config, catalog.SYNTHETIC)
+        run_inputs.build_model(config, catalog.SYNTHETIC)
     assert "BGR pixels minus the ImageNet mean" in str(error.value) and "drop --standardize" in str(error.value)
 
 
@@ -70,7 +70,7 @@ def test_backbones_default_to_unstandardized_pixels_and_refuse_standardize(tmp_p
 ])
 def test_pretrained_weights_that_cannot_be_used_are_refused(tmp_path, flags, message):
     with pytest.raises(TapeloopError, match=message):
-        setup.build_model(make_config(tmp_path, *flags), catalog.SYNTHETIC)
+        run_inputs.build_model(make_config(tmp_path, *flags), catalog.SYNTHETIC)
 
 
 def test_imagenet_weights_that_cannot_be_downloaded_are_a_paragraph(tmp_path, monkeypatch):
@@ -81,7 +81,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_are_a_paragraph(tmp_path, mo
     monkeypatch.setattr(keras.src.applications.mobilenet_v2.file_utils, "get_file", offline)
     with pytest.raises(TapeloopError, match=r"could not be loaded. Expected Keras' download of the ImageNet "
                                             r"weights .* found Exception: URL fetch failure") as error:
-        setup.build_model(make_config(tmp_path, "--model=mobilenet_v2", "--pretrained=imagenet"), catalog.SYNTHETIC)
+        run_inputs.build_model(make_config(tmp_path, "--model=mobilenet_v2", "--pretrained=imagenet"), catalog.SYNTHETIC)
     assert "~/.keras/models" in str(error.value)
 
 
@@ -91,14 +91,14 @@ def test_pretrained_weights_load_from_a_weights_file_and_a_wrong_file_is_refused
         weight.assign(weight + 0.5)
     path = tmp_path / "backbone.weights.h5"
     source.backbone.save_weights(str(path))
-    model = setup.build_model(make_config(tmp_path, "--model=mobilenet_v2", f"--pretrained={path}"),
+    model = run_inputs.build_model(make_config(tmp_path, "--model=mobilenet_v2", f"--pretrained={path}"),
                               catalog.SYNTHETIC)
     for loaded, saved in zip(model.backbone.weights, source.backbone.weights):
         np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
     other = tmp_path / "other.weights.h5"
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save_weights(str(other))
     with pytest.raises(TapeloopError, match="the --pretrained weights of mobilenet_v2 could not be loaded"):
-        setup.build_model(make_config(tmp_path, "--model=mobilenet_v2", f"--pretrained={other}"), catalog.SYNTHETIC)
+        run_inputs.build_model(make_config(tmp_path, "--model=mobilenet_v2", f"--pretrained={other}"), catalog.SYNTHETIC)
 
 
 @pytest.mark.slow
@@ -119,7 +119,7 @@ def test_a_backbone_trains_through_the_loop_exports_and_its_saved_model_scores_a
 def test_the_other_backbones_export_and_predict_as_the_model_does(tmp_path, name):
     # Their training path is mobilenet_v2's above (the same TransferModel); tracing their gradients
     # costs 20 s each, so here only what differs: their graphs through the export.
-    model = setup.build_model(make_config(tmp_path, f"--model={name}"), catalog.SYNTHETIC)
+    model = run_inputs.build_model(make_config(tmp_path, f"--model={name}"), catalog.SYNTHETIC)
     stored = np.random.default_rng(0).integers(0, 256, (8, 28, 28)).astype(np.uint8)  # As the dataset stores them.
     export_saved_model(model, catalog.SYNTHETIC, False, str(tmp_path / "saved_model"))
     np.testing.assert_allclose(saved_model_probabilities(str(tmp_path / "saved_model"), stored, 8),

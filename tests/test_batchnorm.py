@@ -7,7 +7,7 @@ import pytest
 from data import catalog, pipeline
 from models import cnn, mlp
 from tests.helpers import make_config
-from trainer import loop, setup
+from trainer import loop, run_inputs
 from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_average_momentum
 from trainer.checkpoints import restore_model_weights
 
@@ -122,7 +122,7 @@ def test_a_run_of_few_steps_an_epoch_ends_with_moving_statistics_near_the_weight
         run_dir = tmp_path / momentum
         results = loop.train(make_config(run_dir, "--epochs=2", f"--batchnorm_momentum={momentum}", "--noscore_test"))
         config = make_config(run_dir)
-        model = setup.build_model(config, catalog.SYNTHETIC)
+        model = run_inputs.build_model(config, catalog.SYNTHETIC)
         restore_model_weights(model, str(run_dir / "checkpoints"))
         moving = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
         StatisticsEstimator(model, pipeline.prepare_data(config).train, catalog.SYNTHETIC, config).estimate(8)

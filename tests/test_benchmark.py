@@ -9,7 +9,7 @@ import pytest
 from data import catalog
 from models import registry, size
 from tests.helpers import run_script
-from trainer import precision, setup
+from trainer import precision, run_inputs
 from trainer.flags import parse_config
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
@@ -45,7 +45,7 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
     race = results["fashion_time_to_accuracy"]
     assert (race["fast"]["flagfile"], race["reference"]["flagfile"]) == (fast, reference)
     assert (race["fast"]["epochs"], race["reference"]["epochs"]) == (1, 2)
-    recipe_model = setup.build_model(parse_config([f"--flagfile={fast}", f"--run_dir={tmp_path / 'x'}"]),
+    recipe_model = run_inputs.build_model(parse_config([f"--flagfile={fast}", f"--run_dir={tmp_path / 'x'}"]),
                                      catalog.SYNTHETIC, pretrained=False)
     assert race["fast"]["training_flops_per_example"] == size.training_flops(recipe_model,
                                                                             catalog.SYNTHETIC.image_shape)

@@ -8,8 +8,8 @@ import tensorflow as tf
 from data import catalog, pipeline
 from models import registry
 from tests.helpers import UNIT_RANGE_CHECKS, make_config
-from trainer.setup import model_settings
-from trainer.setup import make_optimizer
+from trainer.run_inputs import model_settings
+from trainer.run_inputs import make_optimizer
 from trainer import checkpoints, losses, steps
 from settings.errors import TapeloopError
 from trainer.schedules import LearningRate

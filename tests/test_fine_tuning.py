@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from data import catalog
 from tests.helpers import UNIT_RANGE_CHECKS, checkpoint_values, make_config
-from trainer import fine_tuning, loop, losses, setup, steps
+from trainer import fine_tuning, loop, losses, run_inputs, steps
 from settings.errors import TapeloopError
 from trainer.schedules import LearningRate
 
@@ -25,12 +25,12 @@ def batch(seed=0):
 
 def frozen_model_and_optimizers(tmp_path, *flags):
     config = make_config(tmp_path, "--model=cnn", "--freeze=backbone", *flags)
-    model = setup.build_model(config, catalog.SYNTHETIC)
+    model = run_inputs.build_model(config, catalog.SYNTHETIC)
     frozen = fine_tuning.freeze(config, model)
     schedule = LearningRate(config, total_steps=100, steps_per_epoch=10)
-    optimizer = setup.make_optimizer(config, schedule)
+    optimizer = run_inputs.make_optimizer(config, schedule)
     optimizer.build(model.trainable_variables)
-    backbone = fine_tuning.backbone_optimizer(config, frozen, setup.make_optimizer, schedule, optimizer)
+    backbone = fine_tuning.backbone_optimizer(config, frozen, run_inputs.make_optimizer, schedule, optimizer)
     return config, model, frozen, optimizer, backbone
 
 
@@ -87,7 +87,7 @@ def test_after_the_unfreeze_the_backbone_moves_at_its_scale_of_the_rate(tmp_path
 def test_fine_tuning_flags_that_do_not_go_together_are_refused(tmp_path, flags, message):
     config = make_config(tmp_path, *flags)
     with pytest.raises(TapeloopError, match=message):
-        fine_tuning.freeze(config, setup.build_model(config, catalog.SYNTHETIC))
+        fine_tuning.freeze(config, run_inputs.build_model(config, catalog.SYNTHETIC))
 
 
 @pytest.mark.slow

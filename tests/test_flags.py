@@ -7,7 +7,8 @@ from tests.helpers import REPO
 from settings.config import TrainConfig
 from settings.errors import TapeloopError
 from trainer import losses
-from trainer.flags import LOSS_TERMS, load_run_config, parse_config, serialize_config
+from trainer.flags import LOSS_TERMS, parse_config, serialize_config
+from trainer.run_directory import load_run_config
 
 
 def test_every_config_field_is_a_flag_with_a_default():

@@ -10,12 +10,12 @@ from models import registry, size
 from tests import helpers
 from tests.helpers import make_config, read_scalars, read_texts, run_script
 from diagnosis import calibration
-from trainer import loop, setup
+from trainer import loop, run_inputs
 from trainer.averaging import WeightAverage
 from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import restore_model_weights
 from trainer.precision import this_cpu
-from trainer.setup import model_settings
+from trainer.run_inputs import model_settings
 from settings.errors import TapeloopError
 
 pytestmark = pytest.mark.slow  # Every test here runs a script or trains a model.
@@ -112,7 +112,7 @@ def test_weight_decay_shrinks_kernels_but_spares_biases_and_norm_parameters(tmp_
     model = registry.build_model("cnn", (28, 28, 1), 10, **model_settings(config))
     for variable in model.trainable_variables:
         variable.assign(tf.ones_like(variable))
-    optimizer = setup.make_optimizer(config)
+    optimizer = run_inputs.make_optimizer(config)
     optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
     for variable in model.trainable_variables:
         decayed = variable.path.endswith("kernel")
@@ -121,7 +121,7 @@ def test_weight_decay_shrinks_kernels_but_spares_biases_and_norm_parameters(tmp_
 
 
 def test_sgd_uses_momentum(tmp_path):
-    optimizer = setup.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
+    optimizer = run_inputs.make_optimizer(make_config(tmp_path, "--optimizer=sgd", "--learning_rate=0.5",
                                                 "--momentum=0.9", "--weight_decay=0"))
     variable = tf.Variable(1.0)
     for _ in range(2):
@@ -266,7 +266,7 @@ def test_weight_averaging_evaluates_selects_and_exports_the_averaged_weights(tmp
     results = loop.train(make_config(tmp_path, "--epochs=2", "--ema_decay=0.99"))
     spec, config = catalog.SYNTHETIC, make_config(tmp_path, "--ema_decay=0.99")
     images, labels = sources.load_dataset(spec)["test"]
-    averaged, raw = setup.build_model(config, spec), setup.build_model(config, spec)
+    averaged, raw = run_inputs.build_model(config, spec), run_inputs.build_model(config, spec)
     restore_model_weights(averaged, str(tmp_path / "best"), WeightAverage(averaged, 0.99))
     restore_model_weights(raw, str(tmp_path / "best"))
     inputs = pipeline.to_model_input(images[:64], spec, config.standardize)
@@ -287,7 +287,7 @@ def test_precise_batch_norm_scores_and_exports_re_estimated_statistics_and_train
     spec, config = catalog.SYNTHETIC, make_config(tmp_path, "--precise_bn_batches=3")
     data = pipeline.prepare_data(config)
     images = data.test[0][:64]
-    checkpointed, precise = setup.build_model(config, spec), setup.build_model(config, spec)
+    checkpointed, precise = run_inputs.build_model(config, spec), run_inputs.build_model(config, spec)
     restore_model_weights(checkpointed, str(tmp_path / "best"))
     restore_model_weights(precise, str(tmp_path / "best"))
     StatisticsEstimator(precise, data.train, spec, config).estimate(3)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from models import registry
 from tests.helpers import make_config
-from trainer.setup import model_settings
+from trainer.run_inputs import model_settings
 from trainer import losses
 from settings.errors import TapeloopError
 

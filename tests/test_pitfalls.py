@@ -12,10 +12,10 @@ import tensorflow as tf
 from data import catalog, pipeline, sources
 from models import registry
 from tests.helpers import UNIT_RANGE_CHECKS, make_config, run_script, write_idx
-from trainer import losses, loop, setup, steps
+from trainer import loop, losses, preflight, run_inputs, steps
 from settings.errors import TapeloopError
 from trainer.flags import parse_config
-from trainer.setup import model_settings
+from trainer.run_inputs import model_settings
 
 CROSS_ENTROPY = losses.WeightedLoss({"cross_entropy": 1.0}, num_classes=10)
 
@@ -37,7 +37,7 @@ def synthetic_train():
 
 
 def diagnose_folder(folder, *flags):
-    return setup.diagnose(parse_config(["--dataset=mnist", f"--data_dir={folder}", "--batch_size=32", *flags]))
+    return preflight.diagnose(parse_config(["--dataset=mnist", f"--data_dir={folder}", "--batch_size=32", *flags]))
 
 
 def flat(text: str) -> str:
@@ -149,7 +149,7 @@ def test_7_a_loss_that_turns_nan_stops_at_that_step_with_the_learning_rate_fix(t
     config = make_config(tmp_path, "--model=mlp", "--optimizer=sgd", "--learning_rate=1e30", "--momentum=0",
                          "--weight_decay=0")
     model = registry.build_model("mlp", (28, 28, 1), 10, **model_settings(config))
-    step = steps.make_train_step(model, setup.make_optimizer(config), CROSS_ENTROPY,
+    step = steps.make_train_step(model, run_inputs.make_optimizer(config), CROSS_ENTROPY,
                                  steps.make_metrics(CROSS_ENTROPY, with_gradients=True), UNIT_RANGE_CHECKS)
     batch, labels = random_batch()
     with pytest.raises(TapeloopError) as raised:

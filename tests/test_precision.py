@@ -3,7 +3,7 @@
 import pytest
 
 from tests.helpers import make_config
-from trainer import precision, setup
+from trainer import precision, run_inputs
 from settings.errors import TapeloopError
 
 AVX2_EPYC = ("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_1 sse4_2 avx f16c fma avx2 bmi2 sha_ni\n"
@@ -110,7 +110,7 @@ def test_a_run_builds_its_model_in_the_precision_auto_chose_and_logs_why(tmp_pat
                                                                         policy):
     monkeypatch.setattr(precision, "this_cpu", lambda: kind(cpuinfo))
     caplog.set_level("INFO", logger="absl")
-    run = setup.prepare_run(make_config(tmp_path, "--mixed_precision=auto", "--model=mlp"))
+    run = run_inputs.prepare_run(make_config(tmp_path, "--mixed_precision=auto", "--model=mlp"))
     assert run.model.dtype_policy.name == policy
     assert f"Precision: {run.precision.reason}." in caplog.text and "auto chose" in run.precision.reason
     assert "[precision]" not in caplog.text
@@ -119,7 +119,7 @@ def test_a_run_builds_its_model_in_the_precision_auto_chose_and_logs_why(tmp_pat
 @CANNOT_BUILD_BFLOAT16
 def test_a_run_that_asks_for_emulated_bfloat16_warns_once_before_training(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(precision, "this_cpu", lambda: kind(AVX2_EPYC))
-    run = setup.prepare_run(make_config(tmp_path, "--mixed_precision=bfloat16", "--model=mlp"))
+    run = run_inputs.prepare_run(make_config(tmp_path, "--mixed_precision=bfloat16", "--model=mlp"))
     assert run.model.dtype_policy.name == "mixed_bfloat16"
     assert caplog.text.count("tapeloop: warning: [precision] bfloat16 is emulated") == 1
 

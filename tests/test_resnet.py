@@ -8,7 +8,7 @@ import pytest
 from data import catalog
 from models import registry, resnet, size
 from tests.helpers import make_config, numpy_conv_same, random_weights
-from trainer import setup
+from trainer import run_inputs
 from trainer.checkpoints import assert_checkpoint_covers
 from settings.errors import TapeloopError
 
@@ -117,6 +117,6 @@ def test_images_of_64_pixels_or_more_get_a_stride_2_stem():
 def test_a_depth_that_is_not_6n_plus_2_is_the_paragraph(tmp_path):
     config = make_config(tmp_path / "run", "--model=resnet", "--model_depth=18")
     with pytest.raises(TapeloopError) as error:
-        setup.build_model(config, catalog.SYNTHETIC)
+        run_inputs.build_model(config, catalog.SYNTHETIC)
     message = error.value.paragraph()
     assert "--model=resnet cannot be built with --model_depth=18" in message and "8, 14, 20, 32" in message

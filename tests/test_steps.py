@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from models import registry
 from tests.helpers import UNIT_RANGE_CHECKS, make_config
-from trainer.setup import model_settings
-from trainer.setup import make_optimizer
+from trainer.run_inputs import model_settings
+from trainer.run_inputs import make_optimizer
 from trainer import losses, steps
 from trainer.averaging import WeightAverage
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from data import catalog
 from models import registry
 from tests.helpers import SMALL_RUN, assert_one_paragraph_error, make_config, run_script
-from trainer import loop, setup, warm_start
+from trainer import loop, run_inputs, warm_start
 from trainer.averaging import WeightAverage
 from trainer.checkpoints import final_weights_dir, restore_model_weights
 from settings.errors import TapeloopError
@@ -44,9 +44,9 @@ def small_config(tmp_path, *flags):
 @pytest.mark.slow
 def test_every_variable_is_loaded_from_a_run_of_the_same_model_as_it_scored(tmp_path, synthetic_run):
     config = small_config(tmp_path, f"--init_from={synthetic_run}")
-    model = setup.build_model(config, catalog.SYNTHETIC)
-    setup.warm_start_model(config, model, catalog.SYNTHETIC)
-    scored = setup.build_model(config, catalog.SYNTHETIC)
+    model = run_inputs.build_model(config, catalog.SYNTHETIC)
+    run_inputs.warm_start_model(config, model, catalog.SYNTHETIC)
+    scored = run_inputs.build_model(config, catalog.SYNTHETIC)
     restore_model_weights(scored, final_weights_dir(str(synthetic_run)))
     weights = [(ours, theirs) for ours, theirs in zip(model.variables, scored.variables)
                if ours.dtype.startswith("float")]
@@ -59,12 +59,12 @@ def test_every_variable_is_loaded_from_a_run_of_the_same_model_as_it_scored(tmp_
 def test_a_head_for_another_class_count_keeps_its_initialization_and_is_named(tmp_path, synthetic_run, caplog):
     three_classes = dataclasses.replace(catalog.SYNTHETIC, class_names=("a", "b", "c"))
     config = small_config(tmp_path, f"--init_from={synthetic_run}:final")
-    model = setup.build_model(config, three_classes)
+    model = run_inputs.build_model(config, three_classes)
     initial_head = model.head.kernel.numpy()
     caplog.set_level("INFO", logger="absl")
-    setup.warm_start_model(config, model, three_classes)
+    run_inputs.warm_start_model(config, model, three_classes)
     np.testing.assert_array_equal(model.head.kernel.numpy(), initial_head)
-    source = setup.build_model(config, catalog.SYNTHETIC)
+    source = run_inputs.build_model(config, catalog.SYNTHETIC)
     restore_model_weights(source, str(synthetic_run / "checkpoints"))
     np.testing.assert_array_equal(model.stages.layers[0].layers[0].conv.kernel.numpy(),
                                   source.stages.layers[0].layers[0].conv.kernel.numpy())
@@ -73,9 +73,9 @@ def test_a_head_for_another_class_count_keeps_its_initialization_and_is_named(tm
     assert f"loaded {total - 2} of {total} variables; kept their initialization: head/_kernel [{features}, 3] " \
            "(the other run's classes differ); head/bias [3] (the other run's classes differ)." in caplog.text
     other_ten = dataclasses.replace(catalog.SYNTHETIC, class_names=tuple(f"other_{index}" for index in range(10)))
-    same_shape = setup.build_model(config, other_ten)  # A head of the same shape for other classes: not loaded.
+    same_shape = run_inputs.build_model(config, other_ten)  # A head of the same shape for other classes: not loaded.
     initial_head = same_shape.head.kernel.numpy()
-    setup.warm_start_model(config, same_shape, other_ten)
+    run_inputs.warm_start_model(config, same_shape, other_ten)
     np.testing.assert_array_equal(same_shape.head.kernel.numpy(), initial_head)
 
 
@@ -84,14 +84,14 @@ def test_a_run_of_another_model_or_a_folder_that_is_no_run_is_refused(tmp_path, 
     config = small_config(tmp_path, "--model=mlp", f"--init_from={synthetic_run}")
     with pytest.raises(TapeloopError, match=r"\[init_from\] --init_from=.* is a run of another model. Expected "
                                             r"a run of --model=mlp; found --model=cnn"):
-        setup.warm_start_model(config, setup.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
+        run_inputs.warm_start_model(config, run_inputs.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
     config = small_config(tmp_path, "--model_width=16", f"--init_from={synthetic_run}")
     with pytest.raises(TapeloopError, match=r"\[init_from\] --init_from=.* shares no kernel with this model.* found "
                                             r"1 of this model's 22 variables matching"):  # The head's bias.
-        setup.warm_start_model(config, setup.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
+        run_inputs.warm_start_model(config, run_inputs.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
     config = small_config(tmp_path, f"--init_from={tmp_path}")
     with pytest.raises(TapeloopError, match=r"\[init_from\] --init_from=.* is not a run to start from"):
-        setup.warm_start_model(config, setup.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
+        run_inputs.warm_start_model(config, run_inputs.build_model(config, catalog.SYNTHETIC), catalog.SYNTHETIC)
 
 
 @pytest.mark.slow
@@ -127,9 +127,9 @@ def test_a_run_with_a_weight_average_starts_others_from_its_averaged_weights(tmp
     source_config = make_config(source_dir, "--ema_decay=0.9", "--max_steps=10", "--validation_split=0")
     loop.train(source_config)
     config = small_config(tmp_path, f"--init_from={source_dir}")
-    model = setup.build_model(config, catalog.SYNTHETIC)
-    setup.warm_start_model(config, model, catalog.SYNTHETIC)
-    raw, averaged = (setup.build_model(source_config, catalog.SYNTHETIC) for _ in range(2))
+    model = run_inputs.build_model(config, catalog.SYNTHETIC)
+    run_inputs.warm_start_model(config, model, catalog.SYNTHETIC)
+    raw, averaged = (run_inputs.build_model(source_config, catalog.SYNTHETIC) for _ in range(2))
     restore_model_weights(raw, str(source_dir / "checkpoints"))
     restore_model_weights(averaged, str(source_dir / "checkpoints"), WeightAverage(averaged, 0.9))
     np.testing.assert_array_equal(model.head.kernel.numpy(), averaged.head.kernel.numpy())

@@ -26,7 +26,7 @@ from trainer import run_directory
 from trainer.checkpoints import ServingModule
 from data.files import unreadable_reason
 from settings.errors import TapeloopError, described
-from trainer.setup import final_model
+from trainer.finished_run import final_model
 
 FORMATS = {"tflite": "model.tflite", "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 ONNX_OPSET = 17

@@ -12,7 +12,7 @@ from data.sources import Arrays
 from trainer import losses, steps
 from trainer.checks import check_unaugmented
 from settings.config import TrainConfig
-from trainer.setup import make_stage_checks
+from trainer.run_inputs import make_stage_checks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-import os
 import re
 
 from absl import flags
@@ -11,9 +10,7 @@ from data.catalog import CATALOG, USER_DATASETS
 from models.registry import PRETRAINED
 from settings.config import TrainConfig
 from trainer.losses import TERMS as LOSS_TERMS
-from settings.errors import TapeloopError
 
-MAX_FLAGS_FILE_BYTES = 1 << 20  # A run's flags.txt is a few KiB.
 
 DATASETS = (*CATALOG, *USER_DATASETS)
 CHECK_LEVELS = ("off", "standard", "full")
@@ -461,40 +458,3 @@ def serialize_config(config: TrainConfig) -> str:
         if flag.value is not None:
             lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
-
-
-def flags_file_damage(path: str) -> str | None:
-    """What is wrong with a run's flags.txt for reading it back (None: nothing)."""
-    with open(path, "rb") as stream:
-        content = stream.read(MAX_FLAGS_FILE_BYTES + 1)
-    if len(content) > MAX_FLAGS_FILE_BYTES:
-        return f"a file over {MAX_FLAGS_FILE_BYTES // 1024} KiB (tapeloop writes a few)"
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return f"bytes that are not text (byte {error.start} is 0x{content[error.start]:02x})"
-    if not any(line.startswith("--") for line in text.splitlines()):
-        return "an empty file" if not text.strip() else "text with no --flag line"
-    return None
-
-
-def load_run_config(run_dir: str) -> TrainConfig:
-    """The TrainConfig a run was trained with, from RUN/flags.txt."""
-    path = os.path.join(run_dir, "flags.txt")
-    if not os.path.isfile(path):
-        raise TapeloopError(
-            stage="run directory", problem=f"{run_dir} is not a tapeloop run directory",
-            expected=f"{path}, written by scripts/train.py", found="no such file",
-            fix="pass the --run_dir that scripts/train.py was given")
-    damage = flags_file_damage(path)
-    if damage:  # Never read as "all defaults": that would be another run's model.
-        raise TapeloopError(
-            stage="run directory", problem=f"{path} is damaged", expected="the flagfile scripts/train.py wrote "
-            "(text, one --flag=value a line)", found=damage, fix="restore the file from the command that started "
-            "the run (every flag it was given), or from a copy of the run directory")
-    try:
-        return parse_config([f"--flagfile={path}", f"--run_dir={run_dir}"])
-    except flags.Error as error:
-        raise TapeloopError(
-            stage="run directory", problem=f"{path} does not parse", expected="a flagfile of tapeloop flags",
-            found=str(error), fix="restore the file from the command that started the run") from None

@@ -1,7 +1,7 @@
 """The story of a run, top to bottom: restore; per epoch, train the epoch, evaluate and keep the
 best, save; finish (score, export, results.json).
 
-What a run is built from is in setup.py, one pass over a split in evaluation.py, TensorBoard in
+What a run is built from is in run_inputs.py, one pass over a split in evaluation.py, TensorBoard in
 summaries.py. Every periodic action of a training step (scalars, histograms, input images,
 profiler window, mid-epoch checkpoint) appears once, in `train_epoch`, decided by `is_time`.
 """
@@ -29,7 +29,7 @@ from settings.errors import RunStopped
 from trainer.evaluation import Evaluator, evaluation_batches, summarize_split
 from trainer.interrupts import StopRequest
 from trainer.progress import IntervalTimer, Progress
-from trainer.setup import RunInputs, make_stage_checks, prepare_run
+from trainer.run_inputs import RunInputs, make_stage_checks, prepare_run
 from trainer.summaries import ProfilerWindow, RunSummaries
 
 GAP_CHECK_BATCHES = 32  # Training batches the statistics are re-estimated on to rule batch norm out.

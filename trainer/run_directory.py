@@ -1,5 +1,5 @@
-"""Claiming a run directory (writable, used by one process at a time, never silently restarted)
-and writing its text files (flags.txt, results.json) whole.
+"""Claiming a run directory (writable, used by one process at a time, never silently restarted),
+writing its text files (flags.txt, results.json) whole, and reading flags.txt back.
 
 The claim is an exclusive `flock` on RUN/.lock. The operating system drops it
 when the process ends, however it ends (kill -9 included), so a crashed run
@@ -15,12 +15,14 @@ import socket
 import sys
 import time
 
-from absl import logging
+from absl import flags, logging
 
 from trainer.checkpoints import checkpoint_prefixes
 from settings.config import TrainConfig
 from settings.errors import TapeloopError
-from trainer.flags import serialize_config
+
+MAX_FLAGS_FILE_BYTES = 1 << 20  # A run's flags.txt is a few KiB.
+from trainer.flags import parse_config, serialize_config
 
 LOCK_FILE = ".lock"
 
@@ -100,3 +102,40 @@ def write_text_atomic(path: str, text: str | bytes) -> None:
     with open(partial, "wb" if isinstance(text, bytes) else "w") as stream:
         stream.write(text)
     os.replace(partial, path)
+
+
+def flags_file_damage(path: str) -> str | None:
+    """What is wrong with a run's flags.txt for reading it back (None: nothing)."""
+    with open(path, "rb") as stream:
+        content = stream.read(MAX_FLAGS_FILE_BYTES + 1)
+    if len(content) > MAX_FLAGS_FILE_BYTES:
+        return f"a file over {MAX_FLAGS_FILE_BYTES // 1024} KiB (tapeloop writes a few)"
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"bytes that are not text (byte {error.start} is 0x{content[error.start]:02x})"
+    if not any(line.startswith("--") for line in text.splitlines()):
+        return "an empty file" if not text.strip() else "text with no --flag line"
+    return None
+
+
+def load_run_config(run_dir: str) -> TrainConfig:
+    """The TrainConfig a run was trained with, from RUN/flags.txt."""
+    path = os.path.join(run_dir, "flags.txt")
+    if not os.path.isfile(path):
+        raise TapeloopError(
+            stage="run directory", problem=f"{run_dir} is not a tapeloop run directory",
+            expected=f"{path}, written by scripts/train.py", found="no such file",
+            fix="pass the --run_dir that scripts/train.py was given")
+    damage = flags_file_damage(path)
+    if damage:  # Never read as "all defaults": that would be another run's model.
+        raise TapeloopError(
+            stage="run directory", problem=f"{path} is damaged", expected="the flagfile scripts/train.py wrote "
+            "(text, one --flag=value a line)", found=damage, fix="restore the file from the command that started "
+            "the run (every flag it was given), or from a copy of the run directory")
+    try:
+        return parse_config([f"--flagfile={path}", f"--run_dir={run_dir}"])
+    except flags.Error as error:
+        raise TapeloopError(
+            stage="run directory", problem=f"{path} does not parse", expected="a flagfile of tapeloop flags",
+            found=str(error), fix="restore the file from the command that started the run") from None

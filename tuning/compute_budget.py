@@ -11,15 +11,15 @@ import dataclasses
 from data import catalog, pipeline
 from settings.arguments import flag_lines
 from models import size
-from trainer import setup
+from trainer import run_inputs
 from settings.config import TrainConfig
 
 
 def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examples: int) -> float:
     """Forward FLOPs per example times the examples a run of `config` trains on."""
     batch = pipeline.update_batch_size(config)
-    steps = setup.planned_steps(config, pipeline.steps_per_epoch(train_examples, batch))
-    model = setup.build_model(config, spec, pretrained=False)
+    steps = run_inputs.planned_steps(config, pipeline.steps_per_epoch(train_examples, batch))
+    model = run_inputs.build_model(config, spec, pretrained=False)
     return float(steps * batch * size.forward_flops(model, spec.image_shape))
 
 

@@ -29,8 +29,9 @@ from diagnosis import report
 from trainer import loop, run_directory
 from settings.errors import TapeloopError, described
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
-from trainer.flags import define_flags, load_run_config, parse_config, serialize_config
-from trainer.setup import final_model
+from trainer.flags import define_flags, parse_config, serialize_config
+from trainer.run_directory import load_run_config
+from trainer.finished_run import final_model
 from tuning import studies
 from tuning.compute_budget import ComputeBudget
 from tuning.search_space import flag_text, parse_space, space_text

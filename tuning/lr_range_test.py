@@ -24,7 +24,7 @@ from trainer import steps
 from trainer.checks import FINITE_CHECKS
 from settings.config import TrainConfig
 from settings.errors import TapeloopError
-from trainer.setup import make_optimizer, make_stage_checks, prepare_run
+from trainer.run_inputs import make_optimizer, make_stage_checks, prepare_run
 from trainer.summaries import plt  # pyplot on the Agg backend: figures render to memory, never to a window.
 
 SMOOTHING_FRACTION = 1 / 30  # Half-width of the centred moving average, as a share of the steps.

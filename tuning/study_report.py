@@ -11,7 +11,7 @@ import optuna
 from data import sources
 from trainer import run_directory
 from trainer.checkpoints import evaluate_saved_model
-from trainer.flags import load_run_config
+from trainer.run_directory import load_run_config
 from settings.arguments import flag_lines
 from tuning.search_space import flag_text
 from tuning.studies import StudySettings, counted_trials

@@ -1,5 +1,5 @@
 """What a run is built from, checked before anything is written: data, loss, model, optimizer,
-weight average and stage checks; and `diagnose`, one checked step on those inputs."""
+weight average and stage checks."""
 
 import dataclasses
 import os
@@ -12,18 +12,17 @@ from absl import logging
 from data import catalog, diagnostics, pipeline, service, sources
 from data.files import unreadable_reason
 from data.mixing import MixSettings
-from models import registry, size
-from trainer import fine_tuning, losses, precision, steps, warm_start
+from models import registry, size, validation
+from trainer import fine_tuning, losses, precision, warm_start
 from trainer.averaging import WeightAverage
-from trainer.batchnorm import StatisticsEstimator, batch_norm_layers, moving_average_momentum, set_momentum
+from trainer.batchnorm import batch_norm_layers, moving_average_momentum, set_momentum
 from trainer.checkpoints import final_weights_dir, latest_checkpoint, restore_model_weights
-from trainer.checks import StageChecks, TrainingWarnings
+from trainer.checks import StageChecks
 from settings.config import TrainConfig
 from settings.errors import TapeloopError, described
-from trainer.flags import load_run_config
+from trainer.run_directory import load_run_config
 from trainer.schedules import LearningRate
 
-WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")  # HDF5 weights: tensors only, nothing to execute.
 MIXED_PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -154,7 +153,8 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
 def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool = True) -> keras.Model:
     """The registry's --model for `spec`, computing in the run's precision (variables float32),
     with its --pretrained weights unless not `pretrained` (a caller about to restore a checkpoint)."""
-    refuse_unbuildable(config, spec)
+    validation.refuse_unbuildable(config, spec.image_shape)
+    refuse_unreadable_weights(config)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(MIXED_PRECISION_POLICIES[run_precision(config).setting])
     try:  # Layers take the policy when they are created; restoring it keeps other models float32.
@@ -168,73 +168,8 @@ def build_model(config: TrainConfig, spec: catalog.DatasetSpec, pretrained: bool
         keras.config.set_dtype_policy(previous_policy)
 
 
-def refuse_unbuildable(config: TrainConfig, spec: catalog.DatasetSpec) -> None:
-    """The paragraph for a --model that cannot be built as the flags ask, on `spec`'s images."""
-    if config.model not in registry.BUILDERS:
-        raise TapeloopError(
-            stage="model", problem=f"unknown model {config.model!r}", expected=f"one of {', '.join(sorted(registry.BUILDERS))}",
-            found=repr(config.model), fix="pass --model with one of the names above, or add yours to "
-            "models.registry.BUILDERS")
-    allowed_depths = registry.depth_rule_broken(config.model, config.model_depth)
-    if allowed_depths:
-        raise TapeloopError(
-            stage="model", problem=f"--model={config.model} cannot be built with --model_depth={config.model_depth}",
-            expected=f"--model_depth of {allowed_depths}", found=f"--model_depth={config.model_depth}",
-            fix="pass one of those, e.g. --model_depth=20")
-    refuse_wrong_pixels_or_weights(config)
-    refuse_settings_the_model_lacks(config)
-    smallest = registry.smallest_image_side(config.model, config.model_depth)
-    height, width = spec.image_shape[:2]
-    if min(height, width) < smallest:
-        raise TapeloopError(
-            stage="model", problem=f"the images are too small for --model={config.model} with --model_depth="
-            f"{config.model_depth}", expected=f"images of at least {smallest}x{smallest} pixels (each of the "
-            f"{config.model_depth} stages halves them)", found=f"images of {height}x{width}",
-            fix=f"lower --model_depth to {max(1, min(height, width).bit_length() - 1)} or less, or bring the "
-                f"images to {smallest} pixels or more (--image_size for image folders)")
-
-
-def refuse_settings_the_model_lacks(config: TrainConfig) -> None:
-    """--fused_batchnorm and --convs_per_stage change only the models that take them."""
-    for name in ("fused_batchnorm", "convs_per_stage"):
-        if getattr(config, name) and name not in registry.EXTRA_SETTINGS.get(config.model, ()):
-            takers = sorted(model for model, settings in registry.EXTRA_SETTINGS.items() if name in settings)
-            raise TapeloopError(
-                stage="model", problem=f"--{name} does not apply to --model={config.model}",
-                expected=f"--{name} with --model of {', '.join(takers)}", found=f"--model={config.model}",
-                fix=f"drop --{name}")
-    counts = config.convs_per_stage
-    if config.model == "cnn" and len(counts) not in (0, 1, config.model_depth):
-        raise TapeloopError(
-            stage="model", problem=f"--convs_per_stage={','.join(map(str, counts))} does not match "
-            f"--model_depth={config.model_depth}", expected=f"one count for every stage or {config.model_depth} "
-            "counts, one a stage", found=f"{len(counts)} counts", fix="give one count, or one for each stage")
-
-
-def refuse_wrong_pixels_or_weights(config: TrainConfig) -> None:
-    """A pretrained backbone must get [0, 1] pixels (it preprocesses them itself), and only a
-    backbone takes --pretrained; weights are read from weights files only, never from a format
-    that can hold code."""
-    if config.model in registry.PRETRAINED and config.standardize:
-        raise TapeloopError(
-            stage="model", problem=f"--standardize would hand --model={config.model} standardized images",
-            expected=f"[0, 1] pixels, which {config.model} maps inside to the {registry.PRETRAINED[config.model]} "
-                     "its ImageNet weights were trained on",
-            found="--standardize (mean 0, std 1 per dataset): the pretrained features would see the wrong "
-                  "range, the transfer-learning form of unnormalized pixels",
-            fix="drop --standardize (backbones default to --nostandardize)")
-    if config.pretrained != "none" and config.model not in registry.PRETRAINED:
-        raise TapeloopError(
-            stage="model", problem=f"--model={config.model} has no pretrained weights",
-            expected=f"--pretrained with one of {', '.join(sorted(registry.PRETRAINED))}",
-            found=f"--pretrained={config.pretrained}",
-            fix="drop --pretrained, or pick a backbone; --init_from starts from another tapeloop run")
-    if config.pretrained not in ("none", "imagenet") and not config.pretrained.endswith(WEIGHT_FILE_SUFFIXES):
-        raise TapeloopError(
-            stage="model", problem=f"--pretrained={config.pretrained} is not a weights file",
-            expected=f"none, imagenet, or a Keras weights file ({' or '.join(WEIGHT_FILE_SUFFIXES)})",
-            found=config.pretrained,
-            fix="save the backbone's weights with model.save_weights('backbone.weights.h5') and pass that file")
+def refuse_unreadable_weights(config: TrainConfig) -> None:
+    """A --pretrained weights file that is not there, or is not a regular file, is named before any work."""
     unreadable = (config.pretrained not in ("none", "imagenet")
                   and unreadable_reason(os.path.expanduser(config.pretrained)))
     if unreadable:
@@ -322,39 +257,3 @@ def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.
     if config.mixed_precision == "float16":
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-def diagnose(config: TrainConfig) -> dict:
-    """The pre-flight report, then one training step on one batch under --checks=full; writes nothing.
-
-    Returns the report's lines, every warning raised, and the step's loss and gradient norm.
-    """
-    run = prepare_run(config)
-    checks = dataclasses.replace(make_stage_checks(config, run.spec, training=True), level="full")
-    warnings = TrainingWarnings(run.spec.num_classes)
-    images, labels, weights = next(iter(pipeline.train_batches(
-        run.data.train, run.example_weights, run.spec, config, epoch=0)))
-    warnings.first_outputs(run.model(images, training=False))
-    metrics = steps.make_metrics(run.loss, with_gradients=True)
-    steps.make_train_step(run.model, run.optimizer, run.loss, metrics, checks, config.clip_grad_norm,
-                          config.jit_compile, accumulate_steps=config.accumulate_steps)(images, labels, weights)
-    values = steps.read_and_reset(metrics)
-    return {"report": run.report.lines, "warnings": run.report.warnings + warnings.issued,
-            "num_classes": run.spec.num_classes, "loss": values["loss/total"],
-            "gradient_norm": values["gradients/global_norm"]}
-
-
-def final_model(run_dir: str, data_dir: str | None = None, mixed_precision: str | None = None):
-    """A finished run's config, data, and final model as train.py scored and exported it (averaged
-    weights, precise batch-norm statistics if the run used them), with its statistics estimator;
-    computing in `mixed_precision` if given (e.g. "none": float32 for a converter), else as the run did."""
-    config = load_run_config(run_dir)
-    config = dataclasses.replace(config, data_dir=data_dir or config.data_dir,
-                                 mixed_precision=mixed_precision or config.mixed_precision)
-    data = pipeline.prepare_data(config)
-    model = build_model(config, data.spec, pretrained=False)
-    restore_model_weights(model, final_weights_dir(run_dir), make_weight_average(config, model))
-    bn_statistics = StatisticsEstimator(model, data.train, data.spec, config)
-    if config.precise_bn_batches:
-        bn_statistics.estimate(config.precise_bn_batches)
-    return config, data, model, bn_statistics

@@ -7,15 +7,15 @@ import pytest
 from data import catalog
 from models.fused_batchnorm import FusedBatchNormalization
 from tests.helpers import make_config
-from trainer import batchnorm, setup
+from trainer import batchnorm, run_inputs
 from settings.errors import TapeloopError
 
 
 def test_model_flags_become_the_models_keyword_settings(tmp_path):
     config = make_config(tmp_path, "--model_width=12", "--model_depth=3", "--dropout=0.25")
-    assert setup.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25, "fused_batchnorm": False,
+    assert run_inputs.model_settings(config) == {"width": 12, "depth": 3, "dropout": 0.25, "fused_batchnorm": False,
                                             "convs_per_stage": ()}
-    model = setup.build_model(dataclasses.replace(config, model="mlp"), catalog.MNIST)
+    model = run_inputs.build_model(dataclasses.replace(config, model="mlp"), catalog.MNIST)
     assert [v.shape for v in model.trainable_variables if len(v.shape) == 2][0] == (784, 12)
 
 
@@ -24,7 +24,7 @@ def test_fused_batchnorm_swaps_every_batch_norm_layer_and_keeps_the_variables(tm
     def batch_norms(fused):
         config = make_config(tmp_path, f"--model={name}", f"--model_depth={depth}", "--model_width=8",
                              *(["--fused_batchnorm"] if fused else []))
-        model = setup.build_model(config, catalog.MNIST)
+        model = run_inputs.build_model(config, catalog.MNIST)
         return model, batchnorm.batch_norm_layers(model)
 
     (keras_model, keras_layers), (fused_model, fused_layers) = batch_norms(False), batch_norms(True)
@@ -43,13 +43,13 @@ def test_fused_batchnorm_swaps_every_batch_norm_layer_and_keeps_the_variables(tm
                                                                   "--model_depth=3.* found 2 counts")])
 def test_model_settings_a_model_cannot_take_are_refused(tmp_path, flags, found):
     with pytest.raises(TapeloopError, match=found):
-        setup.build_model(make_config(tmp_path, *flags), catalog.MNIST)
+        run_inputs.build_model(make_config(tmp_path, *flags), catalog.MNIST)
 
 
 @pytest.mark.parametrize("counts, expected", [("", [2, 2, 2]), ("1", [1, 1, 1]), ("1,2,3", [1, 2, 3])])
 def test_convs_per_stage_sets_each_stage_of_the_cnn(tmp_path, counts, expected):
     config = make_config(tmp_path, "--model=cnn", "--model_depth=3", "--model_width=8", f"--convs_per_stage={counts}")
-    model = setup.build_model(config, catalog.MNIST)
+    model = run_inputs.build_model(config, catalog.MNIST)
     kernels = [v.shape for v in model.trainable_variables if len(v.shape) == 4]
     widths = [8 * 2**stage for stage, convs in enumerate(expected) for _ in range(convs)]
     assert [kernel[-1] for kernel in kernels] == widths
@@ -58,17 +58,17 @@ def test_convs_per_stage_sets_each_stage_of_the_cnn(tmp_path, counts, expected):
 
 def test_unknown_model_names_the_registered_ones(tmp_path):
     with pytest.raises(TapeloopError, match="one of cnn, efficientnet_b0, lean_cnn, mlp, mobilenet_v2, resnet, resnet50"):
-        setup.build_model(dataclasses.replace(make_config(tmp_path), model="vit"), catalog.MNIST)
+        run_inputs.build_model(dataclasses.replace(make_config(tmp_path), model="vit"), catalog.MNIST)
 
 
 def test_images_smaller_than_the_cnn_stages_are_refused_before_building(tmp_path):
     tiny = dataclasses.replace(catalog.MNIST, image_shape=(6, 6, 1))
     with pytest.raises(TapeloopError, match="at least 8x8 pixels .* found images of 6x6") as error:
-        setup.build_model(make_config(tmp_path, "--model=cnn", "--model_depth=3"), tiny)
+        run_inputs.build_model(make_config(tmp_path, "--model=cnn", "--model_depth=3"), tiny)
     assert "lower --model_depth to 2" in str(error.value)
 
 
 def test_the_weight_average_exists_only_with_ema_decay(tmp_path):
-    model = setup.build_model(make_config(tmp_path, "--model=mlp"), catalog.MNIST)
-    assert setup.make_weight_average(make_config(tmp_path), model) is None
-    assert setup.make_weight_average(make_config(tmp_path, "--ema_decay=0.9"), model).decay == 0.9
+    model = run_inputs.build_model(make_config(tmp_path, "--model=mlp"), catalog.MNIST)
+    assert run_inputs.make_weight_average(make_config(tmp_path), model) is None
+    assert run_inputs.make_weight_average(make_config(tmp_path, "--ema_decay=0.9"), model).decay == 0.9
