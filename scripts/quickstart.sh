@@ -2,7 +2,7 @@
 # Trains the quick Fashion-MNIST recipe (configs/fashion_mnist_quick.flags) end to end, prints its test
 # accuracy, then the command of the full recipe (configs/fashion_mnist.flags: 4x the epochs at 2x the width).
 # The quick recipe is the one that finishes in reasonable time on a CPU without AVX-512 too, where
-# --mixed_precision=auto computes in float32 (README, Quick start, has its time on both kinds).
+# --mixed_precision=auto computes in float32 (docs/performance.md has its time on both kinds).
 # The first run creates .venv, installs tapeloop and fetches Fashion-MNIST; a second run on the
 # same run directory finds the run finished and only re-scores it. Arguments go to train.py,
 # e.g. `scripts/quickstart.sh --epochs=1`; RUN_DIR overrides where the run is written.

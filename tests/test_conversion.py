@@ -14,7 +14,7 @@ from trainer import conversion
 from trainer.checkpoints import saved_model_probabilities
 from settings.errors import TapeloopError
 
-INT8_AGREEMENT = 0.95  # The bound on int8 top-1 agreement with the SavedModel (the recipes' figures: README).
+INT8_AGREEMENT = 0.95  # The bound on int8 top-1 agreement with the SavedModel (the recipes' figures: docs/deployment.md).
 
 
 @pytest.fixture(scope="module")
