@@ -1,9 +1,14 @@
 """The flag reference: rendered from each script's own --helpxml, and the committed page is the generated one."""
 
+import io
+import re
+
 import pytest
+from absl import flags
 
 from tests.helpers import REPO, run_script
 from trainer import flag_reference
+from trainer.flags import define_flags
 
 SMALL_HELPXML = """<?xml version="1.0" encoding="utf-8"?>
 <AllFlags><program>tool.py</program><usage>Does one thing.
@@ -29,6 +34,18 @@ def test_the_page_has_a_row_per_flag_and_says_which_scripts_take_train_pys():
     page = flag_reference.render({"tool.py": SMALL_HELPXML})
     assert "## tool.py\n\nDoes one thing.\n" in page and "It also takes every flag of [train.py]" in page
     assert "| `--rate` | float | 0.5 | 0.0 to 1.0 | A \\| rate. |" in page and "--help`" not in page
+
+
+def test_the_train_py_rows_of_the_committed_reference_are_the_flag_definitions():
+    values = flags.FlagValues()
+    define_flags(values)
+    helpxml = io.StringIO()
+    values.write_help_in_xml_format(helpxml)
+    as_train_py = re.sub("<program>.*?</program>", "<program>train.py</program>", helpxml.getvalue())
+    rendered = flag_reference.render({"train.py": as_train_py})
+    committed = (REPO / "docs" / "reference" / "flags.md").read_text().split("\n## train.py\n")[1].split("\n## ")[0]
+    assert ([line for line in rendered.splitlines() if line.startswith("| `--")]
+            == [line for line in committed.splitlines() if line.startswith("| `--")])
 
 
 @pytest.mark.slow  # Every script's --helpxml imports what the script imports (Optuna, cleanlab): about 20 s.
