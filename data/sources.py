@@ -402,7 +402,7 @@ def load(config: TrainConfig, data_dir: str | None = None) -> tuple[DatasetSpec,
             raise TapeloopError(
                 stage="data", problem=f"--dataset={config.dataset} reads your own files",
                 expected="--data_dir naming the folder that holds them", found="no --data_dir",
-                fix="pass --data_dir=FOLDER (README, Your own data)")
+                fix="pass --data_dir=FOLDER (docs/data.md, Your own data)")
         if config.dataset == "image_folder":
             root = Path(data_dir).expanduser()
             if streaming.folder_exceeds_memory(root, config):

@@ -1,6 +1,6 @@
 """Batch norm through TensorFlow's fused kernel in training: Keras 3's BatchNormalization computes its
 moments and normalization as separate elementwise operations (and their gradients), which take
-about 45% of a small convnet's step on a CPU (README, "Performance"); FusedBatchNormV3 does the same
+about 45% of a small convnet's step on a CPU (docs/performance.md); FusedBatchNormV3 does the same
 in one oneDNN kernel each way. A subclass, so every tool that finds batch-norm layers (precise batch
 norm, the momentum default) and the checkpoint names see a BatchNormalization."""
 

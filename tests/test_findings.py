@@ -104,7 +104,7 @@ def test_capacity_is_training_accuracy_flat_and_no_better_than_validation():
 
 
 def small_split_run():
-    """The digits case of issue 37: 90 validation images, accuracy 88/90 from epoch 3 on, the loss still falling."""
+    """The digits case: 90 validation images, accuracy 88/90 from epoch 3 on, the loss still falling."""
     eval_loss = [0.40, 0.25, 0.20, 0.15, 0.12, 0.10, 0.09, 0.08]
     return curves(np.linspace(2, 0.05, 40), 0.99, eval_loss=eval_loss,
                   eval_accuracy=[80 / 90, 85 / 90] + [88 / 90] * 5 + [87 / 90])

@@ -1,6 +1,5 @@
 """The loop's numbers pinned: the two recipes, 40 deterministic steps each, must log the training
-losses recorded for this kind of machine (first before the loop was split into setup, evaluation
-and summaries, issue 17; the kinds added since were recorded once the others matched).
+losses recorded for this kind of machine (each kind recorded once the others matched).
 
 oneDNN picks its kernels by instruction set, and the recipes' --mixed_precision=auto picks the
 precision by it too, so the same deterministic run rounds differently on each kind of machine

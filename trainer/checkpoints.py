@@ -78,7 +78,7 @@ class RunCheckpoints:
 
     def _checkpoint_to_restore(self, path: str) -> tf.train.Checkpoint:
         """The whole state, or for a checkpoint written before ties were broken by the validation
-        loss (tapeloop before stop 42) the state without `loss_at_best`, which then stays unknown."""
+        loss (older tapeloop versions) the state without `loss_at_best`, which then stays unknown."""
         if any(name.startswith("loss_at_best/") for name, _ in tf.train.list_variables(path)):
             return self.checkpoint
         logging.info("%s holds no validation loss of its best evaluation (written by an earlier tapeloop): the "

@@ -131,7 +131,7 @@ def conversion_error(kind: str, error: Exception) -> TapeloopError:
         expected=f"a model whose every op {kind} supports ({'TFLite builtins' if kind.startswith('tflite') else f'ONNX opset {ONNX_OPSET}'})",
         found=f"{type(error).__name__}: {cause[:300]}",
         fix="try another format (the SavedModel always works), or a model without that op; for a version "
-            "mismatch, tapeloop's README lists the converter versions it was tested with")
+            "mismatch, tapeloop's docs/deployment.md lists the converter versions it was tested with")
 
 
 def require_onnx_packages(stage_action: str) -> None:

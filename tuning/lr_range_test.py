@@ -6,7 +6,7 @@ The test runs with several seeds (fresh models, shuffles) and averages their smo
 where one curve bottoms out moves by a factor of 2-3 from seed to seed. The suggestion follows a
 stated, conservative rule: a third of the rate at the bottom of the mean curve's first valley (the
 lowest point before the loss first rises 20% above its lowest so far), below where training starts
-to break down. The divisor was chosen on MNIST's validation split (README): a tenth, fastai's
+to break down. The divisor was chosen on MNIST's validation split (docs/tuning.md): a tenth, fastai's
 and Smith's "minimum / 10", cost 0.3 points there as the peak of a one-cycle schedule. It is refused when the
 curve has no clear descent, and called weak, with the reasons, when the descent is shallow, the
 curve never turns up, or the seeds disagree on the bottom by more than a factor of 3.
