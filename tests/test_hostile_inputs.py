@@ -756,7 +756,7 @@ def start_data_service() -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killed, found", [("dispatcher", "no answer within 5 s"),
+@pytest.mark.parametrize("killed, found", [("dispatcher", "no answer within 2 s"),
                                            ("worker", "no worker served a batch")])
 def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_the_checkpoint(tmp_path, killed,
                                                                                               found):
@@ -764,7 +764,7 @@ def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_t
     run_dir = tmp_path / "run"
     training = subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=500", f"--run_dir={run_dir}",
-         f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=5"],
+         f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
