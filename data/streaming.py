@@ -152,7 +152,7 @@ class ShardedImages(StreamedImages):
                 .shuffle(max(1, buffer), seed=int(rng.integers(2**31)), reshuffle_each_iteration=False))
 
     def changed_files(self) -> Iterator[str]:
-        return (shard.path for shard, _ in self.shards_read() if _damage(shard) or _unreadable_records(shard.path))
+        return (shard.path for shard, _ in self.shards_read() if _damage(shard) or isinstance(read_record_labels(shard.path), str))
 
     def sample(self, count: int = SAMPLE_EXAMPLES) -> "ShardedImages":
         """The first selected examples of every shard (so reading them reads little)."""
@@ -465,20 +465,26 @@ def record_labels(path: str, cache_dir: Path) -> np.ndarray | str:
             return entry["labels"] if entry["reason"].size == 0 else str(entry["reason"][0])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
+    found = read_record_labels(path)
+    with contextlib.suppress(OSError):  # Unwritable: read again next time.
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        damaged = isinstance(found, str)
+        shards.save_npz_whole(cached, labels=np.zeros(0, np.int64) if damaged else found,
+                              reason=np.asarray([found] if damaged else [], dtype=str))
+    return found
+
+
+def read_record_labels(path: str) -> np.ndarray | str:
+    """The label of each record of a shard file, read through its checksums, or why it cannot be read."""
     try:
         parsed = (tf.data.TFRecordDataset(path).batch(4096)
                   .map(lambda records: tf.io.parse_example(records, {"label": shards.FEATURES["label"]})["label"])
                   .with_options(without_autotuning()))
-        labels, reason = np.concatenate([np.zeros(0, np.int64)] + [batch.numpy() for batch in parsed]), None
+        return np.concatenate([np.zeros(0, np.int64)] + [batch.numpy() for batch in parsed])
     except tf.errors.DataLossError as error:
-        labels, reason = None, f"a damaged record: {errors.first_line(error, 120)}"
+        return f"a damaged record: {errors.first_line(error, 120)}"
     except tf.errors.OpError as error:
-        labels, reason = None, f"records that are not labelled examples: {errors.first_line(error, 120)}"
-    with contextlib.suppress(OSError):  # Unwritable: read again next time.
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        shards.save_npz_whole(cached, labels=labels if reason is None else np.zeros(0, np.int64),
-                              reason=np.asarray([] if reason is None else [reason], dtype=str))
-    return labels if reason is None else reason
+        return f"records that are not labelled examples: {errors.first_line(error, 120)}"
 
 
 def refuse_oversized_shuffle_buffer(config: TrainConfig, images: StreamedImages) -> None:
@@ -540,12 +546,3 @@ def damaged_records_named(*splits):
                      "checksum)", found=errors.described(error, 200),
             fix="restore that file (for shards: delete it and rerun make_shards.py with the same flags, which rewrites "
                 "only what is missing), then rerun the training command: it resumes from the last checkpoint") from None
-
-
-def _unreadable_records(path: str) -> bool:
-    try:
-        for _ in tf.data.TFRecordDataset(path):
-            pass
-    except tf.errors.OpError:
-        return True
-    return False
