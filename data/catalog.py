@@ -10,9 +10,6 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-# Datasets read from the user's own files (--data_dir), their shape and classes found there.
-USER_DATASETS = ("image_folder", "npz", "tfrecord")
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:

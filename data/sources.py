@@ -25,8 +25,9 @@ import numpy as np
 
 from data import image_folder, streaming
 from data.files import read_at_most, refuse_oversized, unreadable_reason
-from data.catalog import USER_DATASETS, DatasetSpec, get_spec, user_spec
+from data.catalog import DatasetSpec, get_spec, user_spec
 from data.pixels import unit_scaled
+from settings.choices import USER_DATASETS
 from settings.config import TrainConfig
 from settings import errors
 from settings.errors import TapeloopError

@@ -35,7 +35,8 @@ from data.streaming import pixels_at
 from data.sources import dataset_spec, load_dataset
 from models import size
 from trainer import loop, run_inputs, steps
-from trainer.flags import config_from_flags, define_flags, parse_config
+from settings.command_line import define_flags
+from trainer.flags import config_from_flags, parse_config
 
 define_flags()
 flags.DEFINE_integer("repeats", 3, "Rounds of alternating trials; medians are reported.", lower_bound=1)

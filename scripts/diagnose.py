@@ -23,7 +23,8 @@ from absl import flags
 from diagnosis import flag_changes, report
 from settings.arguments import flag_lines
 from trainer import preflight, run_directory
-from trainer.flags import config_from_flags, define_flags
+from settings.command_line import define_flags
+from trainer.flags import config_from_flags
 from trainer.run_directory import load_run_config
 
 define_flags()

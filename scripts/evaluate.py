@@ -23,7 +23,7 @@ from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import (final_weights_dir, load_saved_model, probability_scores, restore_model_weights,
                                  saved_model_probabilities)
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits, summarize_split
-from trainer.flags import register_run_dir_validator
+from settings.command_line import register_run_dir_validator
 from trainer.run_directory import load_run_config
 from trainer.run_inputs import build_model, make_weight_average
 

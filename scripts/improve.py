@@ -21,7 +21,7 @@ from absl import flags
 from settings.arguments import flag_lines
 from trainer import run_directory
 from settings.errors import TapeloopError
-from trainer.flags import register_run_dir_validator
+from settings.command_line import register_run_dir_validator
 from tuning import improvement, studies
 
 flags.DEFINE_string("run_dir", None, "The finished run to improve (it is never written to).", required=True)

@@ -17,7 +17,8 @@ from absl import flags
 
 from trainer import run_directory, summaries
 from tuning import lr_range_test
-from trainer.flags import config_from_flags, define_flags
+from settings.command_line import define_flags
+from trainer.flags import config_from_flags
 
 define_flags()
 flags.mark_flag_as_required("run_dir")

@@ -16,7 +16,7 @@ from data.image_folder import IMAGE_SUFFIXES, read_images
 from trainer import conversion
 from trainer.checkpoints import load_saved_model
 from settings.errors import TapeloopError
-from trainer.flags import register_run_dir_validator
+from settings.command_line import register_run_dir_validator
 from trainer.run_directory import load_run_config
 
 flags.DEFINE_string("run_dir", None, "Run directory written by scripts/train.py (its saved_model/ is used).",

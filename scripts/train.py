@@ -8,7 +8,8 @@ from trainer import cli  # First: quiets TensorFlow's start-up logging.
 from absl import flags
 
 from trainer import loop
-from trainer.flags import config_from_flags, define_flags
+from settings.command_line import define_flags
+from trainer.flags import config_from_flags
 
 define_flags()
 flags.mark_flag_as_required("run_dir")

@@ -20,7 +20,9 @@ from absl import flags, logging
 
 from trainer import run_directory
 from settings.errors import TapeloopError
-from trainer.flags import EVAL_METRICS, config_from_flags, define_flags, parse_config
+from settings.choices import EVAL_METRICS
+from settings.command_line import define_flags
+from trainer.flags import config_from_flags, parse_config
 from tuning import studies, study_report
 from settings.arguments import flag_line
 from tuning.search_space import SearchSpaceParser, write_search_space

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from data import catalog, shards, sources
-from tests.helpers import SMALL_RUN, run_script, write_image_folder
+from tests.helpers import REPO, SMALL_RUN, run_script, write_image_folder
 
 
 @pytest.fixture
@@ -21,10 +21,14 @@ def mnist_dir() -> str:
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory) -> Path:
     """One finished run (train.py, SMALL_RUN, one epoch: checkpoints at step 28), trained once per
-    session for the tests that only inspect it; a test that changes it works on a copy (copy_run)."""
+    session for the tests that only inspect it; a test that changes it works on a copy (copy_run).
+    Its flags.txt is the one an earlier release of tapeloop wrote for the same flags, so that every test
+    that diagnoses, evaluates, exports or resumes this run also shows such a file still works."""
     run_dir = tmp_path_factory.mktemp("shared") / "synthetic_run"
     result = run_script("train", *SMALL_RUN, "--epochs=1", f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr
+    earlier = (REPO / "tests" / "data" / "flags_of_an_earlier_release.txt").read_text()
+    (run_dir / "flags.txt").write_text(earlier.replace("RUN_DIR", str(run_dir)))
     return run_dir
 
 

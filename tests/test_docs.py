@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 
 from tests.helpers import REPO
-from trainer.flags import define_flags
+from settings.command_line import define_flags
 
 ABSL_FLAGS = {"flagfile", "helpfull", "help", "helpshort", "helpxml", "verbosity", "only_check_args"}
 OTHER_TOOLS_FLAGS = {"durations", "logdir"}  # pytest's and TensorBoard's, named in prose.

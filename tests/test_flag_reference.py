@@ -8,7 +8,8 @@ from absl import flags
 
 from tests.helpers import REPO, run_script
 from trainer import flag_reference
-from trainer.flags import define_flags
+from settings.command_line import define_flags
+from settings.declarations import SECTIONS
 
 SMALL_HELPXML = """<?xml version="1.0" encoding="utf-8"?>
 <AllFlags><program>tool.py</program><usage>Does one thing.
@@ -19,7 +20,7 @@ More words.</usage>
 <type>float</type><lower_bound>0.0</lower_bound><upper_bound>1.0</upper_bound></flag>
 <flag><key>yes</key><file>scripts/tool.py</file><name>kind</name><meaning>A kind.</meaning><default>a</default>
 <type>string enum</type><enum_value>a</enum_value><enum_value>b</enum_value></flag>
-<flag><file>trainer.flags</file><name>epochs</name><meaning>Epochs.</meaning><default>1</default><type>int</type></flag>
+<flag><file>tapeloop settings 05, optimization</file><name>epochs</name><meaning>Epochs.</meaning><default>1</default><type>int</type></flag>
 </AllFlags>"""
 
 
@@ -54,3 +55,15 @@ def test_the_committed_reference_is_the_one_the_flag_definitions_give():
     generated = flag_reference.render({path.name: run_script(path.stem, "--helpxml").stdout for path in scripts})
     assert (REPO / "docs" / "reference" / "flags.md").read_text() == generated, (
         "docs/reference/flags.md is stale: run python scripts/flag_reference.py")
+
+
+def test_train_pys_flags_are_listed_under_their_sections_in_declared_order():
+    values = flags.FlagValues()
+    define_flags(values)
+    helpxml = io.StringIO()
+    values.write_help_in_xml_format(helpxml)
+    page = flag_reference.render({"train.py": re.sub("<program>.*?</program>", "<program>train.py</program>",
+                                                     helpxml.getvalue())})
+    headings = re.findall(r"^### (.+)$", page, flags=re.MULTILINE)
+    assert headings == [section.title.capitalize() for section in SECTIONS]
+    assert page.index("| `--dataset` |") < page.index("### Augmentation") < page.index("| `--mixup_alpha` |")

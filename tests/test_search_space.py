@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 
 from settings.arguments import flag_line
-from trainer.flags import define_flags
+from settings.command_line import define_flags
 from tuning.search_space import (Parameter, SearchSpaceParser, parse_space, space_text,
                                   write_search_space)
 

@@ -19,7 +19,8 @@ from absl import flags
 from tests.helpers import REPO, SMALL_RUN, assert_one_paragraph_error, run_script
 from tuning import studies
 from settings.errors import TapeloopError
-from trainer.flags import define_flags, parse_config, serialize_config
+from settings.command_line import define_flags
+from trainer.flags import parse_config, serialize_config
 from tuning.search_space import parse_space
 
 FLAG_VALUES = flags.FlagValues()

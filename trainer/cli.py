@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402  (after the environment is set)
 from absl import logging as absl_logging  # noqa: E402
 
+from settings.command_line import require_finite_floats  # noqa: E402
 from settings.errors import RunStopped, TapeloopError  # noqa: E402
 
 EXIT_ERROR = 1
@@ -141,8 +142,6 @@ def run(main, takes_arguments: bool = False) -> None:
             last_line = ("tapeloop: stopped: interrupted (Ctrl-C); what it had finished writing is kept.",
                          128 + signal.SIGINT)
         _print_last_and_exit(*last_line)
-
-    from trainer.flags import require_finite_floats  # Here: the module loads TensorFlow, after the quieting above.
 
     require_finite_floats(flags.FLAGS.get_flags_for_module(sys.modules["__main__"]))  # The script's own, as train.py's.
     app.run(guarded_main, flags_parser=_parse_flags)

@@ -2,9 +2,14 @@
 say of themselves (`SCRIPT --helpxml`): name, type, default, allowed values or bounds and help,
 so that it cannot drift from the definitions. scripts/flag_reference.py writes and checks it."""
 
+import itertools
 import xml.etree.ElementTree as ElementTree
 
-TRAINING_FLAGS = "trainer.flags"  # The module of train.py's flags, which some other scripts take too.
+from settings.command_line import SECTION_MODULE_PREFIX
+from settings.declarations import SETTINGS
+
+DECLARED_ORDER = {setting.name: number for number, setting in enumerate(SETTINGS)}
+
 HEADER = ("# Flag reference\n\nEvery flag of every script, generated from the flag definitions by "
           "`python scripts/flag_reference.py` (the tests regenerate it and fail on any difference: edit the "
           "definitions, then rerun that command). A script that takes train.py's flags says so and lists only "
@@ -12,17 +17,20 @@ HEADER = ("# Flag reference\n\nEvery flag of every script, generated from the fl
 
 
 def flags_of(helpxml: str) -> tuple[str, list[dict], bool]:
-    """(the script's usage text, its own flags, whether it takes train.py's flags) from its --helpxml."""
+    """(the script's usage text, its own flags, whether it takes train.py's flags) from its --helpxml.
+    Each flag has its section: for train.py's, the settings section it is declared in; "" for a script's own."""
     root = ElementTree.fromstring(helpxml)
     own, takes_training_flags = [], False
     for flag in root.iter("flag"):
         module = flag.findtext("file", "")
-        takes_training_flags |= module == TRAINING_FLAGS
-        if flag.findtext("key") == "yes" or (module == TRAINING_FLAGS and root.findtext("program") == "train.py"):
+        is_setting = module.startswith(SECTION_MODULE_PREFIX)
+        takes_training_flags |= is_setting
+        if flag.findtext("key") == "yes" or (is_setting and root.findtext("program") == "train.py"):
             own.append({"name": flag.findtext("name"), "type": flag.findtext("type"),
                         "default": flag.findtext("default", ""), "meaning": flag.findtext("meaning", ""),
-                        "allowed": allowed_values(flag)})
-    return root.findtext("usage", ""), sorted(own, key=lambda flag: flag["name"]), takes_training_flags
+                        "allowed": allowed_values(flag), "section": module if is_setting else ""})
+    in_order = sorted(own, key=lambda flag: (flag["section"], DECLARED_ORDER.get(flag["name"], 0), flag["name"]))
+    return root.findtext("usage", ""), in_order, takes_training_flags
 
 
 def allowed_values(flag: ElementTree.Element) -> str:
@@ -49,8 +57,15 @@ def render(helpxml_by_script: dict[str, str]) -> str:
         sections.append(f"\n## {script}\n\n{cell(usage.split(chr(10) + chr(10))[0])}\n")
         if takes_training_flags and script != "train.py":
             sections.append("\nIt also takes every flag of [train.py](#trainpy).\n")
-        if own:
-            sections.append("\n| flag | type | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n")
-            sections.extend(f"| `--{flag['name']}` | {cell(flag['type'])} | {cell(flag['default']) or '(none)'} | "
-                            f"{flag['allowed']} | {cell(flag['meaning'])} |\n" for flag in own)
+        for section, flags in itertools.groupby(own, key=lambda flag: flag["section"]):
+            if section:
+                sections.append(f"\n### {section.split(', ', 1)[1].capitalize()}\n")
+            sections.append(table(list(flags)))
     return "".join(sections)
+
+
+def table(flags: list[dict]) -> str:
+    """A Markdown table of flags, a row each."""
+    rows = [f"| `--{flag['name']}` | {cell(flag['type'])} | {cell(flag['default']) or '(none)'} | "
+            f"{flag['allowed']} | {cell(flag['meaning'])} |\n" for flag in flags]
+    return "\n| flag | type | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n" + "".join(rows)

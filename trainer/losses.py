@@ -21,9 +21,6 @@ import tensorflow as tf
 from settings.config import TrainConfig
 from settings.errors import TapeloopError
 
-TERMS = ("cross_entropy", "binary_cross_entropy", "focal", "l2")
-
-
 @dataclasses.dataclass(frozen=True)
 class WeightedLoss:
     """The loss of a run: which terms and their weights; it reads class ids or target rows."""

@@ -29,7 +29,8 @@ from diagnosis import report
 from trainer import loop, run_directory
 from settings.errors import TapeloopError, described
 from trainer.evaluation import Evaluator, evaluation_batches, predicted_logits
-from trainer.flags import define_flags, parse_config, serialize_config
+from settings.command_line import define_flags
+from trainer.flags import parse_config, serialize_config
 from trainer.run_directory import load_run_config
 from trainer.finished_run import final_model
 from tuning import studies
