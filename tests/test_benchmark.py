@@ -8,6 +8,7 @@ import pytest
 
 from data import catalog
 from models import registry, size
+from tests.documented_outputs import assert_documented
 from tests.helpers import run_script
 from trainer import precision, run_inputs
 from trainer.flags import parse_config
@@ -30,6 +31,7 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
                         f"--fashion_reference_flagfile={reference}")
     assert result.returncode == 0, result.stderr
     results = json.loads(output.read_text())
+    assert_documented("The benchmark's JSON", results)
     speeds = results["examples_per_sec"]
     assert set(speeds) == {"tapeloop --checks=off", "tapeloop --checks=standard", "tapeloop --checks=full",
                            "keras fit (jit_compile=False)", "keras fit (jit_compile='auto')"}

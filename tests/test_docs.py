@@ -2,13 +2,17 @@
 --flag given to a script is one of that script's (docs/reference/flags.md, itself checked against
 the definitions), and every train.py command in a shell block parses."""
 
+import json
 import re
+import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_script
 from settings.command_line import define_flags
 
 ABSL_FLAGS = {"flagfile", "helpfull", "help", "helpshort", "helpxml", "verbosity", "only_check_args"}
@@ -96,3 +100,44 @@ def test_every_train_py_command_in_the_docs_parses(path):
         except (flags.Error, ValueError) as error:
             failures.append(f"line {line}: {error}")
     assert failures == []
+
+
+def readme_command(script: str, containing: str) -> str:
+    """The arguments of the first command of README that runs `script` with `containing` in them."""
+    return next(rest for _, name, rest in script_commands((REPO / "README.md").read_text())
+                if name == script and containing in rest)
+
+
+def write_photos(folder: Path) -> None:
+    """Three classes of eight JPEG photos each, of a few sizes, as a user's folder holds them."""
+    generator = np.random.default_rng(0)
+    for label in ("cat", "dog", "owl"):
+        (folder / label).mkdir(parents=True)
+        for index in range(8):
+            pixels = generator.integers(0, 256, size=(40 + 4 * index, 56, 3), dtype=np.uint8)
+            (folder / label / f"{index}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
+
+
+@pytest.mark.slow  # README's task "your own folder of photos", as written, for two steps.
+def test_the_readme_photo_commands_train_and_predict_as_written(tmp_path):
+    write_photos(tmp_path / "photos")
+    train = readme_command("train.py", "--dataset=image_folder")
+    arguments = shlex.split(train.replace("DIR", str(tmp_path / "photos")).replace("runs/", f"{tmp_path}/")
+                            .replace("--pretrained=imagenet", "--pretrained=none"))  # CI reaches no Keras download.
+    trained = run_script("train", *arguments, "--max_steps=2", "--batch_size=8", "--progress=log")
+    assert trained.returncode == 0, trained.stderr
+    predict = readme_command("predict.py", "runs/photos").replace("runs/", f"{tmp_path}/")
+    photo = next((tmp_path / "photos" / "owl").glob("*.jpg"))
+    predicted = run_script("predict", *shlex.split(predict.replace("photo.jpg", str(photo))))
+    assert predicted.returncode == 0, predicted.stderr
+    assert str(photo) in predicted.stdout and "owl" in predicted.stdout
+
+
+@pytest.mark.slow  # README's task "several GPUs on one machine": on a CPU, one replica.
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_readme_mirrored_command_trains_as_written(tmp_path):
+    command = readme_command("train.py", "--strategy=mirrored").replace("runs/", f"{tmp_path}/")
+    trained = run_script("train", *shlex.split(command), "--max_steps=2", "--progress=log")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((tmp_path / "fashion_4gpu" / "results.json").read_text())["steps"] == 2

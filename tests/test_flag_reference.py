@@ -54,7 +54,7 @@ def test_the_committed_reference_is_the_one_the_flag_definitions_give():
     scripts = sorted((REPO / "scripts").glob("*.py"))
     generated = flag_reference.render({path.name: run_script(path.stem, "--helpxml").stdout for path in scripts})
     assert (REPO / "docs" / "reference" / "flags.md").read_text() == generated, (
-        "docs/reference/flags.md is stale: run python scripts/flag_reference.py")
+        "docs/reference/flags.md is stale: run python scripts/render_docs.py")
 
 
 def test_train_pys_flags_are_listed_under_their_sections_in_declared_order():

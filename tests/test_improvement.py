@@ -11,6 +11,7 @@ import pytest
 
 from data import pipeline
 from diagnosis.findings import Finding
+from tests.documented_outputs import assert_documented
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
 from tuning import improvement
 from tuning.compute_budget import ComputeBudget
@@ -104,6 +105,7 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
     assert f"Resuming from {killed_trial / 'checkpoints'}" in improved.stderr  # Not retrained: resumed ...
     assert f"ckpt-{killed_at}" in improved.stderr  # ... from where it was killed.
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
+    assert_documented("improve.json", outcome)
     first = outcome["rounds"][0]
     assert first["finding"] == "learning_rate_low" and first["flags"] == {"learning_rate": 0.000548} and first["kept"]
     assert outcome["after"]["validation"] > outcome["before"]["validation"] + 0.3
@@ -113,6 +115,7 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
         trial_dir = tmp_path / "study" / f"round_{trial['round']}" / trial["finding"]
         assert json.loads((trial_dir / "results.json").read_text())["test"] is None
         recorded = json.loads((trial_dir / "trial.json").read_text())  # A trial of the round's tune.py study.
+        assert_documented("trial.json", recorded)
         assert recorded["study"] == f"improve_round_{trial['round']}" and recorded["state"] == "COMPLETE"
     assert outcome["after"]["test"] > outcome["before"]["test"] and "| round 1 | learning_rate_low |" in improved.stdout
     assert (tmp_path / "study" / "best.flags").read_text() == (tmp_path / kept[-1]["run_dir"] / "flags.txt").read_text()

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from data import catalog, sources
+from tests.documented_outputs import assert_documented
 from tests.helpers import assert_one_paragraph_error, copy_run, make_config, read_tensors, run_script
 from diagnosis import findings, label_issues, report
 from trainer import loop
@@ -77,6 +78,7 @@ def test_a_finished_run_is_diagnosed_in_text_json_and_tensorboard(tmp_path, synt
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Diagnosis on the validation split")
     written = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert_documented("diagnosis.json", written)
     assert written["split"] == "validation" and written["findings"]
     for finding in written["findings"]:
         assert finding["kind"] in findings.KINDS and finding["severity"] in ("major", "moderate", "minor", "info")

@@ -1,6 +1,6 @@
 """The flag reference (docs/reference/flags.md), rendered from what each entry point's absl flags
 say of themselves (`SCRIPT --helpxml`): name, type, default, allowed values or bounds and help,
-so that it cannot drift from the definitions. scripts/flag_reference.py writes and checks it."""
+so that it cannot drift from the definitions. scripts/render_docs.py writes and checks it."""
 
 import itertools
 import xml.etree.ElementTree as ElementTree
@@ -11,7 +11,7 @@ from settings.declarations import SETTINGS
 DECLARED_ORDER = {setting.name: number for number, setting in enumerate(SETTINGS)}
 
 HEADER = ("# Flag reference\n\nEvery flag of every script, generated from the flag definitions by "
-          "`python scripts/flag_reference.py` (the tests regenerate it and fail on any difference: edit the "
+          "`python scripts/render_docs.py` (the tests regenerate it and fail on any difference: edit the "
           "definitions, then rerun that command). A script that takes train.py's flags says so and lists only "
           "its own here.\n")
 
