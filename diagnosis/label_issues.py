@@ -11,20 +11,16 @@ fold model trains MIN_FOLD_STEPS steps), the thorough one 5 folds x the run's ep
 """
 
 import dataclasses
-import os
 import tempfile
 
 import numpy as np
-from absl import logging
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
-from trainer import loop
-from trainer.checkpoints import saved_model_probabilities
+from diagnosis import folds
 from settings.config import TrainConfig
 
 MODES = {"cheap": (2, 2), "thorough": (5, None)}  # mode -> (folds, epochs; None: the run's own).
-FOLD_SEED = 11
 MIN_FOLD_STEPS = 400  # A cheap fold model trains at least this many steps (up to the run's epochs).
 IMAGES_KEPT = 32  # Of the likeliest issues, for the report's grid.
 MIN_MODEL_ACCURACY = 0.8  # Below it, the model disagreeing with a label says more about the model.
@@ -100,38 +96,16 @@ def ranked_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return np.asarray(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence"), int)
 
 
-def fold_config(config: TrainConfig, data_dir: str, run_dir: str, epochs: int) -> TrainConfig:
-    """The run's flags for a fold model: its data from `data_dir` as given, no validation split, no
-    schedule or stopping that needs one, precise batch norm (short runs need it), one device."""
-    return dataclasses.replace(
-        config, dataset="npz", data_dir=data_dir, validation_split=0.0, class_imbalance=1.0, sample_weights=None,
-        label_format="sparse", epochs=epochs, max_steps=0, run_dir=run_dir, early_stopping_patience=0,
-        lr_schedule="constant" if config.lr_schedule == "plateau" else config.lr_schedule,
-        checkpoint_every_steps=0, image_summary_every_steps=0, histogram_every_steps=0, profile_steps=(),
-        precise_bn_batches=config.precise_bn_batches or 50, strategy="default", cpu_devices=1, progress="log")
-
-
 def out_of_fold_probabilities(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                               class_names: tuple[str, ...], mode: str) -> np.ndarray:
-    """Each example's class probabilities from a model that never saw it (cross-validation)."""
-    folds, epochs = MODES[mode]
-    fold_of = np.random.default_rng([config.seed, FOLD_SEED]).permutation(len(labels)) % folds
-    steps_per_epoch = max(1, int(len(labels) * (folds - 1) / folds) // config.batch_size)
+    """Each example's class probabilities from a model that never saw it (cross-validation, in a
+    scratch folder)."""
+    count, epochs = MODES[mode]
+    steps_per_epoch = max(1, int(len(labels) * (count - 1) / count) // config.batch_size)
     epochs = max(epochs, min(config.epochs, -(-MIN_FOLD_STEPS // steps_per_epoch))) if epochs else config.epochs
-    probabilities = np.zeros((len(labels), len(class_names)), np.float32)
     with tempfile.TemporaryDirectory(prefix="tapeloop-folds-") as scratch:
-        for fold in range(folds):
-            held_out = fold_of == fold
-            data_dir, run_dir = os.path.join(scratch, f"data{fold}"), os.path.join(scratch, f"run{fold}")
-            os.makedirs(data_dir)
-            np.savez(os.path.join(data_dir, "fold.npz"), x_train=images[~held_out], y_train=labels[~held_out],
-                     x_test=images[held_out], y_test=labels[held_out], class_names=np.array(class_names))
-            logging.info("Label issues: training fold model %d of %d on %d examples for %d epochs.",
-                         fold + 1, folds, int((~held_out).sum()), epochs)
-            loop.train(fold_config(config, data_dir, run_dir, epochs))
-            probabilities[held_out] = saved_model_probabilities(
-                os.path.join(run_dir, "saved_model"), images[held_out], config.eval_batch_size, config.input_range)
-    return probabilities
+        cut = folds.Folds(images, labels, class_names, folds.random_folds(len(labels), count, config.seed), scratch)
+        return cut.out_of_fold_probabilities(config, scratch, epochs)
 
 
 def training_split_issues(config: TrainConfig, training_examples: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -3,9 +3,10 @@
 Each round diagnoses the best run so far on its validation split, trains one trial per fixable
 finding (its flag changes, an ordinary run in STUDY_DIR/round_K/<finding>, through a tune.py study:
 --workers trains several at once; --max_compute leaves out fixes that train longer or wider than
-the budget), and keeps the best trial only if it beats the run on the same
-validation examples by more than chance (a paired test). The test split is scored
-once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
+the budget), and keeps the best trial only if it beats the run on the same examples by more than
+chance (a paired test): the validation split's, or, where one validation example moves the metric
+by over half a point (--judge), every training example, by cross-validation. The test split is
+scored once, for the final run. Prints the table and writes STUDY_DIR/improve.md, improve.json and
 best.flags; `tensorboard --logdir=STUDY_DIR` shows every trial beside the others. Rerun the same
 command after Ctrl-C or kill -9: finished trials are read back, a stopped one resumes.
 """
@@ -31,6 +32,11 @@ flags.DEFINE_integer("trials_per_round", 2, "Findings tried per round at most (t
 flags.DEFINE_float("max_compute", None, "Trials train at most this many times the starting run's compute (forward "
                    "FLOPs per example x examples trained), e.g. 1 for a recipe made for a time budget: a finding "
                    "whose fix trains longer or wider is then noted, not tried (default: no limit).", lower_bound=0)
+flags.DEFINE_enum("judge", "auto", improvement.JUDGE_RULES, "How a trial is judged against the best run so far: split "
+                  "(on the run's validation split), cross_validation (every training and validation example once, by "
+                  "K stratified folds: K fold models per trial and per incumbent, K from 3 up where the rarest class "
+                  "is small), or auto (cross-validation exactly when one validation example moves the metric by "
+                  "more than half a point, as in a long tail).")
 flags.DEFINE_integer("workers", 1, "Trials of a round trained at once, by tune.py worker processes on this machine "
                      "(1: one after the other, in this process).", lower_bound=1)
 flags.DEFINE_string("storage", None, "Optuna storage of the rounds' studies (default sqlite:///STUDY_DIR/study.db); "
@@ -51,7 +57,9 @@ def markdown(outcome: dict) -> str:
              for trial in outcome["rounds"]]
     rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", "", percent(outcome["after"]["test"])))
     metric = outcome["metric"].replace("_", " ")
-    lines = [f"| | finding | flags | validation {metric} | gain / noise | | test {metric} |",
+    judged = outcome["judge"]
+    lines = [f"Judged by {judged['rule'].replace('_', '-')}: {judged['reason']}.", "",
+             f"| | finding | flags | validation {metric} | gain / noise | | test {metric} |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines + ["", f"Stopped: {outcome['stopped']}."] + [f"Note: {note}" for note in outcome["notes"]])
@@ -79,7 +87,7 @@ def main(argv):
     studies.refuse_unusable_storage(FLAGS.storage or studies.default_storage_url(study_dir), must_exist=False)
     workers = improvement.Workers(FLAGS.workers, FLAGS.storage, FLAGS.heartbeat_seconds)
     outcome = improvement.improve(run_dir, study_dir, FLAGS.rounds, FLAGS.trials_per_round, workers,
-                                  FLAGS.max_compute)
+                                  FLAGS.max_compute, FLAGS.judge)
     os.makedirs(study_dir, exist_ok=True)
     best_flags = os.path.join(study_dir, "best.flags")
     shutil.copyfile(os.path.join(outcome["after"]["run_dir"], "flags.txt"), best_flags)

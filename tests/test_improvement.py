@@ -13,7 +13,7 @@ from data import pipeline
 from diagnosis.findings import Finding
 from tests.documented_outputs import assert_documented
 from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
-from tuning import improvement
+from tuning import cross_validation, improvement
 from tuning.compute_budget import ComputeBudget
 
 
@@ -59,14 +59,36 @@ def test_balanced_accuracy_weighs_each_example_by_its_class():
     assert judge.compare(best, common_fixed)[0] == pytest.approx(2 / (10 * 100))
 
 
-def test_a_validation_split_too_coarse_for_the_metric_is_noted(tmp_path):
+def test_a_validation_split_too_coarse_for_the_metric_is_judged_by_cross_validation(tmp_path):
     """A long tail: the rarest class has a handful of validation examples, each worth points of balanced accuracy."""
     config = make_config(tmp_path, "--class_imbalance=50", "--early_stopping_metric=balanced_accuracy")
-    judge, notes = improvement.judge_for(config, pipeline.prepare_data(config))
-    assert judge.metric == "balanced_accuracy" and len(notes) == 1
-    assert "judges balanced_accuracy coarsely" in notes[0] and "in its smallest class" in notes[0]
+    data = pipeline.prepare_data(config)
+    judging, notes = improvement.judging_for("auto", config, data, str(tmp_path / "study"))
+    examples = len(data.train[1]) + len(data.validation[1])
+    assert judging.rule == "cross_validation" and notes == [] and judging.judge.metric == "balanced_accuracy"
+    assert "judges balanced_accuracy coarsely" in judging.reason and "in its smallest class" in judging.reason
+    assert len(judging.judge.labels) == examples and f"of the run's {examples:,} training" in judging.reason
+    assert judging.record() == {"rule": "cross_validation", "reason": judging.reason, "examples": examples,
+                                "folds": judging.trainings_per_trial}
+    kept, notes = improvement.judging_for("split", config, data, str(tmp_path / "study"))
+    assert kept.rule == "split" and len(kept.judge.labels) == len(data.validation[1])
+    assert len(notes) == 1 and "--judge=cross_validation judges every training example once" in notes[0]
     balanced = make_config(tmp_path)  # 10% of 2,048 judges accuracy finely enough.
-    assert improvement.judge_for(balanced, pipeline.prepare_data(balanced))[1] == []
+    judging, notes = improvement.judging_for("auto", balanced, pipeline.prepare_data(balanced), str(tmp_path))
+    assert judging.rule == "split" and notes == [] and judging.trainings_per_trial == 1
+
+
+@pytest.mark.parametrize("rarest, folds", [(59, 3), (30, 3), (25, 5), (21, 10), (5, 10)])
+def test_more_folds_when_the_rarest_class_is_small(rarest, folds):
+    labels = np.r_[np.zeros(500, int), np.ones(rarest, int)]
+    assert cross_validation.fold_count(labels) == folds
+
+
+def test_fold_models_of_the_run_being_improved_and_of_its_trials_go_to_the_study_folder(tmp_path):
+    judging = cross_validation.CrossValidation(None, str(tmp_path / "study"))
+    assert judging.runs_folder(str(tmp_path / "run")) == str(tmp_path / "study" / "folds" / "start")
+    assert judging.runs_folder(str(tmp_path / "study" / "round_1" / "class_imbalance")) == str(
+        tmp_path / "study" / "folds" / "round_1" / "class_imbalance")
 
 
 def test_a_compute_budget_leaves_out_the_fixes_that_train_longer_or_wider(tmp_path):
@@ -87,6 +109,11 @@ def test_a_compute_budget_leaves_out_the_fixes_that_train_longer_or_wider(tmp_pa
     assert notes[1].startswith("underfitting (--model_width=16) was not tried")
     assert ComputeBudget.of(2.0, config, data).affordable(findings, config)[0] == findings[::2]
     assert ComputeBudget.of(None, config, data).affordable(findings, config) == (findings, [])
+    judged = ComputeBudget.of(4.0, config, data, trainings_per_trial=3)  # Each trial and its 3 fold models.
+    assert judged.factor(config, {"epochs": 4}) == pytest.approx(6.0)
+    assert judged.affordable(findings[:1], config)[1] == [
+        "too_few_epochs (--epochs=4) was not tried: it would train 6.00x the starting run's compute, its 3 fold "
+        "models included, over --max_compute=4"]
     capped = make_config(tmp_path, "--epochs=2", "--max_steps=20")  # More epochs, the same 20 steps.
     assert ComputeBudget.of(1.0, capped, data).factor(capped, {"epochs": 4}) == pytest.approx(1.0)
 
@@ -135,3 +162,25 @@ def killed_in_a_trial(improve_args: list[str], trial_dir) -> int:
     process.wait()
     assert not (trial_dir / "results.json").exists(), "the trial finished before it could be killed"
     return checkpointed_step(trial_dir)
+
+
+@pytest.mark.slow
+def test_a_long_tail_run_is_judged_by_cross_validation_on_every_training_example(tmp_path):
+    run_dir = tmp_path / "tail"
+    assert run_script("train", *SMALL_RUN, "--learning_rate=1e-5", "--epochs=2", "--class_imbalance=5",
+                      "--early_stopping_metric=balanced_accuracy", f"--run_dir={run_dir}").returncode == 0
+    improved = run_script("improve", f"--run_dir={run_dir}", "--rounds=1", "--trials_per_round=1",
+                          f"--study_dir={tmp_path / 'study'}")
+    assert improved.returncode == 0, improved.stderr
+    outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
+    judged = outcome["judge"]
+    assert judged["rule"] == "cross_validation" and "judges balanced_accuracy coarsely" in judged["reason"]
+    assert improved.stdout.startswith(f"Judged by cross-validation: {judged['reason']}.")
+    trial = outcome["rounds"][0]
+    folds = [f"fold_{fold}" for fold in range(judged["folds"])]
+    for runs in (tmp_path / "study" / "folds" / "start", tmp_path / "study" / "folds" / "round_1" / trial["finding"]):
+        assert sorted(path.name for path in runs.iterdir()) == folds
+        held_out = sum(json.loads((runs / fold / "results.json").read_text())["test"] is not None for fold in folds)
+        assert held_out == judged["folds"]  # Each fold model scored its own fold.
+    assert judged["folds"] == 3 and judged["examples"] > 900 and trial["gain"] > trial["noise"] and trial["kept"]
+    assert outcome["after"]["test"] > outcome["before"]["test"]

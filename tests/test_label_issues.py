@@ -54,16 +54,6 @@ def test_the_review_queue_ranks_every_example_by_label_quality_flagged_or_not():
     assert guessing.review is None  # A model that is mostly wrong queues nothing.
 
 
-def test_fold_models_train_the_runs_model_on_the_given_data_without_a_validation_split(tmp_path):
-    config = make_config(tmp_path, "--lr_schedule=plateau", "--early_stopping_patience=2", "--class_imbalance=10",
-                         "--epochs=30", "--strategy=mirrored")
-    fold = label_issues.fold_config(config, "/data/fold0", "/scratch/run0", epochs=2)
-    assert (fold.dataset, fold.data_dir, fold.run_dir, fold.epochs) == ("npz", "/data/fold0", "/scratch/run0", 2)
-    assert fold.validation_split == 0 and fold.early_stopping_patience == 0 and fold.lr_schedule == "constant"
-    assert fold.class_imbalance == 1 and fold.precise_bn_batches == 50 and fold.strategy == "default"
-    assert (fold.model, fold.model_width, fold.optimizer) == (config.model, config.model_width, config.optimizer)
-
-
 @pytest.mark.slow
 def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_example(tmp_path):
     images, labels = sources.synthetic_splits(catalog.SYNTHETIC)["train"]

@@ -26,24 +26,30 @@ def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examp
 @dataclasses.dataclass(frozen=True)
 class ComputeBudget:
     """At most `limit` times the starting run's training compute per trial (None: no limit), on the
-    dataset all trials share (`spec`, `train_examples` training examples)."""
+    dataset all trials share (`spec`, `train_examples` training examples). A trial trains
+    `trainings_per_trial` runs' worth of its settings: 1, or K under K-fold cross-validated judging
+    (its run, and K fold models on (K - 1) / K of the examples each)."""
 
     limit: float | None
     spec: catalog.DatasetSpec | None = None
     train_examples: int = 0
     start: float = 0.0  # The starting run's training compute.
+    trainings_per_trial: int = 1
 
     @classmethod
-    def of(cls, limit: float | None, config: TrainConfig, data: pipeline.PreparedData) -> "ComputeBudget":
+    def of(cls, limit: float | None, config: TrainConfig, data: pipeline.PreparedData,
+           trainings_per_trial: int = 1) -> "ComputeBudget":
         if limit is None:
             return cls(None)
         train_examples = len(data.train[1])
-        return cls(limit, data.spec, train_examples, training_compute(config, data.spec, train_examples))
+        return cls(limit, data.spec, train_examples, training_compute(config, data.spec, train_examples),
+                   trainings_per_trial)
 
     def factor(self, config: TrainConfig, changes: dict) -> float:
-        """The compute of `config` with `changes`, in multiples of the starting run's."""
+        """The compute of a trial of `config` with `changes`, its judging included, in multiples of the
+        starting run's."""
         changed = dataclasses.replace(config, **changes)
-        return training_compute(changed, self.spec, self.train_examples) / self.start
+        return self.trainings_per_trial * training_compute(changed, self.spec, self.train_examples) / self.start
 
     def affordable(self, findings: list, config: TrainConfig) -> tuple[list, list[str]]:
         """The `findings` whose flag changes, applied to `config`, stay within the limit, and a note for
@@ -56,6 +62,8 @@ class ComputeBudget:
             if factor <= self.limit * (1 + 1e-6):
                 kept.append(finding)
             else:
+                judged = (f", its {self.trainings_per_trial} fold models included" if self.trainings_per_trial > 1
+                          else "")
                 notes.append(f"{finding.kind} ({flag_lines(finding.flags)}) was not tried: it would train "
-                             f"{factor:.2f}x the starting run's compute, over --max_compute={self.limit:g}")
+                             f"{factor:.2f}x the starting run's compute{judged}, over --max_compute={self.limit:g}")
         return kept, notes

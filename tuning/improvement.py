@@ -4,14 +4,16 @@ Each round diagnoses the current best run on its validation split (never the tes
 trains one trial per fixable finding above `minor` (in rank order, at most --trials_per_round):
 an Optuna study of tune.py's (tuning/studies.py) whose trials are enqueued, one per finding, each
 an ordinary run in STUDY_DIR/round_K/<finding>, trained by this process or by tune.py workers
-(--workers, or other machines on a shared --storage). It keeps the best trial only if its
-validation accuracy (balanced accuracy for a run that selects by it) beats the current best's on
-the same examples by more than chance: two standard errors of the paired difference (McNemar's
-test), and at least one example's worth. With --max_compute, a finding whose changes would train
-more than that many times the starting run's compute is noted instead of tried. It stops when
-nothing above minor remains, a round keeps nothing, or the rounds are spent; then the final run
-alone is scored on the test split. A rerun continues: finished trials are read back from the
-studies; a killed one resumes.
+(--workers, or other machines on a shared --storage). It keeps the best trial only if its metric
+(balanced accuracy for a run that selects by it, else accuracy) beats the current best's on the
+same examples by more than chance: two standard errors of the paired difference (McNemar's test),
+and at least one example's worth. The examples are the validation split's, or, when one of them
+moves the metric by over half a point (a long tail's rarest class), every training and validation
+example, each predicted by a fold model that never saw it (tuning/cross_validation.py). With
+--max_compute, a finding whose changes would train more than that many times the starting run's
+compute is noted instead of tried. It stops when nothing above minor remains, a round keeps
+nothing, or the rounds are spent; then the final run alone is scored on the test split. A rerun
+continues: finished trials and fold models are read back; a killed one resumes.
 """
 
 import dataclasses
@@ -22,9 +24,10 @@ import sys
 
 import numpy as np
 import optuna
-from absl import flags
+from absl import flags, logging
 
 from data import diagnostics, pipeline
+from data.streaming import StreamedImages
 from diagnosis import report
 from trainer import loop, run_directory
 from settings.errors import TapeloopError, described
@@ -35,6 +38,7 @@ from trainer.run_directory import load_run_config
 from trainer.finished_run import final_model
 from tuning import studies
 from tuning.compute_budget import ComputeBudget
+from tuning.cross_validation import CrossValidation
 from tuning.search_space import flag_text, parse_space, space_text
 
 HELD_OUT = 0.1  # The validation split improve.py holds out when the run had none.
@@ -58,13 +62,13 @@ class Trial:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Judge:
-    """How trials are compared: on the validation split's examples, paired (every trial and the best run
-    score the same examples), in the run's own selection metric when that is balanced accuracy, else
-    accuracy. Each example weighs 1/N in accuracy, 1/(K n_k) in balanced accuracy (K classes present,
-    n_k examples of its class)."""
+    """How trials are compared: on the judged examples (the validation split's, or every training example
+    under cross-validation), paired (every trial and the best run score the same examples), in the run's
+    own selection metric when that is balanced accuracy, else accuracy. Each example weighs 1/N in
+    accuracy, 1/(K n_k) in balanced accuracy (K classes present, n_k examples of its class)."""
 
     metric: str
-    labels: np.ndarray  # The validation split's, in its order.
+    labels: np.ndarray  # The judged examples', in their order.
 
     @property
     def weights(self) -> np.ndarray:
@@ -90,49 +94,88 @@ def validation_correct(run_dir: str) -> np.ndarray:
     return logits.argmax(axis=1) == data.validation[1]
 
 
-def retrained_with_validation(config, judge: Judge) -> Trial:
+def retrained_with_validation(config, metric: str) -> Trial:
     """Trains (or resumes, or reads back) `config`, a run's flags with a validation split held out; round 0."""
     os.makedirs(config.run_dir, exist_ok=True)
     path = os.path.join(config.run_dir, "improve.flags")
     run_directory.write_text_atomic(path, serialize_config(config))
     results = loop.train(parse_config([f"--flagfile={path}"]))
-    return Trial(0, None, {"validation_split": config.validation_split}, config.run_dir, results["eval"][judge.metric])
+    return Trial(0, None, {"validation_split": config.validation_split}, config.run_dir, results["eval"][metric])
 
 
-def judge_for(config, data: pipeline.PreparedData) -> tuple[Judge, list[str]]:
-    """The Judge of a run's trials (the labels of its validation split, `data`'s), and a note if that split
-    is too coarse for the metric (the pre-flight's warning: one example moves it by over half a point)."""
+JUDGE_RULES = ("auto", "split", "cross_validation")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Judging:
+    """How a round's trials are judged: `judge` (the metric, the judged examples' labels) and where each
+    run's per-example results come from: its validation split, or its fold models (`cross_validation`)."""
+
+    judge: Judge
+    reason: str
+    cross_validation: CrossValidation | None = None
+
+    @property
+    def rule(self) -> str:
+        return "cross_validation" if self.cross_validation else "split"
+
+    @property
+    def trainings_per_trial(self) -> int:
+        """A trial's trainings, in runs of its settings: its run, and under cross-validation its K fold
+        models on (K - 1) / K of the examples each (K in all)."""
+        return self.cross_validation.folds.count if self.cross_validation else 1
+
+    def correct(self, run_dir: str) -> np.ndarray:
+        """Which judged examples the run classifies right."""
+        return self.cross_validation.correct(run_dir) if self.cross_validation else validation_correct(run_dir)
+
+    def record(self) -> dict:
+        return {"rule": self.rule, "reason": self.reason, "examples": len(self.judge.labels),
+                "folds": self.cross_validation.folds.count if self.cross_validation else None}
+
+
+def judging_for(rule: str, config, data: pipeline.PreparedData, study_dir: str) -> tuple[Judging, list[str]]:
+    """The Judging of a run's trials by `rule` (JUDGE_RULES; auto: cross-validation exactly when the
+    pre-flight says the validation split judges the metric coarsely, one example moving it by over half
+    a point), and a note if the split judges coarsely and is kept."""
     metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
     labels = np.asarray(data.validation[1])
     coarse = diagnostics.validation_too_coarse((None, labels),
                                                dataclasses.replace(config, early_stopping_metric=metric))
-    notes = [f"the validation split judges {metric} coarsely ({coarse.found.split(', so')[0]}): a gain of a "
-             "few such examples cannot be told from chance; a larger --validation_split judges finer"] if coarse else []
-    return Judge(metric, labels), notes
+    coarsely = f"the validation split judges {metric} coarsely ({coarse.found.split(', so')[0]})" if coarse else ""
+    if rule == "split" or (rule == "auto" and not coarse):
+        reason = "--judge=split" if rule == "split" else f"the validation split judges {metric} finely enough"
+        notes = [f"{coarsely}: a gain of a few such examples cannot be told from chance; --judge=cross_validation "
+                 "judges every training example once"] if coarse else []
+        return Judging(Judge(metric, labels), reason), notes
+    if isinstance(data.train[0], StreamedImages):
+        if rule == "cross_validation":
+            raise TapeloopError(stage="flags", problem="--judge=cross_validation needs the run's examples in memory",
+                                expected="an in-memory dataset", found=f"--dataset={config.dataset}, streamed",
+                                fix="use --judge=split, or a larger --validation_split for the run")
+        return Judging(Judge(metric, labels), f"{coarsely}, but the data is streamed: judged on the split"), []
+    cross_validation = CrossValidation.of(config, data, study_dir)
+    reason = coarsely if rule == "auto" else "--judge=cross_validation"
+    return Judging(Judge(metric, cross_validation.labels), f"{reason}: {cross_validation.describe()}",
+                   cross_validation), []
 
 
-def starting_trial(run_dir: str, study_dir: str, max_compute: float | None
-                   ) -> tuple[Trial, Judge, ComputeBudget, list[str]]:
-    """The run to improve, as a Trial with a validation score, the Judge of its trials and their compute
-    budget: the run itself, or (without a validation split) the same flags retrained with HELD_OUT of
-    the training split held out."""
+def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, object, pipeline.PreparedData, list[str]]:
+    """The run to improve, as a Trial with a validation score, with its settings and data: the run itself,
+    or (without a validation split) the same flags retrained with HELD_OUT of the training split held out."""
     config = load_run_config(run_dir)
     results_path = os.path.join(run_dir, "results.json")
+    metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
     if config.validation_split > 0 and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             results = json.load(stream)
-        data = pipeline.prepare_data(config)
-        judge, notes = judge_for(config, data)
-        start = Trial(0, None, None, run_dir, results["eval"][judge.metric])
-        return start, judge, ComputeBudget.of(max_compute, config, data), notes
+        return Trial(0, None, None, run_dir, results["eval"][metric]), config, pipeline.prepare_data(config), []
     retrained = dataclasses.replace(config, validation_split=HELD_OUT, score_test=False,
                                     run_dir=os.path.join(study_dir, "round_0", "start"))
     note = (f"{run_dir} held out no validation split: its flags were retrained with --validation_split={HELD_OUT} "
             "(the same split for every trial) to judge the trials against")
     data = pipeline.prepare_data(retrained)
-    judge, notes = judge_for(retrained, data)
-    start = retrained_with_validation(retrained, judge)
-    return start, judge, ComputeBudget.of(max_compute, retrained, data), [note, *notes]
+    return retrained_with_validation(retrained, metric), retrained, data, [note]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,47 +275,50 @@ def finished_trials(study, round_number: int, judge: Judge) -> tuple[list[Trial]
 
 
 def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, workers: Workers = Workers(),
-            max_compute: float | None = None) -> dict:
+            max_compute: float | None = None, judge_rule: str = "auto") -> dict:
     """The improvement of `run_dir`: rounds of trials (each at most `max_compute` times the starting run's
-    training compute, if given), then the test split scored once, for the final run."""
-    best, judge, budget, notes = starting_trial(run_dir, study_dir, max_compute)
-    tried, stopped, correct = [best], f"the {rounds} rounds are spent", {}
+    training compute, if given, its judging included), judged by `judge_rule` (JUDGE_RULES), then the test
+    split scored once, for the final run."""
+    best, config, data, notes = starting_trial(run_dir, study_dir)
+    judging, judging_notes = judging_for(judge_rule, config, data, study_dir)
+    budget = ComputeBudget.of(max_compute, config, data, judging.trainings_per_trial)
+    logging.info("Judged by %s: %s.", judging.rule.replace("_", "-"), judging.reason)
+    tried, stopped, correct, notes = [best], f"the {rounds} rounds are spent", {}, notes + judging_notes
     for round_number in range(1, rounds + 1):
-        trials, failed, over_budget = run_round(best, round_number, study_dir, trials_per_round, judge, budget,
-                                                workers)
+        trials, failed, over_budget = run_round(best, round_number, study_dir, trials_per_round, judging.judge,
+                                                budget, workers)
         tried, notes = tried + trials, notes + over_budget + failed
         if not trials:
             stopped = (f"round {round_number}: every trial failed" if failed else
                        f"round {round_number}: no finding above minor has a flag change to try"
                        + (f" within --max_compute={max_compute:g}" if over_budget else ""))
             break
-        winner = judged_round(best, trials, judge, correct)
+        winner = judged_round(best, trials, judging, correct)
         if winner is None:
             stopped = (f"round {round_number} kept nothing: no trial gained more than its noise over "
                        f"{best.validation:.4f} (" + "; ".join(f"{trial.finding} {trial.gain:+.4f} within "
                                                             f"{trial.noise:.4f}" for trial in trials) + ")")
             break
         winner.kept, best = True, winner
-    return {"metric": judge.metric,
-            "before": {"run_dir": run_dir, "validation": tried[0].validation,
-                       "test": recorded_test(run_dir, judge.metric)},
+    metric = judging.judge.metric
+    return {"metric": metric, "judge": judging.record(),
+            "before": {"run_dir": run_dir, "validation": tried[0].validation, "test": recorded_test(run_dir, metric)},
             "rounds": [dataclasses.asdict(trial) for trial in tried[1:]],
-            "after": {"run_dir": best.run_dir, "validation": best.validation,
-                      "test": test_score(best.run_dir, judge.metric)},
+            "after": {"run_dir": best.run_dir, "validation": best.validation, "test": test_score(best.run_dir, metric)},
             "stopped": stopped, "notes": notes}
 
 
-def judged_round(best: Trial, trials: list[Trial], judge: Judge, correct: dict) -> Trial | None:
-    """Compares each trial with `best` on the validation examples (setting its gain and noise) and
-    returns the best-scoring trial whose gain is beyond its noise, if any. `correct` caches each run's
-    per-example results by run directory."""
+def judged_round(best: Trial, trials: list[Trial], judging: Judging, correct: dict) -> Trial | None:
+    """Compares each trial with `best` on the judged examples (setting its gain and noise) and returns the
+    trial of the largest gain beyond its noise, if any. `correct` caches each run's per-example results by
+    run directory."""
     for run in (best, *trials):
         if run.run_dir not in correct:
-            correct[run.run_dir] = validation_correct(run.run_dir)
+            correct[run.run_dir] = judging.correct(run.run_dir)
     for trial in trials:
-        trial.gain, trial.noise = judge.compare(correct[best.run_dir], correct[trial.run_dir])
+        trial.gain, trial.noise = judging.judge.compare(correct[best.run_dir], correct[trial.run_dir])
     passing = [trial for trial in trials if trial.gain > trial.noise]
-    return max(passing, key=lambda trial: trial.validation) if passing else None
+    return max(passing, key=lambda trial: trial.gain) if passing else None
 
 
 def recorded_test(run_dir: str, metric: str) -> float | None:
