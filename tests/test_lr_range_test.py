@@ -81,7 +81,7 @@ def test_a_loss_that_diverges_at_once_gets_no_suggestion():
 
 
 def test_the_range_test_raises_the_rate_until_the_loss_diverges(tmp_path):
-    config = make_config(tmp_path / "run", "--optimizer=sgd", "--momentum=0.9")
+    config = make_config(tmp_path / "run", "--optimizer=sgd", "--momentum=0.9", "--model=mlp", "--model_width=32")
     test = lr_range_test.run_range_test(config, min_rate=1e-4, max_rate=1e4, step_count=120, repeats=2)
     assert test.seeds == (0, 1) and test.losses.shape[0] == 2
     assert 10 < test.losses.shape[1] < 120, test.stopped  # Stopped by divergence, long before 1e4.
