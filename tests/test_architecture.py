@@ -1,4 +1,4 @@
-"""The layout DESIGN.md promises, read from the source: which package imports which, and no
+"""The layout docs/development.md describes, read from the source: which package imports which, and no
 function longer than about a screen."""
 
 import ast
