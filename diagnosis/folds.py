@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from settings.config import TrainConfig
+from settings.errors import TapeloopError
 from trainer import loop
 from trainer.checkpoints import saved_model_probabilities
 
@@ -66,6 +67,16 @@ def write_fold_data(data_dir: str, images: np.ndarray, labels: np.ndarray, held_
     os.replace(partial, path)
 
 
+def refuse_other_data(config: TrainConfig) -> None:
+    """Refuses a fold-model run whose data is not a fold file: a fold model scores its test split, which
+    must be its held-out fold (part of the training data), never a dataset's real test split."""
+    if config.dataset != "npz" or not os.path.isfile(os.path.join(config.data_dir or "", FOLD_DATA_FILE)):
+        raise TapeloopError(stage="search", problem="a fold model's flags name other data than a fold file",
+                            expected=f"--dataset=npz and a --data_dir holding {FOLD_DATA_FILE} (written by improve.py)",
+                            found=f"--dataset={config.dataset} --data_dir={config.data_dir}",
+                            fix="--fold_models is for the studies improve.py creates; leave it out of other searches")
+
+
 def finished(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, "results.json")) and os.path.isdir(os.path.join(run_dir,
                                                                                                 "saved_model"))
@@ -85,22 +96,30 @@ class Folds:
     def count(self) -> int:
         return int(self.fold_of.max()) + 1
 
+    def fold_runs(self, config: TrainConfig, runs_folder: str, epochs: int, max_steps: int = 0,
+                  precise_bn_default: int = 50) -> list[TrainConfig]:
+        """The settings of `config`'s fold models, one a fold, in `runs_folder`/fold_K, their data written."""
+        runs = []
+        for fold in range(self.count):
+            data_dir = os.path.join(self.data_folder, f"data_{fold}")
+            write_fold_data(data_dir, self.images, self.labels, self.fold_of == fold, self.class_names)
+            runs.append(fold_config(config, data_dir, os.path.join(runs_folder, f"fold_{fold}"), epochs, max_steps,
+                                    precise_bn_default))
+        return runs
+
     def out_of_fold_probabilities(self, config: TrainConfig, runs_folder: str, epochs: int, max_steps: int = 0,
                                   precise_bn_default: int = 50) -> np.ndarray:
         """Each example's class probabilities from the fold model that never saw it: `config`'s flags
         trained on the other folds, in `runs_folder`/fold_K (read back when finished, resumed when not)."""
         probabilities = np.zeros((len(self.labels), len(self.class_names)), np.float32)
-        for fold in range(self.count):
+        for fold, run in enumerate(self.fold_runs(config, runs_folder, epochs, max_steps, precise_bn_default)):
             held_out = self.fold_of == fold
-            data_dir = os.path.join(self.data_folder, f"data_{fold}")
-            run_dir = os.path.join(runs_folder, f"fold_{fold}")
-            write_fold_data(data_dir, self.images, self.labels, held_out, self.class_names)
-            if not finished(run_dir):
+            if not finished(run.run_dir):
                 logging.info("Fold model %d of %d: %d examples, %d epochs, in %s.", fold + 1, self.count,
-                             int((~held_out).sum()), epochs, run_dir)
-                os.makedirs(run_dir, exist_ok=True)
-                loop.train(fold_config(config, data_dir, run_dir, epochs, max_steps, precise_bn_default))
+                             int((~held_out).sum()), run.epochs, run.run_dir)
+                os.makedirs(run.run_dir, exist_ok=True)
+                loop.train(run)
             probabilities[held_out] = saved_model_probabilities(
-                os.path.join(run_dir, "saved_model"), self.images[held_out], config.eval_batch_size,
+                os.path.join(run.run_dir, "saved_model"), self.images[held_out], config.eval_batch_size,
                 config.input_range)
         return probabilities

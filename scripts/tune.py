@@ -44,6 +44,9 @@ flags.DEFINE_enum("metric", "accuracy", EVAL_METRICS, "The validation metric the
                   "the trials' --early_stopping_metric).")
 flags.DEFINE_boolean("prune", False, "Stop a trial after an epoch whose validation metric is behind the "
                      f"median of earlier trials at that epoch (once {studies.PRUNER_STARTUP_TRIALS} have finished).")
+flags.DEFINE_boolean("fold_models", False, "The study's trials are the fold models of improve.py's cross-validated "
+                     "judging: each scores its held-out fold (its data's test split, a part of the training data); "
+                     "refused for trials whose data is not a fold file improve.py wrote.")
 flags.DEFINE_boolean("summary", False, "Print the study's summary and exit, without running trials.")
 flags.DEFINE_integer("heartbeat_seconds", 60, "Seconds between a running trial's heartbeats; a trial silent "
                      "for twice as long is taken for dead and re-queued.", lower_bound=1)
@@ -61,7 +64,7 @@ def study_settings() -> studies.StudySettings:
     return studies.StudySettings(
         name=FLAGS.study, folder=folder, storage_url=FLAGS.storage or studies.default_storage_url(folder),
         space=FLAGS.search or (), trials=FLAGS.trials, metric=FLAGS.metric, prune=FLAGS.prune,
-        heartbeat_seconds=FLAGS.heartbeat_seconds)
+        heartbeat_seconds=FLAGS.heartbeat_seconds, fold_models=FLAGS.fold_models)
 
 
 def write_base_flags(settings: studies.StudySettings) -> None:

@@ -5,6 +5,7 @@ import pytest
 
 from data import catalog, sources
 from diagnosis import folds
+from settings.errors import TapeloopError
 from tests.helpers import make_config
 from trainer import loop
 
@@ -42,3 +43,14 @@ def test_fold_models_are_read_back_once_finished(tmp_path, monkeypatch):
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["fold_0", "fold_1", "fold_2"]
     monkeypatch.setattr(loop, "train", lambda config: pytest.fail("a finished fold model was trained again"))
     assert np.array_equal(cut.out_of_fold_probabilities(config, str(tmp_path / "runs"), epochs=1), first)
+
+
+def test_a_fold_model_study_refuses_data_that_is_not_a_fold_file(tmp_path):
+    with pytest.raises(TapeloopError, match="a fold model's flags name other data than a fold file"):
+        folds.refuse_other_data(make_config(tmp_path))  # The synthetic dataset: its test split is real.
+    (tmp_path / "data").mkdir()
+    with pytest.raises(TapeloopError, match="holding fold.npz"):
+        folds.refuse_other_data(make_config(tmp_path, "--dataset=npz", f"--data_dir={tmp_path / 'data'}"))
+    folds.write_fold_data(str(tmp_path / "data"), np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 0, 1]),
+                          np.array([True, False, False, False]), ("a", "b"))
+    folds.refuse_other_data(make_config(tmp_path, "--dataset=npz", f"--data_dir={tmp_path / 'data'}"))

@@ -169,18 +169,20 @@ def test_a_long_tail_run_is_judged_by_cross_validation_on_every_training_example
     run_dir = tmp_path / "tail"
     assert run_script("train", *SMALL_RUN, "--learning_rate=1e-5", "--epochs=2", "--class_imbalance=5",
                       "--early_stopping_metric=balanced_accuracy", f"--run_dir={run_dir}").returncode == 0
-    improved = run_script("improve", f"--run_dir={run_dir}", "--rounds=1", "--trials_per_round=1",
-                          f"--study_dir={tmp_path / 'study'}")
+    improved = run_script("improve", f"--run_dir={run_dir}", "--rounds=1", "--trials_per_round=1", "--workers=2",
+                          f"--study_dir={tmp_path / 'study'}")  # Trials and fold models on tune.py workers.
     assert improved.returncode == 0, improved.stderr
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
     judged = outcome["judge"]
     assert judged["rule"] == "cross_validation" and "judges balanced_accuracy coarsely" in judged["reason"]
-    assert improved.stdout.startswith(f"Judged by cross-validation: {judged['reason']}.")
+    assert f"Judged by cross-validation: {judged['reason']}." in improved.stdout
     trial = outcome["rounds"][0]
     folds = [f"fold_{fold}" for fold in range(judged["folds"])]
     for runs in (tmp_path / "study" / "folds" / "start", tmp_path / "study" / "folds" / "round_1" / trial["finding"]):
         assert sorted(path.name for path in runs.iterdir()) == folds
-        held_out = sum(json.loads((runs / fold / "results.json").read_text())["test"] is not None for fold in folds)
-        assert held_out == judged["folds"]  # Each fold model scored its own fold.
+        for fold in folds:  # Each fold model a trial of the round's fold study, scored on its own fold.
+            recorded = json.loads((runs / fold / "trial.json").read_text())
+            assert recorded["study"] == "improve_round_1_folds" and recorded["state"] == "COMPLETE"
+            assert recorded["value"] == json.loads((runs / fold / "results.json").read_text())["test"]["accuracy"]
     assert judged["folds"] == 3 and judged["examples"] > 900 and trial["gain"] > trial["noise"] and trial["kept"]
     assert outcome["after"]["test"] > outcome["before"]["test"]

@@ -54,15 +54,22 @@ class CrossValidation:
         inside = os.path.relpath(os.path.abspath(run_dir), os.path.abspath(self.study_dir))
         return os.path.join(self.study_dir, "folds", "start" if inside.startswith("..") else inside)
 
-    def correct(self, run_dir: str) -> np.ndarray:
-        """Which examples the fold models of the run's settings classify right, each predicted by the model
-        that did not train on it (its epochs and its step budget scaled to the fold's share)."""
+    def fold_arguments(self, run_dir: str) -> tuple:
+        """The run's settings and how its fold models train: in their folder, for its epochs, its step
+        budget scaled to a fold model's share of the examples, its own batch-norm settings."""
         config = load_run_config(run_dir)
         share = (self.folds.count - 1) / self.folds.count
-        probabilities = self.folds.out_of_fold_probabilities(
-            config, self.runs_folder(run_dir), config.epochs, round(config.max_steps * share),
-            precise_bn_default=0)
+        return config, self.runs_folder(run_dir), config.epochs, round(config.max_steps * share), 0
+
+    def correct(self, run_dir: str) -> np.ndarray:
+        """Which examples the fold models of the run's settings classify right, each predicted by the model
+        that did not train on it (trained here unless finished)."""
+        probabilities = self.folds.out_of_fold_probabilities(*self.fold_arguments(run_dir))
         return probabilities.argmax(axis=1) == self.labels
+
+    def pending(self, run_dir: str) -> list:
+        """The settings of the run's fold models not yet finished."""
+        return [run for run in self.folds.fold_runs(*self.fold_arguments(run_dir)) if not folds.finished(run.run_dir)]
 
     def describe(self) -> str:
         rarest = np.bincount(self.labels)

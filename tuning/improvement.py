@@ -255,7 +255,44 @@ def tune_worker_command(settings: studies.StudySettings) -> list[str]:
     return [sys.executable, os.path.join(SCRIPTS, "tune.py"), f"--study={settings.name}",
             f"--study_dir={settings.folder}", f"--storage={settings.storage_url}",
             f"--search={space_text(settings.space)}", f"--metric={settings.metric}", f"--trials={settings.trials}",
-            f"--heartbeat_seconds={settings.heartbeat_seconds}", "--workers=1"]
+            f"--heartbeat_seconds={settings.heartbeat_seconds}", "--workers=1",
+            *(["--fold_models"] if settings.fold_models else [])]
+
+
+def train_fold_models(cross_validation: CrossValidation, run_dirs: list[str], round_number: int, study_dir: str,
+                      workers: Workers) -> None:
+    """The fold models the round's judging still needs (of the incumbent and of each trial), trained as a
+    study of tune.py's like the trials: one enqueued trial per fold model, in its folder under
+    STUDY_DIR/folds, trained by this process, --workers tune.py processes or machines sharing --storage."""
+    pending = [run for run_dir in run_dirs for run in cross_validation.pending(run_dir)]
+    if not pending:
+        return
+    base = dataclasses.replace(pending[0], run_dir=None)
+    varying = ["data_dir", *(field.name for field in dataclasses.fields(base) if field.name not in ("data_dir", "run_dir")
+                             and any(getattr(run, field.name) != getattr(base, field.name) for run in pending))]
+    choices = {name: list(dict.fromkeys(getattr(run, name) for run in pending)) for name in varying}
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    space = parse_space(",".join(f"{name}={'|'.join(map(flag_text, values))}" for name, values in choices.items()),
+                        flag_values)
+    folder = os.path.join(study_dir, "folds", f"round_{round_number}_study")
+    settings = studies.StudySettings(
+        name=f"improve_round_{round_number}_folds", folder=folder,
+        storage_url=workers.storage_url or studies.default_storage_url(study_dir), space=space, trials=len(pending),
+        metric="accuracy", prune=False, heartbeat_seconds=workers.heartbeat_seconds, fold_models=True)
+    os.makedirs(folder, exist_ok=True)
+    run_directory.write_flags_file(base, folder, os.path.basename(settings.base_flags))
+    storage = studies.open_storage(settings)
+    study = studies.open_study(settings, storage)
+    enqueued = {trial.user_attrs.get("run_dir") for trial in study.get_trials(deepcopy=False)}
+    for run in pending:
+        if run.run_dir not in enqueued:
+            study.enqueue_trial({parameter.name: getattr(run, parameter.name) for parameter in space},
+                                user_attrs={"run_dir": run.run_dir})
+    if workers.count > 1:
+        studies.run_workers(tune_worker_command(settings), workers.count)
+    else:
+        studies.run_worker(study, settings, storage)
 
 
 def finished_trials(study, round_number: int, judge: Judge) -> tuple[list[Trial], list[str]]:
@@ -293,6 +330,9 @@ def improve(run_dir: str, study_dir: str, rounds: int, trials_per_round: int, wo
                        f"round {round_number}: no finding above minor has a flag change to try"
                        + (f" within --max_compute={max_compute:g}" if over_budget else ""))
             break
+        if judging.cross_validation:
+            train_fold_models(judging.cross_validation, [best.run_dir, *(trial.run_dir for trial in trials)],
+                              round_number, study_dir, workers)
         winner = judged_round(best, trials, judging, correct)
         if winner is None:
             stopped = (f"round {round_number} kept nothing: no trial gained more than its noise over "

@@ -26,6 +26,7 @@ import optuna
 import sqlalchemy
 from absl import flags, logging
 
+from diagnosis import folds
 from trainer import loop, run_directory
 from settings.errors import RunStopped, TapeloopError
 from trainer.flags import parse_config
@@ -55,6 +56,7 @@ class StudySettings:
     metric: str
     prune: bool
     heartbeat_seconds: int
+    fold_models: bool = False  # Trials are improve.py's fold models: each scores its held-out fold.
 
     @property
     def base_flags(self) -> str:
@@ -302,7 +304,8 @@ def trial_arguments(settings: StudySettings, params: dict, run_dir: str) -> list
     """The trial's train.py flags: the study's base flags, --metric as the early-stopping metric
     unless a trial's values set it, the values, its run directory."""
     return [f"--flagfile={settings.base_flags}", f"--early_stopping_metric={settings.metric}",
-            *(flag_line(name, value) for name, value in params.items()), "--noscore_test", f"--run_dir={run_dir}"]
+            *(flag_line(name, value) for name, value in params.items()),
+            *([] if settings.fold_models else ["--noscore_test"]), f"--run_dir={run_dir}"]
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
@@ -315,6 +318,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
     with heartbeat(storage, trial):
         try:
             config = parse_config(trial_arguments(settings, params, run_dir))
+            if settings.fold_models:
+                folds.refuse_other_data(config)
             results = loop.train(config, after_evaluation=pruning_report(trial, settings.metric))
         except (TapeloopError, flags.Error) as error:  # flags.Error: this combination of values.
             trial.set_user_attr("error", str(error))
@@ -327,13 +332,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
             raise
         finally:
             keras.backend.clear_session()
-    value = results["eval"][settings.metric]  # results.json names the metrics as --metric does.
+    scored = "test" if settings.fold_models else "eval"  # A fold model's test split is its held-out fold.
+    value = results[scored][settings.metric]  # results.json names the metrics as --metric does.
     trial.set_user_attr("steps", results["steps"])
     trial.set_user_attr("seconds", trial.user_attrs.get("seconds", 0) + time.monotonic() - started)
     state = optuna.trial.TrialState.PRUNED if results["stopped_by_caller"] else optuna.trial.TrialState.COMPLETE
     finish_trial(study, trial, state, value, run_dir)
-    logging.info("Trial %d %s: validation %s %.4f after %d steps.", trial.number, state.name.lower(),
-                 settings.metric, value, results["steps"])
+    logging.info("Trial %d %s: %s %s %.4f after %d steps.", trial.number, state.name.lower(),
+                 "held-out fold" if settings.fold_models else "validation", settings.metric, value, results["steps"])
 
 
 def finish_trial(study: optuna.Study, trial: optuna.Trial, state, value: float | None, run_dir: str) -> None:
