@@ -58,7 +58,8 @@ def markdown(outcome: dict) -> str:
     rows.append(("after", "", "", f"{outcome['after']['validation']:.4f}", "", "", percent(outcome["after"]["test"])))
     metric = outcome["metric"].replace("_", " ")
     judged = outcome["judge"]
-    lines = [f"Judged by {judged['rule'].replace('_', '-')}: {judged['reason']}.", "",
+    judged_by = {"split": "the validation split", "cross_validation": "cross-validation"}[judged["rule"]]
+    lines = [f"Judged by {judged_by}: {judged['reason']}.", "",
              f"| | finding | flags | validation {metric} | gain / noise | | test {metric} |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -133,6 +133,7 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
     assert f"ckpt-{killed_at}" in improved.stderr  # ... from where it was killed.
     outcome = json.loads((tmp_path / "study" / "improve.json").read_text())
     assert_documented("improve.json", outcome)
+    assert outcome["judge"]["rule"] == "split" and "Judged by the validation split: " in improved.stdout
     first = outcome["rounds"][0]
     assert first["finding"] == "learning_rate_low" and first["flags"] == {"learning_rate": 0.000548} and first["kept"]
     assert outcome["after"]["validation"] > outcome["before"]["validation"] + 0.3
