@@ -16,7 +16,8 @@ from tests.helpers import REPO, run_script
 from settings.command_line import define_flags
 
 ABSL_FLAGS = {"flagfile", "helpfull", "help", "helpshort", "helpxml", "verbosity", "only_check_args"}
-OTHER_TOOLS_FLAGS = {"durations", "logdir"}  # pytest's and TensorBoard's, named in prose.
+OTHER_TOOLS_FLAGS = {"durations", "logdir",  # pytest's and TensorBoard's, named in prose;
+                     "seeds", "threads"}  # comparisons/pytorch_mnist_speedrun.py's.
 FLAG = re.compile(r"(?<![\w-])--(no)?([a-z][a-z0-9_]*)(=\S*)?")
 SHELL_BLOCK = re.compile(r"```[a-z]*\n(.*?)```", re.S)
 PLACEHOLDER = re.compile(r"\$|\b[A-Z][A-Z_]{2,}\b")  # $seed, RUN, DIR: values the reader fills in.
