@@ -106,6 +106,11 @@ def retrained_with_validation(config, metric: str) -> Trial:
 JUDGE_RULES = ("auto", "split", "cross_validation")
 
 
+def judged_metric(config) -> str:
+    """The metric trials are judged on: the run's own selection metric when it is balanced accuracy, else accuracy."""
+    return "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Judging:
     """How a round's trials are judged: `judge` (the metric, the judged examples' labels) and where each
@@ -138,7 +143,7 @@ def judging_for(rule: str, config, data: pipeline.PreparedData, study_dir: str) 
     """The Judging of a run's trials by `rule` (JUDGE_RULES; auto: cross-validation exactly when the
     pre-flight says the validation split judges the metric coarsely, one example moving it by over half
     a point), and a note if the split judges coarsely and is kept."""
-    metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
+    metric = judged_metric(config)
     labels = np.asarray(data.validation[1])
     coarse = diagnostics.validation_too_coarse((None, labels),
                                                dataclasses.replace(config, early_stopping_metric=metric))
@@ -165,7 +170,7 @@ def starting_trial(run_dir: str, study_dir: str) -> tuple[Trial, object, pipelin
     or (without a validation split) the same flags retrained with HELD_OUT of the training split held out."""
     config = load_run_config(run_dir)
     results_path = os.path.join(run_dir, "results.json")
-    metric = "balanced_accuracy" if config.early_stopping_metric == "balanced_accuracy" else "accuracy"
+    metric = judged_metric(config)
     if config.validation_split > 0 and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             results = json.load(stream)
@@ -229,6 +234,12 @@ def round_space(fixable: list, config) -> tuple:
     for finding in fixable:
         for name, value in finding.flags.items():
             choices.setdefault(name, [getattr(config, name)]).append(value)
+    return space_of_choices(choices)
+
+
+def space_of_choices(choices: dict) -> tuple:
+    """A search space of one categorical parameter per flag, `choices` its values, typed by the flag's own
+    parser (as a tune.py worker reads the space back)."""
     flag_values = flags.FlagValues()
     define_flags(flag_values)
     return parse_space(",".join(f"{name}={'|'.join(map(flag_text, values))}" for name, values in choices.items()),
@@ -270,11 +281,7 @@ def train_fold_models(cross_validation: CrossValidation, run_dirs: list[str], ro
     base = dataclasses.replace(pending[0], run_dir=None)
     varying = ["data_dir", *(field.name for field in dataclasses.fields(base) if field.name not in ("data_dir", "run_dir")
                              and any(getattr(run, field.name) != getattr(base, field.name) for run in pending))]
-    choices = {name: list(dict.fromkeys(getattr(run, name) for run in pending)) for name in varying}
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    space = parse_space(",".join(f"{name}={'|'.join(map(flag_text, values))}" for name, values in choices.items()),
-                        flag_values)
+    space = space_of_choices({name: list(dict.fromkeys(getattr(run, name) for run in pending)) for name in varying})
     folder = os.path.join(study_dir, "folds", f"round_{round_number}_study")
     settings = studies.StudySettings(
         name=f"improve_round_{round_number}_folds", folder=folder,
