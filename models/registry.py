@@ -12,21 +12,23 @@ from models import applications, cnn, mlp, resnet
 
 BUILDERS = {"cnn": cnn.build, "lean_cnn": cnn.build_lean, "mlp": mlp.build, "resnet": resnet.build,
             **applications.BUILDERS}
-# depth -> pixels; models not listed take any size.
-SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side, "lean_cnn": cnn.smallest_image_side}
+# (depth, **the model's EXTRA_SETTINGS) -> pixels; models not listed take any size.
+SMALLEST_IMAGE_SIDE = {"cnn": cnn.smallest_image_side, "lean_cnn": cnn.smallest_lean_image_side}
 DEPTHS = {"resnet": (resnet.is_valid_depth, resnet.DEPTHS_EXPECTED)}  # (depth -> allowed?, the rule in words)
 # The settings a model's builder takes beyond width, depth and dropout, each a flag of the same name
-# (--fused_batchnorm: models/fused_batchnorm.py; --convs_per_stage).
-EXTRA_SETTINGS = {"cnn": ("fused_batchnorm", "convs_per_stage"), "lean_cnn": ("fused_batchnorm",),
+# (--fused_batchnorm: models/fused_batchnorm.py; the others: models/cnn.py).
+CONV_BLOCK_SETTINGS = ("filters_per_stage", "kernel_sizes", "conv_padding", "batchnorm", "fused_batchnorm",
+                       "pool_first", "dense_units")
+EXTRA_SETTINGS = {"cnn": ("convs_per_stage", *CONV_BLOCK_SETTINGS), "lean_cnn": CONV_BLOCK_SETTINGS,
                   "resnet": ("fused_batchnorm",)}
 # Models whose builder takes `weights` (--pretrained) and whose input is [0, 1] pixels, normalized
 # inside the model as the pretrained weights expect (so the pipeline must not standardize).
 PRETRAINED = {name: backbone.trained_on for name, backbone in applications.BACKBONES.items()}
 
 
-def smallest_image_side(name: str, depth: int) -> int:
-    """The smallest height and width model `name` takes at `depth`."""
-    return SMALLEST_IMAGE_SIDE[name](depth) if name in SMALLEST_IMAGE_SIDE else 1
+def smallest_image_side(name: str, depth: int, **settings) -> int:
+    """The smallest height and width model `name` takes at `depth` with its further `settings`."""
+    return SMALLEST_IMAGE_SIDE[name](depth, **settings) if name in SMALLEST_IMAGE_SIDE else 1
 
 
 def depth_rule_broken(name: str, depth: int) -> str | None:

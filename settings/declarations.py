@@ -29,6 +29,12 @@ class Setting:
         value_type = getattr(self.kind, "value_type", self.kind)
         return value_type | None if self.default is None else value_type
 
+    @property
+    def resolved_default(self):
+        """The default as a run's config holds it (a list setting's "" is the empty tuple)."""
+        parse = getattr(self.kind, "parse", None)
+        return parse(self.default) if parse and self.default is not None else self.default
+
 
 @dataclasses.dataclass(frozen=True)
 class Section:
@@ -120,6 +126,20 @@ SECTIONS = (
                 "or one a stage (--model_depth of them), e.g. 1,2,2,2: a first stage of one convolution, whose "
                 "second one at full resolution costs the most and adds the least (empty: 2 a stage; lean_cnn is 1 "
                 "a stage)."),
+        Setting("filters_per_stage", INTEGER_LIST, "", "cnn, lean_cnn: filters of each conv stage, one number for "
+                "every stage or one a stage, e.g. 24,32 (empty: --model_width, doubling at each stage)."),
+        Setting("kernel_sizes", INTEGER_LIST, "", "cnn, lean_cnn: the convolutions' kernel side in each stage, "
+                "one number for every stage or one a stage, e.g. 5,3 (empty: 3)."),
+        Setting("conv_padding", str, "same", "cnn, lean_cnn: same (zero borders keep the size) or valid (no "
+                "borders: a convolution takes kernel side - 1 pixels off each image side, as in LeNet).",
+                choices=("same", "valid")),
+        Setting("batchnorm", bool, True, "cnn, lean_cnn: batch norm after each convolution (--nobatchnorm: "
+                "convolutions with biases instead)."),
+        Setting("pool_first", bool, False, "cnn, lean_cnn: max-pool a stage's last convolution before its batch "
+                "norm and ReLU (a quarter of the activations to normalize and rectify; without batch norm the "
+                "same function, since max-pooling and ReLU commute)."),
+        Setting("dense_units", int, 0, "cnn, lean_cnn: a hidden dense layer of this many units, with ReLU, "
+                "between the flattened features and the dropout before the head (0: none).", lower=0),
         Setting("fused_batchnorm", bool, False, "cnn, lean_cnn, resnet: batch norm by TensorFlow's fused kernel "
                 "in training (models/fused_batchnorm.py): the same computation as Keras' layer up to rounding, "
                 "1.2-1.4x faster training for the cnn on a CPU. Off by default because every recipe's published "
@@ -162,6 +182,10 @@ SECTIONS = (
         Setting("optimizer", str, "adam", "Optimizer.", choices=OPTIMIZERS),
         Setting("learning_rate", float, 0.001, "Learning rate.", lower=1e-12),
         Setting("momentum", float, 0.9, "Momentum for sgd.", lower=0.0, upper=1.0),
+        Setting("adam_beta1", float, 0.9, "adam, adamw: decay of the gradient's moving average (first moment).",
+                lower=0.0, upper=0.9999),
+        Setting("adam_beta2", float, 0.999, "adam, adamw: decay of the squared gradient's moving average "
+                "(second moment).", lower=0.0, upper=0.99999),
         Setting("weight_decay", float, 0.0001, "Decoupled weight decay for adamw and sgd (kernels only: biases "
                 "and normalization parameters are spared); adam has none.", lower=0.0),
         Setting("clip_grad_norm", float, 0.0, "Clip the gradients to this global norm (0: no clipping). "

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from trainer import cli  # noqa: F401  (first: TensorFlow's environment, as the scripts have it)
 from data import catalog, shards, sources
 from tests.helpers import REPO, SMALL_RUN, run_script, write_image_folder
 

@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def serve(requests, replies: int) -> None:
     """The parent: imports what the scripts import, then forks one child a request."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # As trainer/cli.py sets it before TensorFlow.
+    from trainer import cli  # noqa: F401  (first: TensorFlow's environment, as the scripts have it)
     import keras  # noqa: F401  (imported here so that the children need not)
     import tensorflow  # noqa: F401
 
     from diagnosis import report  # noqa: F401
-    from trainer import checkpoints, cli, evaluation, flags, loop, run_inputs# noqa: F401
+    from trainer import checkpoints, evaluation, flags, loop, run_inputs  # noqa: F401
     for line in requests:
         request = json.loads(line)
         child = os.fork()

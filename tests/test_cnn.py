@@ -54,7 +54,7 @@ def test_cnn_takes_rgb_32x32_images():
 def test_a_conv_block_is_convolution_batch_norm_and_relu_with_batch_statistics_only_in_training():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(3, 5, 6, 2)).astype(np.float32)
-    block = cnn.ConvBNReLU(4)
+    block = cnn.ConvBlock(4)
     block(images)
     kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 2.0, 4), rng.normal(size=4)
@@ -90,3 +90,43 @@ def test_the_cnn_forward_pass_is_its_stages_then_flatten_and_head():
     pooled = x.reshape(2, 2, 2, 2, 2, 2).max(axis=(2, 4))  # 2x2 max-pooling of [2, 4, 4, 2].
     expected = pooled.reshape(2, -1) @ model.head.kernel.numpy() + model.head.bias.numpy()
     np.testing.assert_allclose(model(images, training=False), expected, rtol=1e-4, atol=1e-4)
+
+
+SPEED_RECIPE = dict(width=32, depth=2, dropout=0.0, filters_per_stage=(24, 32), kernel_sizes=(5, 3),
+                    conv_padding="valid", batchnorm=False, pool_first=True, dense_units=256)
+
+
+def test_the_pytorch_speed_recipe_is_registry_options_with_its_shapes_and_parameters():
+    model = cnn.build_lean((28, 28, 1), 10, **SPEED_RECIPE)
+    model(tf.zeros((1, 28, 28, 1)))
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    assert shapes == [(5, 5, 1, 24), (24,), (3, 3, 24, 32), (32,), (800, 256), (256,), (256, 10), (10,)]
+    # conv1 5*5*1*24 + 24, conv2 3*3*24*32 + 32, dense 800*256 + 256, head 256*10 + 10 (28 -> 24 -> 12 -> 10 -> 5).
+    assert size.parameter_count(model) == 624 + 6_944 + 205_056 + 2_570 == 215_194
+    assert not any("batch_normalization" in v.path for v in model.variables)
+    multiply_adds = 24 * 24 * 24 * 25 + 10 * 10 * 32 * 24 * 9 + 800 * 256 + 256 * 10
+    assert 2 * multiply_adds < size.forward_flops(model, (28, 28, 1)) < 2.1 * multiply_adds
+    assert_checkpoint_covers(model)
+
+
+def test_pooling_first_without_batch_norm_is_the_same_function_and_with_it_normalizes_the_pooled_map():
+    images = tf.random.uniform((2, 28, 28, 1), seed=3)
+    settings = dict(SPEED_RECIPE, dropout=0.0)
+    pooled_first = cnn.build_lean((28, 28, 1), 10, **settings)
+    pooled_after = cnn.build_lean((28, 28, 1), 10, **dict(settings, pool_first=False))
+    pooled_first(images)
+    pooled_after(images)
+    for source, target in zip(pooled_first.trainable_variables, pooled_after.trainable_variables):
+        target.assign(source)
+    np.testing.assert_allclose(pooled_first(images), pooled_after(images), rtol=1e-5, atol=1e-5)
+    block = cnn.ConvBlock(4, settings=cnn.BlockSettings(), pool=True)
+    assert block(np.ones((1, 6, 6, 2), np.float32)).shape == (1, 3, 3, 4) and block.norm.moving_mean.shape == (4,)
+
+
+def test_the_smallest_image_side_counts_the_pixels_valid_convolutions_take():
+    assert [cnn.smallest_image_side(depth) for depth in (1, 2, 4)] == [2, 4, 16]
+    # 1 <- 2 + 2 (a 3x3 conv) = 4 <- 8 + 4 (a 5x5) = 12: a 12-pixel image keeps one pixel through both stages.
+    assert cnn.smallest_lean_image_side(2, kernel_sizes=(5, 3), conv_padding="valid") == 12
+    assert cnn.smallest_image_side(1, kernel_sizes=(3,), conv_padding="valid") == 2 + 2 * 2
+    model = cnn.build_lean((12, 12, 1), 10, **SPEED_RECIPE)
+    assert model(tf.zeros((1, 12, 12, 1))).shape == (1, 10)

@@ -39,7 +39,7 @@ def test_train_writes_the_run_directory_contract(tmp_path):
     assert results["weights"].startswith(str(run_dir / "best"))
     assert results["wall_seconds"] > 0 and results["examples_per_sec"] > 0
     assert results["precision"]["requested"] == results["precision"]["computed_in"] == "none"
-    assert {"reason", "cpu_vendor", "onednn_isa", "cpu_native_bfloat16"} <= set(results["precision"])
+    assert {"reason", "cpu_vendor", "onednn_isa", "onednn_enabled", "cpu_native_bfloat16"} <= set(results["precision"])
     conv = 2 * 9 * (1 * 8 * 28 * 28 + 8 * 8 * 28 * 28 + 8 * 16 * 14 * 14 + 16 * 16 * 14 * 14)  # Width 8, 2 stages.
     assert results["parameters"] == 9 * (8 + 64 + 128 + 256) + 2 * (8 + 8 + 16 + 16) + 7 * 7 * 16 * 10 + 10
     assert conv < results["forward_flops_per_example"] < 1.05 * conv + 2 * 7 * 7 * 16 * 10 + 10

@@ -40,6 +40,22 @@ def test_the_vendor_is_read_from_cpuinfo():
     assert kind(AVX2_EPYC).vendor == "AuthenticAMD" and kind(AMX_XEON).vendor == "GenuineIntel"
 
 
+@pytest.mark.parametrize("cpuinfo, environ, enabled", [
+    (AVX2_EPYC, {}, False), (AVX512_WITHOUT_BF16, {}, False), (AVX512_EPYC, {}, True), (AMX_XEON, {}, True),
+    (AVX2_EPYC, {"TF_ENABLE_ONEDNN_OPTS": "1"}, True), (AVX512_EPYC, {"TF_ENABLE_ONEDNN_OPTS": "false"}, False),
+])
+def test_onednn_is_on_as_tensorflow_decides_it_from_the_cpu_flags_unless_the_environment_says(
+        cpuinfo, environ, enabled):
+    cpu = kind(cpuinfo, **environ)
+    assert cpu.onednn_enabled is enabled and cpu.describe().endswith("oneDNN off") is not enabled
+
+
+def test_the_scripts_and_tests_run_with_onednn_on():
+    from tensorflow.python.util import _pywrap_util_port  # What TensorFlow itself decided at start-up.
+
+    assert _pywrap_util_port.IsMklEnabled() and precision.this_cpu().onednn_enabled
+
+
 @pytest.mark.parametrize("cpuinfo, environ, native", [
     (AVX2_EPYC, {}, False), (AVX512_WITHOUT_BF16, {}, False), (AVX512_EPYC, {}, True), (AMX_XEON, {}, True),
     (AVX512_EPYC, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),
@@ -67,8 +83,10 @@ def test_auto_chooses_bfloat16_only_where_the_computing_device_runs_it_natively(
 
 
 def test_the_reason_names_the_cpu_level_and_what_it_means_for_bfloat16():
-    assert precision.choose("auto", kind(AVX2_EPYC), [], False).reason == (
+    assert precision.choose("auto", kind(AVX2_EPYC, TF_ENABLE_ONEDNN_OPTS="1"), [], False).reason == (
         "auto chose float32 (AuthenticAMD CPU, oneDNN level avx2: bfloat16 emulated)")
+    assert precision.choose("auto", kind(AVX2_EPYC), [], False).reason == (
+        "auto chose float32 (AuthenticAMD CPU, oneDNN level avx2, oneDNN off: bfloat16 emulated)")
     assert precision.choose("auto", kind(AVX512_EPYC), [(8, 0)], False).reason == (
         "auto chose bfloat16 (GPU compute capability 8.0: bfloat16 native)")
 
@@ -83,7 +101,7 @@ def test_explicit_bfloat16_on_a_cpu_that_emulates_it_runs_with_one_warning_sayin
     warning = precision.choose("bfloat16", kind(AVX2_EPYC), [], False).emulation_warning()
     assert warning.paragraph().startswith("tapeloop: warning: [precision] bfloat16 is emulated on this hardware")
     assert "7.7x slower" in warning.paragraph()
-    assert "found --mixed_precision=bfloat16 (AuthenticAMD CPU, oneDNN level avx2: bfloat16 emulated)" in (
+    assert "found --mixed_precision=bfloat16 (AuthenticAMD CPU, oneDNN level avx2, oneDNN off: bfloat16 emulated)" in (
         warning.paragraph())
     assert "Fix: use --mixed_precision=auto (float32 here) or none" in warning.paragraph()
     assert precision.choose("bfloat16", kind(AVX512_EPYC), [], False).emulation_warning() is None
@@ -93,8 +111,8 @@ def test_explicit_bfloat16_on_a_cpu_that_emulates_it_runs_with_one_warning_sayin
 def test_the_record_keeps_the_choice_and_the_cpu_features_that_decided_it():
     assert precision.choose("auto", kind(AVX2_EPYC), [], False).record() == {
         "requested": "auto", "computed_in": "none",
-        "reason": "auto chose float32 (AuthenticAMD CPU, oneDNN level avx2: bfloat16 emulated)",
-        "cpu_vendor": "AuthenticAMD", "onednn_isa": "avx2", "cpu_native_bfloat16": False}
+        "reason": "auto chose float32 (AuthenticAMD CPU, oneDNN level avx2, oneDNN off: bfloat16 emulated)",
+        "cpu_vendor": "AuthenticAMD", "onednn_isa": "avx2", "onednn_enabled": False, "cpu_native_bfloat16": False}
 
 
 # Under ONEDNN_MAX_CPU_ISA below AVX512_BF16 on a CPU that has it, a bfloat16 model crashes oneDNN (which

@@ -28,9 +28,12 @@ RECORD_COMMAND = "TAPELOOP_MNIST_DIR=DIR .venv/bin/python -m tests.test_recipes_
 
 
 def machine_kind() -> str:
-    """What decides the recipes' kernels here: 'vendor oneDNN-level precision', as the pins are keyed."""
+    """What decides the recipes' kernels here: 'vendor oneDNN-level precision' (with 'onednn-off' before the
+    precision where TensorFlow's own kernels run), as the pins are keyed."""
     cpu = precision.this_cpu()
-    return f"{cpu.vendor} {cpu.onednn_isa or 'no-x86-level'} {precision.for_run('auto', 'default').setting}"
+    kernels = cpu.onednn_isa or "no-x86-level"
+    return f"{cpu.vendor} {kernels}{'' if cpu.onednn_enabled else ' onednn-off'} " \
+           f"{precision.for_run('auto', 'default').setting}"
 
 
 def pinned(recipe: str, pins: dict, kind: str) -> dict[str, float]:

@@ -10,9 +10,10 @@ def test_build_model_creates_variables_before_any_training(name):
     assert model.built and len(model.trainable_variables) > 0
 
 
-def test_the_cnn_needs_images_of_two_to_the_depth_pixels_and_the_mlp_any():
+def test_the_cnn_needs_images_of_two_to_the_depth_pixels_or_more_and_the_mlp_any():
     assert [registry.smallest_image_side("cnn", depth) for depth in (1, 2, 4)] == [2, 4, 16]
     assert registry.smallest_image_side("lean_cnn", 2) == 4
+    assert registry.smallest_image_side("lean_cnn", 2, kernel_sizes=(5, 3), conv_padding="valid") == 12
     assert registry.smallest_image_side("mlp", 4) == 1
 
 

@@ -4,7 +4,7 @@ one `tapeloop: error:` paragraph with a non-zero exit (a traceback only with --v
 The paragraph is always the last line on stderr, whatever TensorFlow printed before it.
 Exit codes: 0 success, 1 a TapeloopError (bad input, failed check), 2 invalid flags,
 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM; training saves a checkpoint first).
-Import this module before TensorFlow so its C++ start-up logging stays quiet.
+Import this module before TensorFlow: it sets TensorFlow's environment (TENSORFLOW_ENVIRONMENT).
 """
 
 import gc
@@ -15,7 +15,13 @@ import signal
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Set before TensorFlow starts (any setting the user exported wins): its C++ start-up logging quiet,
+# and oneDNN's kernels on every x86 CPU. TensorFlow turns oneDNN on by itself only where the CPU has
+# AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX; on an AVX2 CPU without them its own convolutions took
+# 2.5x oneDNN's time (docs/benchmarks.md, "oneDNN").
+TENSORFLOW_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+for _name, _value in TENSORFLOW_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
 from absl import app, flags  # noqa: E402  (after the environment is set)
 from absl import logging as absl_logging  # noqa: E402

@@ -31,6 +31,8 @@ ONEDNN_ISA_FLAGS = {
     "avx512_core_vnni": {"avx512_vnni"}, "avx512_core_bf16": {"avx512_bf16"}, "avx512_core_fp16": {"avx512_fp16"},
     "avx512_core_amx": {"amx_tile", "amx_int8", "amx_bf16"}, "avx512_core_amx_fp16": {"amx_fp16"},
 }
+# Without TF_ENABLE_ONEDNN_OPTS, TensorFlow turns oneDNN on only on CPUs with one of these flags.
+TENSORFLOW_ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
 # avx2_vnni_2 only converts to and from bfloat16; its arithmetic is float32, so it counts as emulated.
 NATIVE_BFLOAT16_LEVEL = "avx512_core_bf16"
 EMULATED_BFLOAT16_SLOWDOWN = 7.7  # float32 / bfloat16 examples per second, measured as said above.
@@ -43,7 +45,7 @@ class CpuKind:
 
     vendor: str
     onednn_isa: str  # "" where no x86 level applies (another architecture).
-    onednn_enabled: bool  # TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and bfloat16 with it.
+    onednn_enabled: bool  # TF_ENABLE_ONEDNN_OPTS, or TensorFlow's default for the CPU; bfloat16 needs it.
     onednn_cap: str = ""  # ONEDNN_MAX_CPU_ISA as set, if it is.
     held_below_bfloat16: bool = False  # AVX512_BF16 in the flags, but ONEDNN_MAX_CPU_ISA below its level.
 
@@ -72,7 +74,7 @@ class Precision:
     def record(self) -> dict:
         """What results.json and the benchmark's JSON keep of the choice."""
         return {"requested": self.requested, "computed_in": self.setting, "reason": self.reason,
-                "cpu_vendor": self.cpu.vendor, "onednn_isa": self.cpu.onednn_isa,
+                "cpu_vendor": self.cpu.vendor, "onednn_isa": self.cpu.onednn_isa, "onednn_enabled": self.cpu.onednn_enabled,
                 "cpu_native_bfloat16": self.cpu.native_bfloat16}
 
     def emulation_warning(self) -> TapeloopWarning | None:
@@ -106,7 +108,9 @@ def cpu_kind_from(cpuinfo: str, environ: dict) -> CpuKind:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     cpu_flags = set(fields.get("flags", "").split())
-    enabled = environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+    setting = environ.get("TF_ENABLE_ONEDNN_OPTS")
+    enabled = (setting.strip().lower() not in ("0", "false") if setting is not None
+               else bool(cpu_flags & TENSORFLOW_ONEDNN_DEFAULT_FLAGS))
     vendor = fields.get("vendor_id", platform.machine() or "unknown")
     cap = environ.get("ONEDNN_MAX_CPU_ISA", "").strip()
     held = CpuKind(vendor, onednn_isa(cpu_flags, cap), enabled, cap)

@@ -144,7 +144,7 @@ def model_settings(config: TrainConfig, pretrained: bool = True) -> dict:
     """The model flags as the keyword arguments every registered model takes, and --pretrained
     for the models that take it (as "none" if not `pretrained`: weights restored afterwards)."""
     settings = {"width": config.model_width, "depth": config.model_depth, "dropout": config.dropout}
-    settings.update({name: getattr(config, name) for name in registry.EXTRA_SETTINGS.get(config.model, ())})
+    settings.update(validation.extra_settings(config))
     if config.model in registry.PRETRAINED:
         settings["weights"] = config.pretrained if pretrained else "none"
     return settings
@@ -247,9 +247,10 @@ def make_optimizer(config: TrainConfig, learning_rate=None) -> keras.optimizers.
     """
     rate = config.learning_rate if learning_rate is None else learning_rate
     if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(rate)
+        optimizer = keras.optimizers.Adam(rate, beta_1=config.adam_beta1, beta_2=config.adam_beta2)
     elif config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, beta_1=config.adam_beta1,
+                                           beta_2=config.adam_beta2)
     else:
         optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=config.weight_decay or None)
     if config.optimizer != "adam":
