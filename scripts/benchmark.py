@@ -7,9 +7,11 @@ reports medians over --repeats rounds: throughput, tapeloop / fit, the cost of
 the checks, the input pipeline alone against what the model consumes, and peak
 memory; the machine's attainable peak (large matrix products and the recipe's convolution, float32
 and bfloat16), the training FLOPs per example and the share of the peak the loop achieves.
-`--time_to_accuracy` also trains configs/mnist_fastest.flags and the
-keras-io "simple MNIST convnet" with fit, each until 99.0% test accuracy, and
-compares their training seconds; `--fashion_time_to_accuracy` trains the fast
+`--time_to_accuracy` also races --fast_flagfile against the keras-io "simple
+MNIST convnet" trained with fit until 99.0% test accuracy, and, with
+--pytorch_python, against the PyTorch speed recipe
+(comparisons/pytorch_mnist_speedrun.py, run in that interpreter's environment),
+each side once a seed of --race_seeds; `--fashion_time_to_accuracy` trains the fast
 and the default Fashion-MNIST recipes and compares theirs. Prints a table;
 `--output=FILE` writes JSON.
 """
@@ -22,8 +24,10 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -34,10 +38,12 @@ from data import catalog, pipeline
 from data.streaming import pixels_at
 from data.sources import dataset_spec, load_dataset
 from models import size
+from settings.errors import TapeloopError
 from trainer import loop, run_inputs, steps
 from settings.command_line import define_flags
 from trainer.flags import config_from_flags, parse_config
 
+PYTORCH_SCRIPT = Path(__file__).resolve().parent.parent / "comparisons" / "pytorch_mnist_speedrun.py"
 define_flags()
 flags.DEFINE_integer("repeats", 3, "Rounds of alternating trials; medians are reported.", lower_bound=1)
 flags.DEFINE_integer("measure_steps", 40, "Timed steps per trial.", lower_bound=1)
@@ -46,6 +52,11 @@ flags.DEFINE_boolean("time_to_accuracy", False, "Also race --fast_flagfile again
                      "MNIST convnet trained by fit to 99.0% test accuracy (needs MNIST; minutes).")
 flags.DEFINE_string("fast_flagfile", "configs/mnist_fastest.flags", "The tapeloop recipe for --time_to_accuracy.")
 flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy both sides of --time_to_accuracy must reach.")
+flags.DEFINE_list("race_seeds", ["0"], "--time_to_accuracy: the seeds each side trains with, one run each; the "
+                  "race compares median training seconds.")
+flags.DEFINE_string("pytorch_python", None, "--time_to_accuracy: a Python interpreter with torch installed (an "
+                    "environment of its own: torch is no dependency of tapeloop) that runs the PyTorch side, "
+                    f"{PYTORCH_SCRIPT.relative_to(PYTORCH_SCRIPT.parents[1])}, on --data_dir's MNIST files with the same seeds and threads.")
 flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
 flags.DEFINE_boolean("fashion_time_to_accuracy", False, "Also train --fashion_fast_flagfile and "
                      "--fashion_reference_flagfile (Fashion-MNIST; about half an hour) and compare their "
@@ -55,6 +66,9 @@ flags.DEFINE_string("fashion_fast_flagfile", "configs/fashion_mnist_fast.flags",
 flags.DEFINE_string("fashion_reference_flagfile", "configs/fashion_mnist.flags",
                     "The recipe --fashion_time_to_accuracy times the fast one against.")
 flags.DEFINE_string("fashion_data_dir", None, "Fashion-MNIST's directory (default: tapeloop's lookup).")
+flags.DEFINE_boolean("profile_step", False, "Also time the parts of one training step of --fast_flagfile's "
+                     "recipe: its convolution stages, the rest of the forward and backward pass, the optimizer, "
+                     "and the loop around them (checks, metrics, input).")
 flags.DEFINE_string("output", None, "Also write the results as JSON to this file.")
 FLAGS = flags.FLAGS
 PEAK_MATMUL_SIZE = 2048  # A product of 17 GFLOPs: tenths of a second here, far past every cache.
@@ -87,6 +101,7 @@ class TapeloopTrial:
         self.steps_per_call = config.steps_per_loop
         self.batch_size = pipeline.update_batch_size(config)
         self.model, self.image_shape = run.model, run.spec.image_shape
+        self.run = run
 
     def examples_per_sec(self, warmup: int, measured: int) -> float:
         calls = max(1, measured // self.steps_per_call)
@@ -189,10 +204,10 @@ def pipeline_examples_per_sec(config, batches: int = 300) -> float:
     return done * config.batch_size / seconds
 
 
-def keras_example_to_accuracy(data_dir, target: float, max_epochs: int) -> dict:
+def keras_example_to_accuracy(data_dir, target: float, max_epochs: int, seed: int) -> dict:
     """keras-io "Simple MNIST convnet", as published (fit's default jit_compile="auto"), trained
     epoch by epoch until its test accuracy reaches `target`; seconds exclude the test evaluations."""
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     splits = load_dataset(catalog.MNIST, data_dir)
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     x_train = (x_train.astype("float32") / 255)[..., None]
@@ -217,22 +232,125 @@ def keras_example_to_accuracy(data_dir, target: float, max_epochs: int) -> dict:
         seconds += time.perf_counter() - start
         epochs += 1
         accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
-    return {"training_seconds": seconds, "epochs": epochs, "test_accuracy": accuracy,
+    return {"seed": seed, "training_seconds": seconds, "epochs": epochs, "test_accuracy": accuracy,
             "parameters": model.count_params()}
 
 
-def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None) -> dict:
-    """Trains the recipe in a temporary run directory; its training seconds exclude evaluation."""
+def tapeloop_recipe_to_accuracy(flagfile: str, data_dir: str | None, seed: int | None = None) -> dict:
+    """Trains the recipe (with `seed`, if given) in a temporary run directory; its training seconds
+    exclude evaluation."""
     with tempfile.TemporaryDirectory() as run_dir:
         config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}", "--progress=log",
-                               *([f"--data_dir={data_dir}"] if data_dir else [])])
+                               *([f"--data_dir={data_dir}"] if data_dir else []),
+                               *([f"--seed={seed}"] if seed is not None else [])])
         results = loop.train(config)
     spec = dataset_spec(config)
     model = run_inputs.build_model(config, spec, pretrained=False)  # Its twin, for the FLOPs.
-    return {"training_seconds": results["training_seconds"], "epochs": results["epochs"],
+    return {"seed": config.seed, "training_seconds": results["training_seconds"], "epochs": results["epochs"],
             "test_accuracy": results["test"]["accuracy"], "flagfile": flagfile,
             "examples_per_sec": results["examples_per_sec"], "precision": results["precision"]["computed_in"],
             "training_flops_per_example": size.training_flops(model, spec.image_shape)}
+
+
+def median_milliseconds(function, calls: int = 10, repeats: int = 5) -> float:
+    """The median over `repeats` of the milliseconds a call of function() takes (after one untimed call)."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            function()
+        times.append((time.perf_counter() - start) * 1000 / calls)
+    return statistics.median(times)
+
+
+def step_profile(flagfile: str, data_dir: str | None, peaks: dict) -> dict:
+    """Where a training step of the recipe goes, in milliseconds a step on one batch: its convolution
+    stages forward and backward; the whole forward and backward pass; that and the optimizer's update;
+    tapeloop's compiled loop (--steps_per_loop steps a call, with its checks, metrics and input
+    pipeline). The parts are differences of these; the fraction of peak is the step's FLOPs over
+    the precision's matrix-product peak."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = parse_config([f"--flagfile={flagfile}", f"--run_dir={run_dir}",
+                               *([f"--data_dir={data_dir}"] if data_dir else [])])
+        trial = TapeloopTrial(config)
+    model, optimizer = trial.run.model, trial.run.optimizer
+    images, labels, _ = next(trial.batches)
+    stages = model.stages if hasattr(model, "stages") else model
+
+    def gradients(part, variables):
+        with tf.GradientTape() as tape:
+            outputs = tf.cast(part(images, training=True), tf.float32)
+            value = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, outputs)) \
+                if part is model else tf.reduce_sum(outputs)
+        return tape.gradient(value, variables)
+
+    timed = {
+        "convolution_stages": tf.function(lambda: gradients(stages, stages.trainable_variables)),
+        "forward_and_backward": tf.function(lambda: gradients(model, model.trainable_variables)),
+        "with_optimizer": tf.function(lambda: optimizer.apply_gradients(
+            zip(gradients(model, model.trainable_variables), model.trainable_variables))),
+    }
+    milliseconds = {name: median_milliseconds(lambda f=function: tf.nest.map_structure(
+        lambda tensor: tensor.numpy(), f())) for name, function in timed.items()}
+    milliseconds["tapeloop_step"] = median_milliseconds(
+        lambda: float(trial.train_steps(trial.batches, trial.steps_per_call)), calls=2) / trial.steps_per_call
+    flops_per_example = size.training_flops(model, trial.image_shape)
+    return {"flagfile": flagfile, "batch_size": trial.batch_size, "milliseconds": milliseconds, "parts": {
+        "convolution_stages": milliseconds["convolution_stages"],
+        "dense_layers_and_loss": milliseconds["forward_and_backward"] - milliseconds["convolution_stages"],
+        "optimizer": milliseconds["with_optimizer"] - milliseconds["forward_and_backward"],
+        "loop_checks_metrics_input": milliseconds["tapeloop_step"] - milliseconds["with_optimizer"]},
+        "achieved_fraction_of_peak": fraction_of_peak(trial.batch_size * 1000 / milliseconds["tapeloop_step"],
+                                                      flops_per_example, run_inputs.run_precision(config).setting,
+                                                      peaks)}
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """One side of a race over its seeds' `runs`: the first run's settings, its seeds' median seconds,
+    throughput and epochs, and their mean, lowest and highest test accuracy."""
+    accuracies = [run["test_accuracy"] for run in runs]
+    summary = {key: value for key, value in runs[0].items() if key not in RUN_FIELDS}
+    return {**summary, "runs": [{key: run[key] for key in RUN_FIELDS if key in run} for run in runs],
+            "training_seconds": statistics.median(run["training_seconds"] for run in runs),
+            **({"examples_per_sec": statistics.median(run["examples_per_sec"] for run in runs)}
+               if "examples_per_sec" in runs[0] else {}),
+            "epochs": statistics.median(run["epochs"] for run in runs),
+            "test_accuracy": statistics.mean(accuracies), "min_test_accuracy": min(accuracies),
+            "max_test_accuracy": max(accuracies)}
+
+
+RUN_FIELDS = ("seed", "training_seconds", "test_accuracy", "examples_per_sec", "epochs")
+
+
+def pytorch_recipe_to_accuracy(python: str, data_dir: str | None, seeds: list[int], peaks: dict) -> dict:
+    """The PyTorch speed recipe, run by `python` (an interpreter with torch) on the same files, seeds and
+    thread count: each seed's run and the summary line its script prints, with the share of the
+    float32 matrix-product peak its training steps achieved."""
+    if not data_dir:
+        raise TapeloopError(
+            stage="benchmark", problem="--pytorch_python needs the MNIST files' folder",
+            expected="--data_dir, the folder of MNIST's IDX files that both sides of the race read",
+            found="no --data_dir", fix="pass --data_dir=DIR (e.g. ../shared/data/mnist)")
+    command = [python, str(PYTORCH_SCRIPT), f"--data_dir={data_dir}", f"--seeds={','.join(map(str, seeds))}",
+               f"--threads={os.cpu_count()}"]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    lines = [json.loads(line) for line in finished.stdout.splitlines() if line.startswith("{")]
+    if finished.returncode or len(lines) != len(seeds) + 1:
+        raise TapeloopError(
+            stage="benchmark", problem="the PyTorch side of the race did not finish",
+            expected=f"{len(seeds)} runs and a summary line from `{' '.join(command)}`",
+            found=f"exit code {finished.returncode}, {len(lines)} JSON lines; stderr ends: "
+                  f"{finished.stderr.strip()[-400:] or 'nothing'}",
+            fix=f"check that {python} has torch (`{python} -m pip install torch numpy`) and that --data_dir "
+                "holds MNIST")
+    *runs, summary = lines
+    side = {**over_seeds(runs), "script": str(PYTORCH_SCRIPT.relative_to(PYTORCH_SCRIPT.parents[1])),
+            "torch": summary["torch"], "threads": summary["threads"], "precision": "float32",
+            "training_flops_per_example": summary["training_flops_per_example"]}
+    side["achieved_fraction_of_peak"] = fraction_of_peak(side["examples_per_sec"],
+                                                         side["training_flops_per_example"], "none", peaks)
+    return side
 
 
 def main(argv):
@@ -254,8 +372,12 @@ def main(argv):
         results["precision"]["computed_in"], results["peak_gflops"])}
     if FLAGS.time_to_accuracy:
         results.update(time_to_accuracy(config, results["peak_gflops"]))
-        results["achieved_fraction_of_peak"]["fast_recipe"] = results["time_to_accuracy"]["tapeloop"][
-            "achieved_fraction_of_peak"]
+        for side in ("tapeloop", "pytorch"):
+            if side in results["time_to_accuracy"]:
+                results["achieved_fraction_of_peak"][f"race_{side}"] = results["time_to_accuracy"][side][
+                    "achieved_fraction_of_peak"]
+    if FLAGS.profile_step:
+        results["step_profile"] = step_profile(FLAGS.fast_flagfile, config.data_dir, results["peak_gflops"])
     if FLAGS.fashion_time_to_accuracy:
         results.update(fashion_time_to_accuracy(results["peak_gflops"]))
         for side, recipe in results["fashion_time_to_accuracy"].items():
@@ -300,9 +422,10 @@ def loop_against_fit(config, measured: dict) -> dict:
     }
 
 
-def timed_recipe(flagfile: str, data_dir: str | None, peaks: dict) -> dict:
-    """One training run of a recipe, with the share of the machine's peak it achieved."""
-    recipe = tapeloop_recipe_to_accuracy(flagfile, data_dir)
+def timed_recipe(flagfile: str, data_dir: str | None, peaks: dict, seeds: tuple = (None,)) -> dict:
+    """A recipe's training runs, one a seed (None: the flagfile's own), with the share of the machine's
+    peak its steps achieved."""
+    recipe = over_seeds([tapeloop_recipe_to_accuracy(flagfile, data_dir, seed) for seed in seeds])
     recipe["achieved_fraction_of_peak"] = fraction_of_peak(recipe["examples_per_sec"],
                                                            recipe["training_flops_per_example"],
                                                            recipe["precision"], peaks)
@@ -310,11 +433,20 @@ def timed_recipe(flagfile: str, data_dir: str | None, peaks: dict) -> dict:
 
 
 def time_to_accuracy(config, peaks: dict) -> dict:
-    """--time_to_accuracy: the fast recipe against the keras-io example, each to --target_accuracy."""
-    recipe = timed_recipe(FLAGS.fast_flagfile, config.data_dir, peaks)
-    keras_example = keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy, FLAGS.keras_max_epochs)
-    return {"time_to_accuracy": {"target": FLAGS.target_accuracy, "tapeloop": recipe, "keras_example": keras_example},
-            "time_to_99_ratio": recipe["training_seconds"] / keras_example["training_seconds"]}
+    """--time_to_accuracy: the fast recipe against the keras-io example and (with --pytorch_python) the
+    PyTorch speed recipe, each to --target_accuracy once a seed; ratios of median training seconds."""
+    seeds = [int(seed) for seed in FLAGS.race_seeds]
+    race = {"target": FLAGS.target_accuracy, "seeds": seeds,
+            "tapeloop": timed_recipe(FLAGS.fast_flagfile, config.data_dir, peaks, tuple(seeds))}
+    if FLAGS.pytorch_python:
+        race["pytorch"] = pytorch_recipe_to_accuracy(FLAGS.pytorch_python, config.data_dir, seeds, peaks)
+    race["keras_example"] = over_seeds([keras_example_to_accuracy(config.data_dir, FLAGS.target_accuracy,
+                                                                  FLAGS.keras_max_epochs, seed) for seed in seeds])
+    seconds = {side: recipe["training_seconds"] for side, recipe in race.items() if isinstance(recipe, dict)}
+    ratios = {"time_to_99_ratio": seconds["tapeloop"] / seconds["keras_example"]}
+    if "pytorch" in seconds:
+        ratios["time_vs_pytorch_ratio"] = seconds["tapeloop"] / seconds["pytorch"]
+    return {"time_to_accuracy": race, **ratios}
 
 
 def fashion_time_to_accuracy(peaks: dict) -> dict:
@@ -347,17 +479,36 @@ def print_table(results: dict) -> None:
     for recipe, fraction in results["achieved_fraction_of_peak"].items():
         print(f"achieved_fraction_of_peak, {recipe + ':':12s} {fraction:.3f}")
     if "time_to_99_ratio" in results:
-        race = results["time_to_accuracy"]
-        for side in ("tapeloop", "keras_example"):
-            print(f"time to {race['target']:.1%} {side:14s} {race[side]['training_seconds']:7.1f} s, "
-                  f"{race[side]['epochs']:g} epochs, test accuracy {race[side]['test_accuracy']:.4f}")
-        print(f"time_to_99_ratio                  {results['time_to_99_ratio']:.3f}")
+        print_race(results)
+    if "step_profile" in results:
+        profile = results["step_profile"]
+        print(f"one training step of {profile['flagfile']} (batch {profile['batch_size']}), ms: " + ", ".join(
+            f"{part} {value:.2f}" for part, value in profile["parts"].items())
+            + f"; fraction of peak {profile['achieved_fraction_of_peak']:.3f}")
     if "fashion_time_to_94_ratio" in results:
         for side, recipe in results["fashion_time_to_accuracy"].items():
             print(f"Fashion-MNIST {side:9s} {recipe['flagfile']:34s} {recipe['training_seconds']:7.1f} s, "
                   f"{recipe['epochs']:g} epochs, test accuracy {recipe['test_accuracy']:.4f}")
         print(f"fashion_time_to_94_ratio          {results['fashion_time_to_94_ratio']:.3f}")
     print(f"peak_rss_mb                       {results['peak_rss_mb']:.0f}")
+
+
+def print_race(results: dict) -> None:
+    """Each side of --time_to_accuracy over its seeds, and the ratios of their median seconds."""
+    race = results["time_to_accuracy"]
+    print(f"time to {race['target']:.1%} test accuracy, seeds {','.join(map(str, race['seeds']))} (median seconds; "
+          "mean, lowest and highest accuracy):")
+    for side in ("tapeloop", "pytorch", "keras_example"):
+        if side in race:
+            recipe = race[side]
+            print(f"  {side:14s} {recipe['training_seconds']:7.2f} s, test accuracy {recipe['test_accuracy']:.4f} "
+                  f"({recipe['min_test_accuracy']:.4f}-{recipe['max_test_accuracy']:.4f})"
+                  + (f", {recipe['examples_per_sec']:.0f} examples/s, {recipe['training_flops_per_example'] / 1e6:.1f}"
+                     f" MFLOPs a training example" if "examples_per_sec" in recipe else ""))
+    print(f"time_to_99_ratio                  {results['time_to_99_ratio']:.3f}")
+    if "time_vs_pytorch_ratio" in results:
+        print(f"time_vs_pytorch_ratio             {results['time_vs_pytorch_ratio']:.3f}  "
+              f"(torch {race['pytorch']['torch']}, {race['pytorch']['threads']} threads)")
 
 
 if __name__ == "__main__":

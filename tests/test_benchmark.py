@@ -3,13 +3,14 @@ are not tested (shared cores), and neither are the ratios it derives from them: 
 recomputes them from its own JSON could only fail on arithmetic."""
 
 import json
+import os
 
 import pytest
 
 from data import catalog
 from models import registry, size
 from tests.documented_outputs import assert_documented
-from tests.helpers import run_script
+from tests.helpers import assert_one_paragraph_error, run_script
 from trainer import precision, run_inputs
 from trainer.flags import parse_config
 
@@ -57,3 +58,70 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
     expected_precision = precision.for_run("auto", "default")
     assert results["precision"] == expected_precision.record()  # The choice, with this CPU's vendor and level.
     assert f"precision {expected_precision.reason}" in result.stdout
+
+
+STAND_IN_FOR_TORCH = '''#!/usr/bin/env python3
+"""Answers as comparisons/pytorch_mnist_speedrun.py does (a run line a seed, then the summary), without torch."""
+import json, sys
+args = dict(arg[2:].split("=", 1) for arg in sys.argv[2:])
+seeds = args["seeds"].split(",")
+for seed in seeds:
+    print(json.dumps({"seed": int(seed), "training_seconds": 2.0 + int(seed), "test_accuracy": 0.99,
+                      "examples_per_sec": 30000.0, "epochs": 1}))
+print(json.dumps({"recipe": "stand-in", "torch": "0.0-stand-in", "threads": int(args["threads"]),
+                  "seeds": len(seeds), "training_flops_per_example": 7.0e6, "script": sys.argv[1],
+                  "data_dir": args["data_dir"]}))
+'''
+
+
+def test_the_race_runs_every_side_once_a_seed_and_records_the_pytorch_side_and_the_step_profile(tmp_path, mnist_dir):
+    recipe = tmp_path / "fast.flags"
+    recipe.write_text("--dataset=mnist\n--model=lean_cnn\n--model_width=4\n--batch_size=64\n--epochs=1\n"
+                      "--max_steps=6\n--validation_split=0\n")
+    stand_in = tmp_path / "python"
+    stand_in.write_text(STAND_IN_FOR_TORCH)
+    stand_in.chmod(0o755)
+    output = tmp_path / "benchmark.json"
+    result = run_script("benchmark", "--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=4",
+                        "--batch_size=32", "--repeats=1", "--measure_steps=2", "--warmup_steps_per_trial=1",
+                        "--time_to_accuracy", f"--fast_flagfile={recipe}", "--race_seeds=3,4",
+                        "--keras_max_epochs=1", f"--pytorch_python={stand_in}", "--profile_step",
+                        f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())
+    assert_documented("The benchmark's JSON", results)
+    race = results["time_to_accuracy"]
+    assert race["seeds"] == [3, 4]
+    assert [run["seed"] for run in race["tapeloop"]["runs"]] == [3, 4] == [
+        run["seed"] for run in race["keras_example"]["runs"]]
+    assert race["keras_example"]["epochs"] == 1 and race["tapeloop"]["flagfile"] == str(recipe)
+    seconds = [run["training_seconds"] for run in race["tapeloop"]["runs"]]
+    assert race["tapeloop"]["training_seconds"] == pytest.approx(sum(seconds) / 2)  # The median of two.
+    pytorch = race["pytorch"]
+    assert pytorch["runs"][1] == {"seed": 4, "training_seconds": 6.0, "test_accuracy": 0.99,
+                                  "examples_per_sec": 30000.0, "epochs": 1}
+    assert (pytorch["training_seconds"], pytorch["torch"], pytorch["training_flops_per_example"]) == (
+        5.5, "0.0-stand-in", 7.0e6)  # The median of seeds 3 and 4's 5 and 6 seconds.
+    assert pytorch["threads"] == os.cpu_count() and pytorch["script"] == "comparisons/pytorch_mnist_speedrun.py"
+    assert pytorch["achieved_fraction_of_peak"] == pytest.approx(
+        30000.0 * 7.0e6 / (results["peak_gflops"]["matmul_float32"] * 1e9))
+    assert results["time_vs_pytorch_ratio"] == pytest.approx(race["tapeloop"]["training_seconds"] / 5.5)
+    assert "time_vs_pytorch_ratio" in result.stdout and "torch 0.0-stand-in" in result.stdout
+    profile = results["step_profile"]
+    timed = profile["milliseconds"]
+    assert set(timed) == {"convolution_stages", "forward_and_backward", "with_optimizer", "tapeloop_step"}
+    assert all(value > 0 for value in timed.values())  # Their order is a timing: the benchmark's, not a test's.
+    assert profile["parts"]["optimizer"] == pytest.approx(timed["with_optimizer"] - timed["forward_and_backward"])
+    assert profile["batch_size"] == 64 and "one training step of" in result.stdout
+
+
+def test_a_pytorch_side_that_fails_is_the_paragraph(tmp_path, mnist_dir):
+    recipe = tmp_path / "fast.flags"
+    recipe.write_text("--dataset=mnist\n--model=lean_cnn\n--model_width=4\n--batch_size=64\n--max_steps=2\n"
+                      "--validation_split=0\n")
+    result = run_script("benchmark", "--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=4",
+                        "--batch_size=32", "--repeats=1", "--measure_steps=1", "--warmup_steps_per_trial=1",
+                        "--time_to_accuracy", f"--fast_flagfile={recipe}", "--keras_max_epochs=1",
+                        "--pytorch_python=/bin/false")
+    assert_one_paragraph_error(result, 1, "[benchmark] the PyTorch side of the race did not finish",
+                               "exit code 1, 0 JSON lines", "/bin/false -m pip install torch")

@@ -1,9 +1,12 @@
 import numpy as np
 import tensorflow as tf
 
+from data import catalog
 from models import cnn, size
-from tests.helpers import numpy_conv_same, random_weights
+from tests.helpers import REPO, numpy_conv_same, random_weights
+from trainer import run_inputs
 from trainer.checkpoints import assert_checkpoint_covers
+from trainer.flags import parse_config
 
 
 def test_cnn_maps_images_to_one_logit_per_class():
@@ -130,3 +133,10 @@ def test_the_smallest_image_side_counts_the_pixels_valid_convolutions_take():
     assert cnn.smallest_image_side(1, kernel_sizes=(3,), conv_padding="valid") == 2 + 2 * 2
     model = cnn.build_lean((12, 12, 1), 10, **SPEED_RECIPE)
     assert model(tf.zeros((1, 12, 12, 1))).shape == (1, 10)
+
+
+def test_the_speed_recipe_flagfile_builds_that_model(tmp_path):
+    config = parse_config([f"--flagfile={REPO / 'configs' / 'mnist_speedrun.flags'}", f"--run_dir={tmp_path}"])
+    model = run_inputs.build_model(config, catalog.MNIST)
+    assert size.parameter_count(model) == 215_194
+    assert (config.adam_beta1, config.adam_beta2, config.batch_size, config.epochs) == (0.7, 0.9, 256, 1)
