@@ -89,7 +89,7 @@ def run(seed: int, train, test, batch_size: int = 256, lr: float = 1e-2, epochs:
     with torch.no_grad():
         predicted = torch.cat([model(test[0][i:i + 2000]).argmax(dim=1) for i in range(0, len(test[1]), 2000)])
     return {"seed": seed, "training_seconds": seconds, "test_accuracy": float((predicted == test[1]).float().mean()),
-            "examples_per_sec": batches * epochs * batch_size / seconds}
+            "examples_per_sec": batches * epochs * batch_size / seconds, "epochs": epochs}
 
 
 def training_flops_per_example(batch_size: int = 256) -> float:
