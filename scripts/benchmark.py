@@ -323,15 +323,30 @@ def over_seeds(runs: list[dict]) -> dict:
 RUN_FIELDS = ("seed", "training_seconds", "test_accuracy", "examples_per_sec", "epochs")
 
 
-def pytorch_recipe_to_accuracy(python: str, data_dir: str | None, seeds: list[int], peaks: dict) -> dict:
-    """The PyTorch speed recipe, run by `python` (an interpreter with torch) on the same files, seeds and
-    thread count: each seed's run and the summary line its script prints, with the share of the
-    float32 matrix-product peak its training steps achieved."""
+def refuse_unusable_pytorch(python: str, data_dir: str | None) -> None:
+    """The paragraph for a PyTorch side that cannot run: no --data_dir for it to read, or an interpreter
+    that cannot import torch and numpy."""
     if not data_dir:
         raise TapeloopError(
             stage="benchmark", problem="--pytorch_python needs the MNIST files' folder",
             expected="--data_dir, the folder of MNIST's IDX files that both sides of the race read",
             found="no --data_dir", fix="pass --data_dir=DIR (e.g. ../shared/data/mnist)")
+    try:
+        checked = subprocess.run([python, "-c", "import torch, numpy"], capture_output=True, text=True, timeout=300)
+        found = f"exit code {checked.returncode}: {checked.stderr.strip()[-300:] or 'no message'}"
+    except OSError as error:
+        checked, found = None, f"{type(error).__name__}: {error}"
+    if checked is None or checked.returncode:
+        raise TapeloopError(
+            stage="benchmark", problem=f"--pytorch_python={python} cannot run the PyTorch side of the race",
+            expected="a Python interpreter that imports torch and numpy", found=found,
+            fix=f"install them into its environment (`{python} -m pip install torch numpy`), or drop --pytorch_python")
+
+
+def pytorch_recipe_to_accuracy(python: str, data_dir: str, seeds: list[int], peaks: dict) -> dict:
+    """The PyTorch speed recipe, run by `python` (an interpreter with torch) on the same files, seeds and
+    thread count: each seed's run and the summary line its script prints, with the share of the
+    float32 matrix-product peak its training steps achieved."""
     command = [python, str(PYTORCH_SCRIPT), f"--data_dir={data_dir}", f"--seeds={','.join(map(str, seeds))}",
                f"--threads={os.cpu_count()}"]
     finished = subprocess.run(command, capture_output=True, text=True)
@@ -355,6 +370,8 @@ def pytorch_recipe_to_accuracy(python: str, data_dir: str | None, seeds: list[in
 
 def main(argv):
     config = config_from_flags()
+    if FLAGS.time_to_accuracy and FLAGS.pytorch_python:
+        refuse_unusable_pytorch(FLAGS.pytorch_python, config.data_dir)  # Before minutes of other measurements.
     configs = {level: dataclasses.replace(config, checks=level) for level in ("off", "standard", "full")}
     trials = {f"tapeloop --checks={level}": TapeloopTrial(level_config) for level, level_config in configs.items()}
     trials["keras fit (jit_compile=False)"] = KerasFitTrial(config, jit_compile=False)

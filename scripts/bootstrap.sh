@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository and installs tapeloop (editable) with its test tools and the ONNX extra.
+# Creates .venv in the repository and installs tapeloop (editable) with its test tools and the ONNX and
+# PostgreSQL extras.
 # Idempotent and fast when nothing changed: it reinstalls only when pyproject.toml changes.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     exit 1
   fi
   echo "tapeloop: installing tapeloop and its dependencies into $venv (once)" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[dev,onnx]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[dev,onnx,postgres]"
   echo "$wanted" > "$stamp"
 fi

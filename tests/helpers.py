@@ -4,6 +4,7 @@ import atexit
 import gzip
 import os
 import shutil
+import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -140,7 +141,7 @@ def assert_one_paragraph_error(result, exit_code: int, *phrases: str):
     """A script's failure as the contract says: the exit code, one paragraph as the last thing on
     stderr, no traceback, and each phrase in it (whitespace folded)."""
     assert result.returncode == exit_code, result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
     error = result.stderr[result.stderr.index("tapeloop: error:"):]
     assert "\n\n" not in error.strip()
     assert result.stderr.strip().splitlines()[-1].startswith("tapeloop: error:")  # Always the last line.
@@ -154,3 +155,14 @@ def checkpoint_values(folder, prefixes: tuple[str, ...]) -> dict[str, np.ndarray
     path = tf.train.latest_checkpoint(str(folder))
     reader = tf.train.load_checkpoint(path)
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path) if name.startswith(prefixes)}
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports nothing listens on (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

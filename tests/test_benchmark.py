@@ -61,8 +61,11 @@ def test_benchmark_writes_its_measurements_and_the_precision_it_ran_in(tmp_path)
 
 
 STAND_IN_FOR_TORCH = '''#!/usr/bin/env python3
-"""Answers as comparisons/pytorch_mnist_speedrun.py does (a run line a seed, then the summary), without torch."""
+"""Answers as a Python with torch would: the import check passes, and the script prints what
+comparisons/pytorch_mnist_speedrun.py prints (a run line a seed, then the summary)."""
 import json, sys
+if sys.argv[1] == "-c":
+    sys.exit(0)
 args = dict(arg[2:].split("=", 1) for arg in sys.argv[2:])
 seeds = args["seeds"].split(",")
 for seed in seeds:
@@ -84,28 +87,27 @@ def test_the_race_runs_every_side_once_a_seed_and_records_the_pytorch_side_and_t
     output = tmp_path / "benchmark.json"
     result = run_script("benchmark", "--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=4",
                         "--batch_size=32", "--repeats=1", "--measure_steps=2", "--warmup_steps_per_trial=1",
-                        "--time_to_accuracy", f"--fast_flagfile={recipe}", "--race_seeds=3,4",
+                        "--time_to_accuracy", f"--fast_flagfile={recipe}", "--race_seeds=4",
                         "--keras_max_epochs=1", f"--pytorch_python={stand_in}", "--profile_step",
                         f"--output={output}")
     assert result.returncode == 0, result.stderr
     results = json.loads(output.read_text())
     assert_documented("The benchmark's JSON", results)
     race = results["time_to_accuracy"]
-    assert race["seeds"] == [3, 4]
-    assert [run["seed"] for run in race["tapeloop"]["runs"]] == [3, 4] == [
+    assert race["seeds"] == [4]
+    assert [run["seed"] for run in race["tapeloop"]["runs"]] == [4] == [
         run["seed"] for run in race["keras_example"]["runs"]]
     assert race["keras_example"]["epochs"] == 1 and race["tapeloop"]["flagfile"] == str(recipe)
-    seconds = [run["training_seconds"] for run in race["tapeloop"]["runs"]]
-    assert race["tapeloop"]["training_seconds"] == pytest.approx(sum(seconds) / 2)  # The median of two.
+    assert race["tapeloop"]["training_seconds"] == race["tapeloop"]["runs"][0]["training_seconds"]
     pytorch = race["pytorch"]
-    assert pytorch["runs"][1] == {"seed": 4, "training_seconds": 6.0, "test_accuracy": 0.99,
-                                  "examples_per_sec": 30000.0, "epochs": 1}
+    assert pytorch["runs"] == [{"seed": 4, "training_seconds": 6.0, "test_accuracy": 0.99,
+                                "examples_per_sec": 30000.0, "epochs": 1}]
     assert (pytorch["training_seconds"], pytorch["torch"], pytorch["training_flops_per_example"]) == (
-        5.5, "0.0-stand-in", 7.0e6)  # The median of seeds 3 and 4's 5 and 6 seconds.
+        6.0, "0.0-stand-in", 7.0e6)
     assert pytorch["threads"] == os.cpu_count() and pytorch["script"] == "comparisons/pytorch_mnist_speedrun.py"
     assert pytorch["achieved_fraction_of_peak"] == pytest.approx(
         30000.0 * 7.0e6 / (results["peak_gflops"]["matmul_float32"] * 1e9))
-    assert results["time_vs_pytorch_ratio"] == pytest.approx(race["tapeloop"]["training_seconds"] / 5.5)
+    assert results["time_vs_pytorch_ratio"] == pytest.approx(race["tapeloop"]["training_seconds"] / 6.0)
     assert "time_vs_pytorch_ratio" in result.stdout and "torch 0.0-stand-in" in result.stdout
     profile = results["step_profile"]
     timed = profile["milliseconds"]
@@ -115,13 +117,10 @@ def test_the_race_runs_every_side_once_a_seed_and_records_the_pytorch_side_and_t
     assert profile["batch_size"] == 64 and "one training step of" in result.stdout
 
 
-def test_a_pytorch_side_that_fails_is_the_paragraph(tmp_path, mnist_dir):
-    recipe = tmp_path / "fast.flags"
-    recipe.write_text("--dataset=mnist\n--model=lean_cnn\n--model_width=4\n--batch_size=64\n--max_steps=2\n"
-                      "--validation_split=0\n")
-    result = run_script("benchmark", "--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=4",
-                        "--batch_size=32", "--repeats=1", "--measure_steps=1", "--warmup_steps_per_trial=1",
-                        "--time_to_accuracy", f"--fast_flagfile={recipe}", "--keras_max_epochs=1",
-                        "--pytorch_python=/bin/false")
-    assert_one_paragraph_error(result, 1, "[benchmark] the PyTorch side of the race did not finish",
-                               "exit code 1, 0 JSON lines", "/bin/false -m pip install torch")
+def test_a_pytorch_side_that_cannot_run_is_the_paragraph_before_anything_is_measured(tmp_path, mnist_dir):
+    for python, found in (("/bin/false", "exit code 1"), (str(tmp_path / "missing"), "FileNotFoundError")):
+        result = run_script("benchmark", "--dataset=mnist", f"--data_dir={mnist_dir}", "--time_to_accuracy",
+                            f"--pytorch_python={python}")
+        assert_one_paragraph_error(result, 1, f"[benchmark] --pytorch_python={python} cannot run the PyTorch side",
+                                   found, "-m pip install torch numpy")
+        assert "examples/s" not in result.stdout

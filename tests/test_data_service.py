@@ -1,6 +1,5 @@
 """--data_service: batches built by tf.data service workers (a dispatcher and workers on 127.0.0.1)."""
 
-import socket
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from data import pipeline
-from tests.helpers import REPO, SMALL_RUN, make_config, run_script
+from tests.helpers import REPO, SMALL_RUN, free_ports, make_config, run_script
 
 SERVICE = tf.data.experimental.service
 
@@ -53,15 +52,9 @@ def test_a_data_service_url_is_checked_and_tfrecord_is_refused_with_the_way_out(
         make_config("/tmp/unused", "--data_service=grpc://localhost:5050", "--dataset=tfrecord")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_train_py_trains_through_a_dispatcher_and_a_worker_started_by_data_service_py(tmp_path):
-    dispatcher_port, worker_port = free_port(), free_port()
+    dispatcher_port, worker_port = free_ports(2)
     servers = [subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                for args in (["--role=dispatcher", f"--port={dispatcher_port}"],

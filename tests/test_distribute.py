@@ -4,7 +4,6 @@ at start-up), plus the pieces that can be checked in this process."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO, make_config, read_scalars, run_script
+from tests.helpers import REPO, free_ports, make_config, read_scalars, run_script
 from trainer import distribute
 from settings.errors import TapeloopError
 
@@ -78,16 +77,6 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device_on_the_same_global_b
         if name.startswith("model/"):
             np.testing.assert_allclose(reader.get_tensor(name), single_reader.get_tensor(name), rtol=1e-4,
                                        atol=1e-6, err_msg=name)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def start_workers(run_dir, scratch, *flags: str) -> list[subprocess.Popen]:

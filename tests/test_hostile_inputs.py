@@ -9,7 +9,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 from data import catalog, pipeline, shards, sources, streaming
-from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run, idx_bytes,
-                           make_config, run_script, write_image_folder, write_idx_dataset)
+from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run, free_ports,
+                           idx_bytes, make_config, run_script, write_image_folder, write_idx_dataset)
 from trainer import conversion
 from settings.errors import TapeloopError
 
@@ -736,15 +735,9 @@ def test_make_shards_on_a_full_disk_is_a_paragraph_and_a_rerun_with_room_resumes
     assert (tmp_path / "shards" / "shards.json").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_data_service() -> tuple[int, dict]:
     """A dispatcher and one worker started by data_service.py, as a user would on the command line."""
-    dispatcher_port, worker_port = free_port(), free_port()
+    dispatcher_port, worker_port = free_ports(2)
     servers = {role: subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                for role, args in (("dispatcher", ["--role=dispatcher", f"--port={dispatcher_port}"]),

@@ -11,8 +11,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 
 import optuna
+import sqlalchemy
 import pytest
 from absl import flags
 
@@ -245,3 +247,31 @@ def test_a_space_the_fixed_flags_make_invalid_is_refused_before_any_trial(tmp_pa
     assert result.returncode == 1
     assert "[search] --search allows --learning_rate=0.0001, which the fixed flags make invalid" in result.stderr
     assert not any(name.startswith("trial_") for name in os.listdir(tmp_path / "s"))
+
+
+class RefusingStorage:
+    """A study database that went away: every heartbeat fails as SQLAlchemy reports a lost server."""
+
+    def record_heartbeat(self, trial_id):
+        raise sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {}, Exception("server closed the connection"))
+
+    def get_heartbeat_interval(self):
+        return 1
+
+
+def test_a_refused_heartbeat_stops_the_training_as_sigterm_does_and_says_the_database_went_away():
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    try:
+        with studies.Heartbeat(RefusingStorage(), types.SimpleNamespace(_trial_id=7, number=4)) as beating:
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM] and isinstance(beating.lost, sqlalchemy.exc.OperationalError)
+    settings = studies.StudySettings("s", "/tmp", "postgresql://tapeloop:secret@dbhost/studies", (), 1, "accuracy",
+                                     False, 60)
+    paragraph = studies.storage_lost(settings, beating.lost).paragraph()
+    assert "[search] the study's database stopped answering (postgresql://tapeloop:***@dbhost/studies)" in paragraph
+    assert "OperationalError" in paragraph and "secret" not in paragraph and "rerun the same command" in paragraph

@@ -12,8 +12,10 @@ from its last checkpoint.
 import contextlib
 import dataclasses
 import fcntl
+import _thread
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -41,6 +43,8 @@ PRUNER_STARTUP_TRIALS = 3  # Finished trials the median pruner compares against 
 IDLE_POLL_SECONDS = 2  # How often a worker with nothing to run reads the study again.
 WORKER_ENV = "TAPELOOP_TUNE_WORKER"  # Set for the worker processes that run_workers starts (their index).
 OPTUNA_TABLES = {"studies", "trials", "version_info"}  # Among the tables of Optuna's RDB storage.
+# A database that stopped answering, as SQLAlchemy reports it, or Optuna wrapping that report.
+STORAGE_ERRORS = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 FAIL, WAITING, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 
 
@@ -91,10 +95,10 @@ def open_storage(settings: StudySettings, must_exist: bool = False) -> optuna.st
                 if attempt + 1 < STORAGE_ATTEMPTS:
                     time.sleep(1 + attempt)
     raise TapeloopError(
-        stage="search", problem=f"cannot open --storage={settings.storage_url}",
+        stage="search", problem=f"cannot open --storage={redacted(settings.storage_url)}",
         expected="a database this machine can reach, with its Python driver installed",
         found=f"{type(problem).__name__}: {str(problem).splitlines()[0].rstrip('.')}",
-        fix="check the URL, the server and the credentials; PostgreSQL needs `pip install 'psycopg[binary]'`, "
+        fix="check the URL, the server and the credentials; PostgreSQL needs psycopg (`pip install -e '.[postgres]'`), "
             "MySQL `pip install pymysql` (URL mysql+pymysql://...)")
 
 
@@ -257,40 +261,77 @@ def run_workers(command: list[str], count: int) -> None:
 
 
 def run_worker(study: optuna.Study, settings: StudySettings, storage: optuna.storages.RDBStorage) -> int:
-    """Runs trials until the study has --trials of them finished; returns how many this worker ran."""
-    study.set_user_attr("trials", settings.trials)  # What --summary reports against.
+    """Runs trials until the study has --trials of them finished; returns how many this worker ran.
+    A database that stops answering ends the worker with the paragraph."""
     ran = 0
-    while True:
-        trial, done = next_trial(study, settings)
-        if done:
-            return ran
-        if trial is None:
-            # Wait for the other workers' trials to finish (or go stale); a long heartbeat must not
-            # keep a worker, and tune.py waiting on it, idle long after the study is done.
-            time.sleep(min(settings.heartbeat_seconds, IDLE_POLL_SECONDS))
-            continue
-        run_trial(study, trial, settings, storage)
-        ran += 1
-
-
-@contextlib.contextmanager
-def heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial):
-    """Records the trial's heartbeat every interval, from a thread, for the duration of the block."""
-    stop = threading.Event()
-
-    def beat():
+    try:
+        study.set_user_attr("trials", settings.trials)  # What --summary reports against.
         while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(storage.get_heartbeat_interval()):
+            trial, done = next_trial(study, settings)
+            if done:
+                return ran
+            if trial is None:
+                # Wait for the other workers' trials to finish (or go stale); a long heartbeat must not
+                # keep a worker, and tune.py waiting on it, idle long after the study is done.
+                time.sleep(min(settings.heartbeat_seconds, IDLE_POLL_SECONDS))
+                continue
+            run_trial(study, trial, settings, storage)
+            ran += 1
+    except STORAGE_ERRORS as error:
+        raise storage_lost(settings, error) from None
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every interval from a thread. A beat the database refuses (the server
+    went away) is kept in `lost`, and stops the training as SIGTERM does: it saves a checkpoint, from
+    which the re-queued trial resumes once the database is back."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial: optuna.Trial):
+        self.storage, self.trial_id, self.trial_number = storage, trial._trial_id, trial.number
+        self.lost: Exception | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except STORAGE_ERRORS as error:
+                self.lost = error
+                logging.warning("The study's database refused trial %d's heartbeat (%s): stopping the trial with a "
+                                "checkpoint.", self.trial_number, type(error).__name__)
+                _thread.interrupt_main(signal.SIGTERM)  # Nothing happens outside a training, which asks next.
+                return
+            if self.stopping.wait(self.storage.get_heartbeat_interval()):
                 return
 
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def redacted(url: str) -> str:
+    """The storage URL with its password, if any, as ***."""
     try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def storage_lost(settings: StudySettings, error: Exception) -> TapeloopError:
+    """The paragraph for a study database that stopped answering mid-study (`error`: SQLAlchemy's, or
+    Optuna's with SQLAlchemy's as its cause)."""
+    error = error.__cause__ or error
+    return TapeloopError(
+        stage="search", problem=f"the study's database stopped answering ({redacted(settings.storage_url)})",
+        expected="a database that stays reachable while the workers run",
+        found=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}",
+        fix="bring the database back and rerun the same command: the study continues, and a trial that was "
+            "running resumes from its last checkpoint once its heartbeat goes stale")
 
 
 def trial_run_dir(settings: StudySettings, trial: optuna.Trial) -> str:
@@ -315,7 +356,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
     run_dir = trial_run_dir(settings, trial)
     logging.info("Trial %d (%s): %s", trial.number, run_dir, " ".join(flag_line(*item) for item in params.items()))
     started = time.monotonic()
-    with heartbeat(storage, trial):
+    with Heartbeat(storage, trial) as beating:
         try:
             config = parse_config(trial_arguments(settings, params, run_dir))
             if settings.fold_models:
@@ -327,6 +368,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, settings: StudySettings,
             logging.warning("Trial %d failed: %s", trial.number, error)
             return
         except RunStopped:
+            if beating.lost is not None:
+                raise storage_lost(settings, beating.lost) from None
             finish_trial(study, trial, FAIL, None, run_dir)
             optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES)(study, study.trials[trial.number])
             raise
