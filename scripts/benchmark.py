@@ -56,7 +56,8 @@ flags.DEFINE_list("race_seeds", ["0"], "--time_to_accuracy: the seeds each side 
                   "race compares median training seconds.")
 flags.DEFINE_string("pytorch_python", None, "--time_to_accuracy: a Python interpreter with torch installed (an "
                     "environment of its own: torch is no dependency of tapeloop) that runs the PyTorch side, "
-                    f"{PYTORCH_SCRIPT.relative_to(PYTORCH_SCRIPT.parents[1])}, on --data_dir's MNIST files with the same seeds and threads.")
+                    f"{PYTORCH_SCRIPT.relative_to(PYTORCH_SCRIPT.parents[1])}, on --data_dir's MNIST files with "
+                    "the same seeds and threads.")
 flags.DEFINE_integer("keras_max_epochs", 15, "Epochs the keras-io example may take (it trains 15).")
 flags.DEFINE_boolean("fashion_time_to_accuracy", False, "Also train --fashion_fast_flagfile and "
                      "--fashion_reference_flagfile (Fashion-MNIST; about half an hour) and compare their "

@@ -30,7 +30,7 @@ from absl import flags, logging
 
 from diagnosis import folds
 from trainer import loop, run_directory
-from settings.errors import RunStopped, TapeloopError
+from settings.errors import RunStopped, TapeloopError, described
 from trainer.flags import parse_config
 from trainer.metrics import score_tag
 from settings.arguments import flag_line
@@ -329,7 +329,7 @@ def storage_lost(settings: StudySettings, error: Exception) -> TapeloopError:
     return TapeloopError(
         stage="search", problem=f"the study's database stopped answering ({redacted(settings.storage_url)})",
         expected="a database that stays reachable while the workers run",
-        found=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}",
+        found=described(error),
         fix="bring the database back and rerun the same command: the study continues, and a trial that was "
             "running resumes from its last checkpoint once its heartbeat goes stale")
 
