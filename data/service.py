@@ -8,6 +8,7 @@ import threading
 import time
 
 import tensorflow as tf
+from absl import logging
 
 from settings import errors
 from settings.errors import TapeloopError
@@ -55,14 +56,18 @@ def wait_for_service(url: str, timeout_seconds: float) -> None:
 
 
 class StallWatch:
-    """Guards the calls that read training batches from the service (`with watch.waiting():`): one
-    that has waited `timeout_seconds` has the service probed, and if it no longer serves (its
-    dispatcher or its last worker died), the process stops with the paragraph, since a read from a
-    dead service never returns. The run keeps its last checkpoint, from which a rerun resumes.
-    Without a service (`url` empty) it watches nothing."""
+    """Guards the calls that read training batches from the service (`with watch.waiting():`), since
+    a read from a dead service never returns. A call that has waited `timeout_seconds` has the
+    service probed: if it no longer serves (its dispatcher or its last worker died), the process
+    stops with the paragraph. If it still serves, a worker that held batches of this epoch stopped:
+    TensorFlow's client waits for it to come back at its address, so the run says so, and stops with
+    the paragraph once `worker_wait_seconds` more have passed. The run keeps its last checkpoint,
+    from which a rerun resumes. Without a service (`url` empty) it watches nothing. `stop(paragraph)`
+    ends the process (tests pass their own)."""
 
-    def __init__(self, url: str, timeout_seconds: float):
-        self.url, self.timeout_seconds = url, timeout_seconds
+    def __init__(self, url: str, timeout_seconds: float, worker_wait_seconds: float = 300.0, stop=None):
+        self.url, self.timeout_seconds, self.worker_wait_seconds = url, timeout_seconds, worker_wait_seconds
+        self.stop = stop or exit_with
         self.call_started: float | None = None
         self.thread: threading.Thread | None = None
 
@@ -81,20 +86,58 @@ class StallWatch:
             self.call_started = None
 
     def _watch(self) -> None:
+        warned_for = None  # The stalled call whose service was found still serving.
         while True:
-            time.sleep(1)
+            time.sleep(min(1.0, self.timeout_seconds / 4))
             started = self.call_started
-            if started is None or time.monotonic() - started < self.timeout_seconds:
+            if started is None:
+                continue
+            waited = time.monotonic() - started
+            deadline = waited >= self.timeout_seconds + self.worker_wait_seconds
+            if waited < self.timeout_seconds or (warned_for == started and not deadline):
                 continue
             found = silence(self.url, self.timeout_seconds)
-            if found is None or self.call_started != started:  # Serving (a slow step), or the call returned.
+            if self.call_started != started:  # The call returned meanwhile.
                 continue
-            error = TapeloopError(
-                stage="data", problem=f"training waited over {self.timeout_seconds:g} s for a batch from the "
-                f"tf.data service at {self.url}, which no longer serves", expected="the dispatcher and at least one "
-                "worker running until training ends", found=found,
-                fix="restart the dispatcher (with --work_dir it carries on its jobs) and the workers, then rerun the "
-                    "training command: it resumes from the last checkpoint")
-            sys.stdout.flush()
-            print(error.paragraph(), file=sys.stderr, flush=True)
-            os._exit(1)  # The main thread is blocked inside TensorFlow, where no exception reaches it.
+            if found is not None:
+                self.stop(self.no_longer_serves(found).paragraph())
+                return
+            if deadline:
+                self.stop(self.worker_did_not_return(time.monotonic() - started).paragraph())
+                return
+            warned_for = started
+            logging.warning(
+                "Training has waited %.0f s for a batch from the tf.data service at %s, which still serves: a "
+                "worker that held batches of this epoch stopped (or builds one that slowly). TensorFlow's service "
+                "waits for it to come back at its --worker_address: restart it there (the batches it held are "
+                "lost: the service visits each batch at most once). Waiting up to --data_service_worker_wait=%g s "
+                "more.", waited, self.url, self.worker_wait_seconds)
+
+    def no_longer_serves(self, found: str) -> TapeloopError:
+        return TapeloopError(
+            stage="data", problem=f"training waited over {self.timeout_seconds:g} s for a batch from the tf.data "
+            f"service at {self.url}, which no longer serves", expected="the dispatcher and at least one worker "
+            "running until training ends", found=found,
+            fix="restart the dispatcher (with --work_dir it carries on its jobs) and the workers, then rerun the "
+                "training command: it resumes from the last checkpoint")
+
+    def worker_did_not_return(self, waited: float) -> TapeloopError:
+        return TapeloopError(
+            stage="data", problem=f"training waited {waited:.0f} s for a batch from the tf.data service at "
+            f"{self.url}: a worker that held batches of this epoch stopped and did not come back",
+            expected=f"the stopped worker restarted at its --worker_address within "
+                     f"--data_service_worker_wait={self.worker_wait_seconds:g} s (TensorFlow's service waits for "
+                     "it; the other workers do not take over its part of the epoch)",
+            found="the service still serves (its dispatcher and another worker answer), but this run's reads "
+                  "wait on the stopped worker",
+            fix="restart that worker (scripts/data_service.py --role=worker with the same --worker_address), then "
+                "rerun the training command: it resumes from the last checkpoint with the workers that are up; "
+                "--data_service_worker_wait=SECONDS waits longer")
+
+
+def exit_with(paragraph: str) -> None:
+    """Prints the paragraph and ends the process: the main thread is blocked inside TensorFlow,
+    where no exception reaches it."""
+    sys.stdout.flush()
+    print(paragraph, file=sys.stderr, flush=True)
+    os._exit(1)

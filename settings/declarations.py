@@ -281,6 +281,10 @@ SECTIONS = (
                 "Arrays and image folders (also streamed); not tfrecord."),
         Setting("data_service_timeout", float, 30.0, "Seconds to wait for the --data_service dispatcher and a "
                 "worker to serve a first batch before stopping with the paragraph.", lower=1.0),
+        Setting("data_service_worker_wait", float, 300.0, "Seconds training waits, after --data_service_timeout, "
+                "for a tf.data service worker that stopped while it held batches of the epoch to come back at its "
+                "--worker_address (TensorFlow's service waits for it; the other workers do not take over) before "
+                "stopping with the paragraph; the run keeps its last checkpoint.", lower=1.0),
     )),
     Section("run directory", (
         Setting("run_dir", str, None, "Run directory: logs, checkpoints, exported model, results. Rerunning on a "

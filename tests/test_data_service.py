@@ -1,14 +1,18 @@
 """--data_service: batches built by tf.data service workers (a dispatcher and workers on 127.0.0.1)."""
 
+import json
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data import pipeline
-from tests.helpers import REPO, SMALL_RUN, free_ports, make_config, run_script
+from tests.data_service_processes import DataServiceProcesses
+from tests.helpers import REPO, SMALL_RUN, make_config
 
 SERVICE = tf.data.experimental.service
 
@@ -52,24 +56,39 @@ def test_a_data_service_url_is_checked_and_tfrecord_is_refused_with_the_way_out(
         make_config("/tmp/unused", "--data_service=grpc://localhost:5050", "--dataset=tfrecord")
 
 
+def wait_for_line(path, text: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, path.read_text()[-3000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
-def test_train_py_trains_through_a_dispatcher_and_a_worker_started_by_data_service_py(tmp_path):
-    dispatcher_port, worker_port = free_ports(2)
-    servers = [subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-               for args in (["--role=dispatcher", f"--port={dispatcher_port}"],
-                            ["--role=worker", f"--dispatcher=127.0.0.1:{dispatcher_port}", f"--port={worker_port}",
-                             f"--worker_address=127.0.0.1:{worker_port}"])]
+def test_a_worker_killed_mid_epoch_is_waited_for_said_and_the_run_finishes_once_it_is_back(tmp_path):
+    """Two workers started by data_service.py; one killed mid-epoch. TensorFlow's client waits for
+    it at its address: the run says so, the worker restarted there, the run trains every step."""
+    service = DataServiceProcesses(workers=2)
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
     try:
-        for server in servers:
-            assert "serving at" in server.stdout.readline()
-        trained = run_script("train", *SMALL_RUN, "--epochs=1", f"--data_service=grpc://127.0.0.1:{dispatcher_port}",
-                             f"--run_dir={tmp_path / 'run'}")
-        assert trained.returncode == 0, trained.stderr
-        assert "test accuracy" in trained.stdout
+        with log.open("w") as stderr:
+            training = subprocess.Popen(
+                [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}",
+                 f"--data_service={service.url}", "--data_service_timeout=2"],
+                cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        wait_for_line(log, "epoch 2 step 30/84", training, 120)
+        service.kill("worker1")
+        wait_for_line(log, "which still serves: a worker that held batches of this epoch stopped", training, 60)
+        service.start("worker1")
+        stdout, _ = training.communicate(timeout=120)
+        assert training.returncode == 0, log.read_text()[-3000:]
+        assert "test accuracy" in stdout
+        assert json.loads((run_dir / "results.json").read_text())["steps"] == 84
+        lost = re.search(r"Epoch \d: the tf.data service ended the epoch after (\d+) of its batches, (\d+) short",
+                         log.read_text())
+        if lost:  # The batches the killed worker held when it died (it may have held none).
+            assert int(lost[1]) + int(lost[2]) == 28 and "built again" in log.read_text()
+        for code, output in service.stop():
+            assert code == 0 and "stopped." in output
     finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            assert server.wait(timeout=60) == 0
-            assert "stopped." in server.stdout.read()
+        training.kill()
+        service.kill_all()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO, free_ports, make_config, read_scalars, run_script
+from tests.helpers import (REPO, assert_one_paragraph_error, checkpoint_values, checkpointed_step, free_ports,
+                           make_config, read_scalars, run_script)
 from trainer import distribute
 from settings.errors import TapeloopError
 
@@ -35,6 +36,27 @@ def test_the_chief_or_else_worker_0_writes_and_a_single_process_always_does():
     with_chief = {"chief": ["c:3"], **workers}
     assert distribute.is_chief(fake_strategy("chief", 0, with_chief))
     assert not distribute.is_chief(fake_strategy("worker", 0, with_chief))
+
+
+ABORTED = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/device:CPU:0}} "
+           "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
+           "(stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs."
+           "\nThe error could be from a previous operation. Restart your program to reset. [Op:CollectiveReduceV2]")
+
+
+def test_a_dead_peer_is_the_paragraph_naming_it_and_the_checkpoint_to_resume_from(tmp_path):
+    cluster = fake_strategy("worker", 0, {"worker": ["a:1", "b:2"]})
+    with pytest.raises(TapeloopError) as error:
+        with distribute.peer_loss_explained(cluster, str(tmp_path)):
+            raise tf.errors.UnavailableError(None, None, ABORTED)
+    paragraph = error.value.paragraph()
+    assert paragraph.startswith("tapeloop: error: [distribute] another worker of the multi_worker cluster stopped")
+    assert ("found UnavailableError: Collective ops is aborted by: Error reported from /job:worker/task:1: The "
+            "following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1.") in paragraph
+    assert "resume from the start (the chief had saved no checkpoint yet)" in paragraph
+    with pytest.raises(tf.errors.UnavailableError):  # Not a cluster: not a lost peer.
+        with distribute.peer_loss_explained(tf.distribute.get_strategy(), str(tmp_path)):
+            raise tf.errors.UnavailableError(None, None, ABORTED)
 
 
 def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, monkeypatch):
@@ -97,44 +119,66 @@ def finish(workers, timeout=300) -> list[tuple[int, str, str]]:
     return [(worker.wait(timeout), *worker.communicate()) for worker in workers]
 
 
+CLUSTER_RUN = ("--epochs=4", "--checkpoint_every_steps=5")  # 112 steps.
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_cluster_run(tmp_path_factory):
+    """Two workers training CLUSTER_RUN to the end: (run directory, the other worker's scratch, outcomes)."""
+    root = tmp_path_factory.mktemp("cluster")
+    (root / "scratch").mkdir()
+    return root / "run", root / "scratch", finish(start_workers(root / "run", root / "scratch", *CLUSTER_RUN))
+
+
 @pytest.mark.slow
-def test_two_workers_train_checkpoint_and_evaluate_with_only_the_chief_writing(tmp_path):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    outcomes = finish(start_workers(tmp_path / "run", scratch, "--epochs=2"))
+@pytest.mark.xdist_group("cluster")  # One uninterrupted cluster run for both tests.
+def test_two_workers_train_checkpoint_and_evaluate_with_only_the_chief_writing(uninterrupted_cluster_run):
+    run_dir, scratch, outcomes = uninterrupted_cluster_run
     for code, _, stderr in outcomes:
         assert code == 0, stderr
-    assert "worker finished at step 56" in outcomes[1][1]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["steps"] == 56 and results["test"]["accuracy"] >= 0.99
-    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-56")
+    assert "worker finished at step 112" in outcomes[1][1]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 112 and results["test"]["accuracy"] >= 0.99
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-112")
     assert not list(scratch.iterdir())  # The other worker's scratch directory is gone.
-    evaluated = run_script("evaluate", f"--run_dir={tmp_path / 'run'}", "--output=-")
+    evaluated = run_script("evaluate", f"--run_dir={run_dir}", "--output=-")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["test"]["accuracy"])
 
 
 @pytest.mark.slow
-def test_killing_a_worker_then_restarting_both_resumes_from_the_last_checkpoint(tmp_path):
+@pytest.mark.xdist_group("cluster")
+def test_a_worker_killed_mid_run_stops_the_chief_with_the_paragraph_and_a_restart_ends_as_if_uninterrupted(
+        tmp_path, uninterrupted_cluster_run):
     run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
     scratch.mkdir()
-    flags = ("--epochs=4", "--checkpoint_every_steps=5")
-    workers = start_workers(run_dir, scratch, *flags)
+    workers = start_workers(run_dir, scratch, *CLUSTER_RUN)
     deadline = time.monotonic() + 240
-    while not (run_dir / "checkpoints" / "ckpt-30.index").exists():
+    while checkpointed_step(run_dir) < 30:
         assert time.monotonic() < deadline and all(worker.poll() is None for worker in workers)
         time.sleep(0.2)
     workers[1].send_signal(signal.SIGKILL)
-    workers[0].send_signal(signal.SIGKILL)  # Its peer is gone: a real cluster restarts both.
-    finish(workers)
-    killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
-    assert 30 <= killed_at < 112
+    killed_at = time.monotonic()
+    chief = finish(workers)[0]
+    assert time.monotonic() - killed_at < 90
+    saved = checkpointed_step(run_dir)
+    assert_one_paragraph_error(subprocess.CompletedProcess([], chief[0], "", chief[2]), 1, "[distribute]",
+                               "another worker of the multi_worker cluster stopped", "found UnavailableError",
+                               f"ckpt-{saved} (step {saved})")
+    assert 30 <= saved < 112
 
-    outcomes = finish(start_workers(run_dir, scratch, *flags))
-    for code, _, stderr in outcomes:
+    for code, _, stderr in finish(start_workers(run_dir, scratch, *CLUSTER_RUN)):
         assert code == 0, stderr
-        assert f"at step {killed_at}" in stderr and "Resuming from" in stderr
-    assert json.loads((run_dir / "results.json").read_text())["steps"] == 112
+        assert f"at step {saved}" in stderr and "Resuming from" in stderr
+    uninterrupted = uninterrupted_cluster_run[0]
+    whole, resumed = (dict(read_scalars(folder / "train")["loss/total"]) for folder in (uninterrupted, run_dir))
+    assert max(resumed) == 112 and {step for step in resumed if step > saved} == {step for step in whole if step > saved}
+    for step in (step for step in whole if step > saved):
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-5), step
+    whole_values, resumed_values = (checkpoint_values(folder / "checkpoints", ("model/",))
+                                    for folder in (uninterrupted, run_dir))
+    for name, value in whole_values.items():
+        np.testing.assert_allclose(resumed_values[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 REPLICA_STEP = """

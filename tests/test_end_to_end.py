@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
 
 from tests.helpers import REPO, checkpointed_step, run_script
 

@@ -19,7 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 from data import catalog, pipeline, shards, sources, streaming
-from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run, free_ports,
+from tests.data_service_processes import DataServiceProcesses
+from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run,
                            idx_bytes, make_config, run_script, write_image_folder, write_idx_dataset)
 from trainer import conversion
 from settings.errors import TapeloopError
@@ -735,45 +736,39 @@ def test_make_shards_on_a_full_disk_is_a_paragraph_and_a_rerun_with_room_resumes
     assert (tmp_path / "shards" / "shards.json").exists()
 
 
-def start_data_service() -> tuple[int, dict]:
-    """A dispatcher and one worker started by data_service.py, as a user would on the command line."""
-    dispatcher_port, worker_port = free_ports(2)
-    servers = {role: subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-               for role, args in (("dispatcher", ["--role=dispatcher", f"--port={dispatcher_port}"]),
-                                  ("worker", ["--role=worker", f"--dispatcher=127.0.0.1:{dispatcher_port}",
-                                              f"--port={worker_port}", f"--worker_address=127.0.0.1:{worker_port}"]))}
-    for server in servers.values():
-        assert "serving at" in server.stdout.readline()
-    return dispatcher_port, servers
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("killed, found", [("dispatcher", "no answer within 2 s"),
-                                           ("worker", "no worker served a batch")])
-def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_the_checkpoint(tmp_path, killed,
-                                                                                              found):
-    port, servers = start_data_service()
+@pytest.mark.parametrize("killed, found, restarted", [("dispatcher", "no answer within 2 s", True),
+                                                      ("worker0", "no worker served a batch", False)])
+def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_the_checkpoint(tmp_path, killed, found,
+                                                                                             restarted):
+    """The dispatcher, or the only worker, killed mid-run; after the dispatcher's restart the same
+    command resumes (a worker's restart: tests/test_data_service.py)."""
+    service = DataServiceProcesses(workers=1)
     run_dir = tmp_path / "run"
-    training = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=500", f"--run_dir={run_dir}",
-         f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}",
+               f"--data_service={service.url}", "--data_service_timeout=2"]
+    training = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while checkpointed_step(run_dir) < 28 and time.monotonic() < deadline:  # An epoch saved.
-            time.sleep(0.5)
-        servers[killed].kill()
+            time.sleep(0.2)
+        service.kill(killed)
         killed_at = time.monotonic()
         _, stderr = training.communicate(timeout=90)
         assert time.monotonic() - killed_at < 60
         result = subprocess.CompletedProcess(training.args, training.returncode, "", stderr)
         assert_one_paragraph_error(result, 1, "[data]", "which no longer serves", found, "resumes from the last")
-        assert checkpointed_step(run_dir) >= 28
+        saved = checkpointed_step(run_dir)
+        assert 28 <= saved < 84
+        if not restarted:
+            return
+        service.start(killed)
+        resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"at step {saved}" in resumed.stderr and json.loads((run_dir / "results.json").read_text())["steps"] == 84
     finally:
         training.kill()
-        for server in servers.values():
-            server.kill()
+        service.kill_all()
 
 
 def test_a_shard_left_without_its_sidecar_by_kill_9_between_the_renames_is_written_again(tmp_path):

@@ -203,7 +203,7 @@ def test_a_study_killed_mid_trial_continues_on_restart_resuming_that_trial(tmp_p
     assert retry.user_attrs["run_dir"] == str(folder / "trial_0")
     assert len(studies.counted_trials(trials)) == 2 and "Resuming from" in result.stderr
     assert json.loads((folder / "trial_0" / "results.json").read_text())["steps"] == 2 * (1843 // 64)
-    assert f"0 | fail" not in (folder / "trials.md").read_text()  # The re-queued trial stands in for it.
+    assert "0 | fail" not in (folder / "trials.md").read_text()  # The re-queued trial stands in for it.
 
 
 def test_a_run_dir_is_refused_pointing_at_the_study_dir(tmp_path):

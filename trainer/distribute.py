@@ -9,6 +9,7 @@ finish, because saving can involve collective ops that every worker must join.
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -92,6 +93,35 @@ def worker_scratch(strategy: tf.distribute.Strategy):
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def peer_loss_explained(strategy: tf.distribute.Strategy, run_dir: str):
+    """Turns the error a multi_worker process gets when another worker of its cluster dies (its
+    collective ops aborted, after TensorFlow's coordination service misses that worker's
+    heartbeats) into the paragraph naming the checkpoint every worker resumes from."""
+    try:
+        yield
+    except tf.errors.UnavailableError as error:
+        if getattr(strategy, "cluster_resolver", None) is None:
+            raise
+        latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+        resumes = (f"from the chief's last checkpoint, {latest} (step {latest.rsplit('-', 1)[1]})" if latest
+                   else "from the start (the chief had saved no checkpoint yet)")
+        raise TapeloopError(
+            stage="distribute", problem="another worker of the multi_worker cluster stopped: this worker's "
+            "collective ops were aborted, so it stops too", expected="every worker in TF_CONFIG running until "
+            "training ends", found=aborted_collectives_cause(error),
+            fix=f"start every worker again with the same command: they resume {resumes}; "
+                "--checkpoint_every_steps=N saves more often") from None
+
+
+def aborted_collectives_cause(error: tf.errors.OpError) -> str:
+    """What TensorFlow says stopped the collectives (it names the unhealthy tasks on the next line),
+    on one line, without the op's name in front or its advice to restart the program."""
+    text = re.split(r"The tasks have crashed|The error could be from a previous operation", str(error))[0]
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", " ".join(text.split()))
+    return f"{type(error).__name__}: {text}"[:400]
 
 
 def num_replicas() -> int:

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -49,11 +49,13 @@ def train(config: TrainConfig, after_evaluation: AfterEvaluation | None = None) 
     validation = (evaluation_batches(inputs.data.validation, inputs.spec, config)
                   if inputs.data.validation is not None else None)
     damage_named = streaming.damaged_records_named(inputs.data.train, inputs.data.validation, inputs.data.test)
+    peer_loss_explained = distribute.peer_loss_explained(strategy, config.run_dir)
     if distribute.is_chief(strategy):
-        with run_directory.claim(config.run_dir), StopRequest().installed() as stop, damage_named:
+        with run_directory.claim(config.run_dir), StopRequest().installed() as stop, damage_named, peer_loss_explained:
             # Inputs checked; nothing written yet.
             return run(config, inputs, validation, config.run_dir, stop, after_evaluation)
-    with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop, damage_named:
+    with distribute.worker_scratch(strategy) as scratch, StopRequest().installed() as stop, damage_named, \
+            peer_loss_explained:
         return run(config, inputs, validation, scratch, stop, after_evaluation)
 
 
@@ -156,7 +158,8 @@ def assemble(config: TrainConfig, inputs: RunInputs, checkpoints: RunCheckpoints
         warnings=TrainingWarnings(inputs.spec.num_classes),
         profiler=ProfilerWindow(config.profile_steps, write_dir), stop=stop, write_dir=write_dir,
         bn_statistics=StatisticsEstimator(model, inputs.data.train, inputs.spec, config),
-        service_watch=service.StallWatch(config.data_service, config.data_service_timeout))
+        service_watch=service.StallWatch(config.data_service, config.data_service_timeout,
+                                        config.data_service_worker_wait))
 
 
 def compile_training(config: TrainConfig, inputs: RunInputs, train_metrics: dict) -> tuple[Callable, list | None]:
@@ -198,8 +201,14 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
         parts.profiler.update(step)
         first_step = parts.divergence.first_loss is None
         count = 1 if first_step else min(config.steps_per_loop, epoch_end - step)
-        with parts.service_watch.waiting():
-            step_loss = parts.train_steps(batches, count)
+        try:
+            with parts.service_watch.waiting():
+                step_loss = parts.train_steps(batches, count)
+        except tf.errors.OutOfRangeError:
+            if not config.data_service:
+                raise
+            step, batches = refill_lost_batches(parts, epoch, step)
+            continue
         parts.timer.tick(count)
         step += count
         if first_step:
@@ -215,6 +224,25 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
         if checkpoint_due:
             parts.checkpoints.save_latest(epochs_done=step // inputs.steps_per_epoch)
     return step
+
+
+def refill_lost_batches(parts: RunParts, epoch: int, step: int) -> tuple[int, Iterator]:
+    """After the tf.data service ended `epoch` early (a worker stopped while it held some of its
+    batches, which the service then never delivers), says so and returns the step reached and
+    the epoch's batches from there on, built again."""
+    inputs = parts.inputs
+    reached = int(inputs.optimizer.iterations.numpy())
+    parts.timer.tick(reached - step)
+    delivered = reached - epoch * inputs.steps_per_epoch
+    missing = min((epoch + 1) * inputs.steps_per_epoch, inputs.total_steps) - reached
+    logging.warning(
+        "Epoch %d: the tf.data service ended the epoch after %d of its batches, %d short: a worker stopped while it "
+        "held them (the service visits each batch at most once). The epoch's last %d steps train on its batches "
+        "from position %d on, built again, so up to %d of its batches train twice and as many not at all.",
+        epoch + 1, delivered, missing, missing, delivered, missing)
+    with parts.service_watch.waiting():
+        batches = iter(training_batches(parts, epoch, delivered))
+    return reached, batches
 
 
 def is_time(every: int, step: int, count: int) -> bool:
