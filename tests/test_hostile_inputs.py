@@ -738,11 +738,12 @@ def test_make_shards_on_a_full_disk_is_a_paragraph_and_a_rerun_with_room_resumes
 
 @pytest.mark.slow
 @pytest.mark.parametrize("killed, found, restarted", [("dispatcher", "no answer within 2 s", True),
-                                                      ("worker0", "no worker served a batch", False)])
+                                                      ("worker0", "no worker served a batch", False)],
+                         ids=["dispatcher", "worker"])
 def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_the_checkpoint(tmp_path, killed, found,
                                                                                              restarted):
-    """The dispatcher, or the only worker, killed mid-run; after the dispatcher's restart the same
-    command resumes (a worker's restart: tests/test_data_service.py)."""
+    """The dispatcher, or the only worker, killed mid-run; after the service's restart the same command
+    resumes (a worker restarted while the run waits: tests/test_data_service.py)."""
     service = DataServiceProcesses(workers=1)
     run_dir = tmp_path / "run"
     command = [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}",
@@ -762,7 +763,9 @@ def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_t
         assert 28 <= saved < 84
         if not restarted:
             return
-        service.start(killed)
+        service.start("dispatcher")
+        service.kill("worker0")  # A running worker would re-register at its next heartbeat, in up to 30 s.
+        service.start("worker0")
         resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert f"at step {saved}" in resumed.stderr and json.loads((run_dir / "results.json").read_text())["steps"] == 84

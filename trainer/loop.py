@@ -25,7 +25,7 @@ from trainer.batchnorm import StatisticsEstimator
 from trainer.checkpoints import RunCheckpoints, export_saved_model, final_weights_dir, restore_model_weights
 from trainer.checks import DivergenceGuard, TrainingWarnings
 from settings.config import TrainConfig
-from settings.errors import RunStopped
+from settings.errors import RunStopped, TapeloopError
 from trainer.evaluation import Evaluator, evaluation_batches, summarize_split
 from trainer.interrupts import StopRequest
 from trainer.progress import IntervalTimer, Progress
@@ -194,7 +194,7 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
     parts.timer.restart()
     with parts.service_watch.waiting():
         batches = iter(training_batches(parts, epoch, step - epoch * inputs.steps_per_epoch))
-    count = 0
+    count, refilled_at = 0, None
     while step < epoch_end:
         if step == 0 or is_time(config.image_summary_every_steps, step, count):
             log_input_images(parts, epoch, step)  # The batch trained next.
@@ -207,7 +207,8 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
         except tf.errors.OutOfRangeError:
             if not config.data_service:
                 raise
-            step, batches = refill_lost_batches(parts, epoch, step)
+            step, batches = refill_lost_batches(parts, epoch, step, refilled_at)
+            refilled_at = step
             continue
         parts.timer.tick(count)
         step += count
@@ -226,12 +227,20 @@ def train_epoch(parts: RunParts, epoch: int, step: int) -> int:
     return step
 
 
-def refill_lost_batches(parts: RunParts, epoch: int, step: int) -> tuple[int, Iterator]:
+def refill_lost_batches(parts: RunParts, epoch: int, step: int, refilled_at: int | None) -> tuple[int, Iterator]:
     """After the tf.data service ended `epoch` early (a worker stopped while it held some of its
     batches, which the service then never delivers), says so and returns the step reached and
-    the epoch's batches from there on, built again."""
+    the epoch's batches from there on, built again; the paragraph if the batches built again at
+    step `refilled_at` ended before any trained."""
     inputs = parts.inputs
     reached = int(inputs.optimizer.iterations.numpy())
+    if reached == refilled_at:
+        raise TapeloopError(
+            stage="data", problem=f"the tf.data service at {parts.config.data_service} ended epoch {epoch + 1}'s "
+            f"batches twice at step {reached}", expected="the epoch's batches built again after a worker stopped",
+            found="none delivered: the workers lose every batch they are given",
+            fix="check the workers' logs, restart them, then rerun the training command: it resumes from the last "
+                "checkpoint")
     parts.timer.tick(reached - step)
     delivered = reached - epoch * inputs.steps_per_epoch
     missing = min((epoch + 1) * inputs.steps_per_epoch, inputs.total_steps) - reached
