@@ -70,6 +70,7 @@ class StallWatch:
         self.stop = stop or exit_with
         self.call_started: float | None = None
         self.thread: threading.Thread | None = None
+        self.closed = threading.Event()
 
     @contextlib.contextmanager
     def waiting(self):
@@ -85,10 +86,13 @@ class StallWatch:
         finally:
             self.call_started = None
 
+    def close(self) -> None:
+        """Ends the watch (its thread, once started, polls until then)."""
+        self.closed.set()
+
     def _watch(self) -> None:
         warned_for = None  # The stalled call whose service was found still serving.
-        while True:
-            time.sleep(min(1.0, self.timeout_seconds / 4))
+        while not self.closed.wait(min(1.0, self.timeout_seconds / 4)):
             started = self.call_started
             if started is None:
                 continue

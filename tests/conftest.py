@@ -43,3 +43,9 @@ def synthetic_shards(tmp_path_factory) -> Path:
     shards.make_shards(root / "images", root / "shards", shard_mb=0.2, test_split=0.2, skip_bad_images=False,
                        workers=2)
     return root
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tier first, each tier in file order: spread over cores, a long test started last
+    would leave the other cores idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

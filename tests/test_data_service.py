@@ -72,17 +72,17 @@ def test_a_worker_killed_mid_epoch_is_waited_for_said_and_the_run_finishes_once_
     try:
         with log.open("w") as stderr:
             training = subprocess.Popen(
-                [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}",
+                [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=2", f"--run_dir={run_dir}",
                  f"--data_service={service.url}", "--data_service_timeout=2"],
                 cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        wait_for_line(log, "epoch 2 step 30/84", training, 120)
+        wait_for_line(log, "epoch 2 step 30/56", training, 120)
         service.kill("worker1")
         wait_for_line(log, "which still serves: a worker that held batches of this epoch stopped", training, 60)
         service.start("worker1")
         stdout, _ = training.communicate(timeout=120)
         assert training.returncode == 0, log.read_text()[-3000:]
         assert "test accuracy" in stdout
-        assert json.loads((run_dir / "results.json").read_text())["steps"] == 84
+        assert json.loads((run_dir / "results.json").read_text())["steps"] == 56
         lost = re.search(r"Epoch \d: the tf.data service ended the epoch after (\d+) of its batches, (\d+) short",
                          log.read_text())
         if lost:  # The batches the killed worker held when it died (it may have held none).

@@ -56,6 +56,7 @@ def watch_a_read_that_never_returns(monkeypatch, probe_finds: str | None, worker
                                stop=lambda paragraph: (paragraphs.append(paragraph), stopped.set()))
     with watch.waiting():
         stopped.wait(10)
+    watch.close()
     return paragraphs
 
 
@@ -82,4 +83,6 @@ def test_a_read_that_returns_within_the_timeout_is_left_alone(monkeypatch):
         with watch.waiting():
             time.sleep(0.1)
     time.sleep(0.3)
-    assert paragraphs == []
+    watch.close()
+    watch.thread.join(1)
+    assert paragraphs == [] and not watch.thread.is_alive()

@@ -88,6 +88,7 @@ def run(config: TrainConfig, inputs: RunInputs, validation, write_dir: str, stop
         # Save.
         checkpoints.save_latest(epochs_done=step // inputs.steps_per_epoch)
     parts.profiler.stop()
+    parts.service_watch.close()
     if stopped_early(parts):
         logging.info("Stopped early at step %d: validation %s has not improved for %d evaluations.",
                      step, config.early_stopping_metric, config.early_stopping_patience)
