@@ -65,7 +65,7 @@ class StallWatch:
     from which a rerun resumes. Without a service (`url` empty) it watches nothing. `stop(paragraph)`
     ends the process (tests pass their own)."""
 
-    def __init__(self, url: str, timeout_seconds: float, worker_wait_seconds: float = 300.0, stop=None):
+    def __init__(self, url: str, timeout_seconds: float, worker_wait_seconds: float, stop=None):
         self.url, self.timeout_seconds, self.worker_wait_seconds = url, timeout_seconds, worker_wait_seconds
         self.stop = stop or exit_with
         self.call_started: float | None = None

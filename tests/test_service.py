@@ -41,7 +41,7 @@ def test_a_dispatcher_without_workers_registers_but_training_refuses_it():
 
 
 def test_without_a_service_the_watch_watches_nothing():
-    watch = service.StallWatch("", 1)
+    watch = service.StallWatch("", 1, 1)
     with watch.waiting():
         pass
     assert watch.thread is None and watch.call_started is None
