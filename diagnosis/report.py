@@ -18,7 +18,7 @@ from data import pipeline, sources
 from data.streaming import StreamedImages, pixels_at
 from diagnosis import calibration, findings, label_issues, near_duplicates
 from trainer import summaries
-from trainer.checkpoints import latest_checkpoint
+from trainer.checkpoints import checkpoint_step, latest_checkpoint
 from settings.errors import TapeloopError
 from trainer.evaluation import predicted_logits
 from trainer.finished_run import final_model
@@ -213,7 +213,7 @@ def kept_checkpoint_finding(run_dir: str, config, data, curves: findings.Curves)
     kept = latest_checkpoint(os.path.join(run_dir, "best"))
     if kept is None or data.validation is None:
         return None
-    kept_epoch = round(int(kept.rsplit("-", 1)[1]) / curves.steps_per_epoch)
+    kept_epoch = round(checkpoint_step(kept) / curves.steps_per_epoch)
     return findings.checkpoint_selection(curves, config.early_stopping_metric, kept_epoch, len(data.validation[1]))
 
 

@@ -10,6 +10,16 @@ from data import catalog, shards, sources
 from tests.helpers import REPO, SMALL_RUN, run_script, write_image_folder
 
 
+def pytest_configure():
+    """Under pytest-xdist, each of the N worker processes, and every script and server it starts,
+    computes on cpu_count / N threads: N processes each spreading every operation over all the cores
+    contend for them (measured: the slow tests of three files took 10% longer on two cores). Read by
+    TensorFlow when a process runs its first operation, which none has done yet."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
 @pytest.fixture
 def mnist_dir() -> str:
     """Folder of real MNIST IDX files, from $TAPELOOP_MNIST_DIR (scripts/test.sh sets it)."""

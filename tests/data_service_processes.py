@@ -2,9 +2,9 @@
 user starts it; the tests kill and restart its processes."""
 
 import subprocess
-import sys
 
-from tests.helpers import REPO, free_ports
+from tests.forked_scripts import ForkedProcess
+from tests.helpers import free_ports, start_script
 
 
 class DataServiceProcesses:
@@ -13,7 +13,7 @@ class DataServiceProcesses:
 
     def __init__(self, workers: int):
         self.dispatcher_port, *self.worker_ports = free_ports(1 + workers)
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, ForkedProcess] = {}
         for name in ("dispatcher", *(f"worker{index}" for index in range(workers))):
             self.processes[name] = self.launch(name)
         for process in self.processes.values():
@@ -29,15 +29,14 @@ class DataServiceProcesses:
         self.processes[name] = self.launch(name)
         assert "serving at" in self.processes[name].stdout.readline()
 
-    def launch(self, name: str) -> subprocess.Popen:
+    def launch(self, name: str) -> ForkedProcess:
         if name == "dispatcher":
             args = ["--role=dispatcher", f"--port={self.dispatcher_port}"]
         else:
             port = self.worker_ports[int(name.removeprefix("worker"))]
             args = ["--role=worker", f"--dispatcher=127.0.0.1:{self.dispatcher_port}", f"--port={port}",
                     f"--worker_address=127.0.0.1:{port}"]
-        return subprocess.Popen([sys.executable, str(REPO / "scripts" / "data_service.py"), *args], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return start_script("data_service", *args, stdout=subprocess.PIPE)
 
     def kill(self, name: str) -> None:
         self.processes[name].kill()

@@ -13,7 +13,10 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.forked_scripts import ScriptForker
+from data import catalog
+from data.sources import load_dataset
+from tests.forked_scripts import ForkedProcess, ScriptForker
+from trainer.checkpoints import checkpoint_step, latest_checkpoint
 from trainer.checks import StageChecks
 from trainer.flags import parse_config
 
@@ -57,6 +60,18 @@ def write_idx_dataset(folder: Path, train_size: int = 40, test_size: int = 20, s
     return folder
 
 
+def write_mnist_subset(folder: Path, mnist_dir: str, train_size: int, test_size: int) -> Path:
+    """Writes the first `train_size` training and `test_size` test examples of real MNIST (from
+    `mnist_dir`) as the four gzip IDX files: real digits, for a test that runs a whole recipe quickly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = load_dataset(catalog.MNIST, mnist_dir)
+    for prefix, split, size in (("train", "train", train_size), ("t10k", "test", test_size)):
+        images, labels = splits[split]
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", np.asarray(images[:size]))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels[:size]))
+    return folder
+
+
 def write_image_folder(folder: Path, splits: dict, class_names) -> Path:
     """Writes {split: (uint8 images [N, H, W(, C)], labels)} as FOLDER/<split>/<class>/<index>.png."""
     for split, (images, labels) in splits.items():
@@ -70,8 +85,8 @@ def write_image_folder(folder: Path, splits: dict, class_names) -> Path:
 
 def checkpointed_step(run_dir: Path) -> int:
     """The step of the newest checkpoint in RUN/checkpoints (0 if none)."""
-    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else 0
+    path = latest_checkpoint(str(run_dir / "checkpoints"))
+    return checkpoint_step(path) if path else 0
 
 
 SCRIPTS = ScriptForker()
@@ -82,9 +97,18 @@ def run_script(name: str, *args: str, env: dict | None = None, timeout: int = 60
     """Runs scripts/<name>.py as a user would, in a process of its own, capturing its output.
 
     The process is forked from one that has imported TensorFlow already (tests/forked_scripts.py):
-    the same script, flags, environment and exit code, without the four seconds of imports.
+    the same script, flags, environment and exit code, without the ten seconds of imports.
     """
     return SCRIPTS.run(REPO / "scripts" / f"{name}.py", list(args), {**os.environ, **(env or {})}, timeout)
+
+
+def start_script(name: str, *args: str, env: dict | None = None, cwd: Path = REPO, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL) -> ForkedProcess:
+    """Starts scripts/<name>.py as `subprocess.Popen([python, script, *args], ...)` would, forked as
+    run_script's are; its stdout and stderr as Popen takes them (text streams for PIPE), or a path.
+    `env` replaces the environment, as Popen's does."""
+    return SCRIPTS.start(REPO / "scripts" / f"{name}.py", list(args), dict(os.environ if env is None else env),
+                         cwd, stdout, stderr)
 
 
 def read_tensors(folder) -> dict[str, list]:

@@ -3,7 +3,6 @@
 import json
 import re
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +11,8 @@ import tensorflow as tf
 
 from data import pipeline
 from tests.data_service_processes import DataServiceProcesses
-from tests.helpers import REPO, SMALL_RUN, make_config
+from tests.forked_scripts import ForkedProcess
+from tests.helpers import SMALL_RUN, make_config, start_script
 
 SERVICE = tf.data.experimental.service
 
@@ -56,7 +56,7 @@ def test_a_data_service_url_is_checked_and_tfrecord_is_refused_with_the_way_out(
         make_config("/tmp/unused", "--data_service=grpc://localhost:5050", "--dataset=tfrecord")
 
 
-def wait_for_line(path, text: str, process: subprocess.Popen, seconds: float) -> None:
+def wait_for_line(path, text: str, process: ForkedProcess, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while text not in path.read_text():
         assert process.poll() is None and time.monotonic() < deadline, path.read_text()[-3000:]
@@ -70,11 +70,9 @@ def test_a_worker_killed_mid_epoch_is_waited_for_said_and_the_run_finishes_once_
     service = DataServiceProcesses(workers=2)
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
     try:
-        with log.open("w") as stderr:
-            training = subprocess.Popen(
-                [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=2", f"--run_dir={run_dir}",
-                 f"--data_service={service.url}", "--data_service_timeout=2"],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        training = start_script("train", *SMALL_RUN, "--epochs=2", f"--run_dir={run_dir}",
+                                f"--data_service={service.url}", "--data_service_timeout=2", stdout=subprocess.PIPE,
+                                stderr=log)
         wait_for_line(log, "epoch 2 step 30/56", training, 120)
         service.kill("worker1")
         wait_for_line(log, "which still serves: a worker that held batches of this epoch stopped", training, 60)

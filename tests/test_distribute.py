@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import types
 
@@ -13,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import (REPO, assert_one_paragraph_error, checkpoint_values, checkpointed_step, free_ports,
-                           make_config, read_scalars, run_script)
+from tests.forked_scripts import ForkedProcess
+from tests.helpers import (assert_one_paragraph_error, checkpoint_values, checkpointed_step, free_ports, make_config,
+                           read_scalars, run_script, start_script)
 from trainer import distribute
 from settings.errors import TapeloopError
 
@@ -101,17 +101,15 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device_on_the_same_global_b
                                        atol=1e-6, err_msg=name)
 
 
-def start_workers(run_dir, scratch, *flags: str) -> list[subprocess.Popen]:
+def start_workers(run_dir, scratch, *flags: str) -> list[ForkedProcess]:
     """Two multi_worker processes on 127.0.0.1, worker 0 the chief."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
         env = {**os.environ, "TMPDIR": str(scratch),
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_MLP, "--strategy=multi_worker",
-             f"--run_dir={run_dir}", *flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+        workers.append(start_script("train", *SMALL_MLP, "--strategy=multi_worker", f"--run_dir={run_dir}", *flags,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return workers
 
 

@@ -4,12 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers import REPO, checkpointed_step, run_script
+from tests.helpers import REPO, checkpointed_step, run_script, start_script
 
 pytestmark = pytest.mark.slow
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it).
@@ -35,8 +34,7 @@ def test_train_killed_and_resumed_on_real_mnist_then_evaluated(tmp_path, mnist_d
     run_dir = tmp_path / "run"
     args = ["--dataset=mnist", f"--data_dir={mnist_dir}", "--model_width=16", "--max_steps=300",
             "--checkpoint_every_steps=50", "--log_every_steps=50", "--progress=log", f"--run_dir={run_dir}"]
-    first = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_script("train", *args)
     deadline = time.monotonic() + 300
     while checkpointed_step(run_dir) < 100 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -21,7 +21,7 @@ from PIL import Image
 from data import catalog, pipeline, shards, sources, streaming
 from tests.data_service_processes import DataServiceProcesses
 from tests.helpers import (REPO, SMALL_RUN, assert_one_paragraph_error, checkpointed_step, copy_run,
-                           idx_bytes, make_config, run_script, write_image_folder, write_idx_dataset)
+                           idx_bytes, make_config, run_script, start_script, write_image_folder, write_idx_dataset)
 from trainer import conversion
 from settings.errors import TapeloopError
 
@@ -266,9 +266,8 @@ def test_an_unwritable_cache_is_a_warning_and_training_goes_on(tmp_path):
 
 def start_training(run_dir, *flags):
     """train.py in the background, returned once it has logged training steps."""
-    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN,
-                                f"--run_dir={run_dir}", "--epochs=50", *flags],
-                               cwd=REPO, stderr=subprocess.PIPE, text=True)
+    process = start_script("train", *SMALL_RUN, f"--run_dir={run_dir}", "--epochs=50", *flags, stdout=None,
+                           stderr=subprocess.PIPE)
     lines = []
     for line in process.stderr:
         lines.append(line)
@@ -746,9 +745,9 @@ def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_t
     resumes (a worker restarted while the run waits: tests/test_data_service.py)."""
     service = DataServiceProcesses(workers=1)
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}",
-               f"--data_service={service.url}", "--data_service_timeout=2"]
-    training = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [*SMALL_RUN, "--epochs=3", f"--run_dir={run_dir}", f"--data_service={service.url}",
+            "--data_service_timeout=2"]
+    training = start_script("train", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while checkpointed_step(run_dir) < 28 and time.monotonic() < deadline:  # An epoch saved.
@@ -766,7 +765,7 @@ def test_a_data_service_that_dies_mid_training_stops_it_with_the_paragraph_and_t
         service.start("dispatcher")
         service.kill("worker0")  # A running worker would re-register at its next heartbeat, in up to 30 s.
         service.start("worker0")
-        resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        resumed = run_script("train", *args, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert f"at step {saved}" in resumed.stderr and json.loads((run_dir / "results.json").read_text())["steps"] == 84
     finally:

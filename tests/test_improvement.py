@@ -2,8 +2,6 @@
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from data import pipeline
 from diagnosis.findings import Finding
 from tests.documented_outputs import assert_documented
-from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
+from tests.helpers import SMALL_RUN, checkpointed_step, make_config, run_script, start_script
 from tuning import cross_validation, improvement
 from tuning.compute_budget import ComputeBudget
 
@@ -154,8 +152,7 @@ def test_improve_raises_a_too_low_rate_then_fixes_what_the_next_diagnosis_finds_
 def killed_in_a_trial(improve_args: list[str], trial_dir) -> int:
     """Runs improve.py and kills it (SIGKILL) once `trial_dir` has a checkpoint and no results; returns
     the checkpoint's step."""
-    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "improve.py"), *improve_args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_script("improve", *improve_args)
     deadline = time.monotonic() + 600
     while (checkpointed_step(trial_dir) == 0 and process.poll() is None and time.monotonic() < deadline):
         time.sleep(0.05)

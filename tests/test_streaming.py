@@ -4,8 +4,6 @@ import dataclasses
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from data import diagnostics, image_folder, pipeline, sources, streaming
-from tests.helpers import REPO, SMALL_RUN, checkpointed_step, make_config, run_script
+from tests.helpers import SMALL_RUN, checkpointed_step, make_config, run_script, start_script
 from tests.test_loop import checkpoint_values
 from trainer import loop
 from settings.errors import TapeloopError
@@ -95,8 +93,7 @@ def test_a_streamed_run_killed_with_sigkill_and_resumed_ends_as_an_uninterrupted
     args = [*SMALL_RUN, "--model=mlp", "--dropout=0", "--dataset=tfrecord", f"--data_dir={synthetic_shards / 'shards'}",
             "--image_size=28", "--channels=1", "--max_steps=50", "--checkpoint_every_steps=5"]
     assert run_script("train", *args, f"--run_dir={tmp_path / 'whole'}").returncode == 0
-    killed = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args,
-                               f"--run_dir={tmp_path / 'resumed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = start_script("train", *args, f"--run_dir={tmp_path / 'resumed'}")
     deadline = time.monotonic() + 300
     while checkpointed_step(tmp_path / "resumed") < 10 and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

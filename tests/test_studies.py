@@ -8,8 +8,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import types
 
@@ -18,7 +16,7 @@ import sqlalchemy
 import pytest
 from absl import flags
 
-from tests.helpers import REPO, SMALL_RUN, assert_one_paragraph_error, run_script
+from tests.helpers import SMALL_RUN, assert_one_paragraph_error, run_script, start_script
 from tuning import studies
 from settings.errors import TapeloopError
 from settings.command_line import define_flags
@@ -184,8 +182,7 @@ def test_a_study_killed_mid_trial_continues_on_restart_resuming_that_trial(tmp_p
     folder = tmp_path / "study"
     arguments = tune_arguments(folder, "--trials=2", "--heartbeat_seconds=1", "--epochs=2",
                                "--checkpoint_every_steps=10")
-    worker = subprocess.Popen([sys.executable, str(REPO / "scripts" / "tune.py"), *arguments], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = start_script("tune", *arguments, cwd=tmp_path)
     checkpoint_state = folder / "trial_0" / "checkpoints" / "checkpoint"
     deadline = time.monotonic() + 300
     while not checkpoint_state.exists() and worker.poll() is None and time.monotonic() < deadline:

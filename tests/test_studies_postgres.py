@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +13,7 @@ import optuna
 import pytest
 
 from tests import postgres_server
-from tests.helpers import REPO, SMALL_RUN, assert_one_paragraph_error, run_script
+from tests.helpers import SMALL_RUN, assert_one_paragraph_error, run_script, start_script
 from tuning import studies
 
 pytestmark = pytest.mark.slow  # Each test starts a server and trains.
@@ -37,10 +36,9 @@ class Worker:
     trials it runs)."""
 
     def __init__(self, folder, study: str, url: str, trials: int, cwd):
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts" / "tune.py"), *TRIAL_FLAGS, f"--study={study}",
-             f"--study_dir={folder}", f"--storage={url}", f"--trials={trials}"],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.process = start_script("tune", *TRIAL_FLAGS, f"--study={study}", f"--study_dir={folder}",
+                                    f"--storage={url}", f"--trials={trials}", cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
         self.reader.start()

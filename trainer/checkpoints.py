@@ -141,6 +141,11 @@ def latest_checkpoint(folder: str) -> str | None:
     return prefixes[-1] if prefixes else None
 
 
+def checkpoint_step(prefix: str) -> int:
+    """The training step a checkpoint was saved at, from its prefix (FOLDER/ckpt-STEP)."""
+    return int(prefix.rsplit("-", 1)[1])
+
+
 def _rewrite_state_file(folder: str) -> None:
     """Makes TensorFlow's state file list the checkpoints that are really in `folder`."""
     prefixes = checkpoint_prefixes(folder)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from settings.config import TrainConfig
 from settings.errors import TapeloopError
+from trainer import checkpoints
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -105,8 +106,8 @@ def peer_loss_explained(strategy: tf.distribute.Strategy, run_dir: str):
     except tf.errors.UnavailableError as error:
         if getattr(strategy, "cluster_resolver", None) is None:
             raise
-        latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-        resumes = (f"from the chief's last checkpoint, {latest} (step {latest.rsplit('-', 1)[1]})" if latest
+        latest = checkpoints.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+        resumes = (f"from the chief's last checkpoint, {latest} (step {checkpoints.checkpoint_step(latest)})" if latest
                    else "from the start (the chief had saved no checkpoint yet)")
         raise TapeloopError(
             stage="distribute", problem="another worker of the multi_worker cluster stopped: this worker's "

@@ -19,8 +19,21 @@ def training_compute(config: TrainConfig, spec: catalog.DatasetSpec, train_examp
     """Forward FLOPs per example times the examples a run of `config` trains on."""
     batch = pipeline.update_batch_size(config)
     steps = run_inputs.planned_steps(config, pipeline.steps_per_epoch(train_examples, batch))
-    model = run_inputs.build_model(config, spec, pretrained=False)
-    return float(steps * batch * size.forward_flops(model, spec.image_shape))
+    return float(steps * batch * forward_flops(config, spec))
+
+
+COUNTED_FORWARD_FLOPS: dict[tuple, int] = {}
+
+
+def forward_flops(config: TrainConfig, spec: catalog.DatasetSpec) -> int:
+    """The forward FLOPs of one example of the model `config` builds for `spec`, counted once per distinct
+    model: improve.py asks for every finding's changes, most of which leave the model as it is."""
+    model_key = (config.model, spec.image_shape, spec.num_classes, run_inputs.run_precision(config).setting,
+                 repr(sorted(run_inputs.model_settings(config, pretrained=False).items())))
+    if model_key not in COUNTED_FORWARD_FLOPS:
+        model = run_inputs.build_model(config, spec, pretrained=False)
+        COUNTED_FORWARD_FLOPS[model_key] = size.forward_flops(model, spec.image_shape)
+    return COUNTED_FORWARD_FLOPS[model_key]
 
 
 @dataclasses.dataclass(frozen=True)
