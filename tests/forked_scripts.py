@@ -148,7 +148,10 @@ class ForkedProcess:
 
     def send_signal(self, signal_number: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, signal_number)
+            try:
+                os.kill(self.pid, signal_number)
+            except ProcessLookupError:  # It ended and was reaped since: its exit code is on the way.
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -199,9 +202,11 @@ class ScriptForker:
 
     def start_parent(self) -> None:
         parent_end, self.channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Its stdout a pipe (it writes nothing there), as a script's usually is: the children inherit
+        # its sys.stdout, which would otherwise take their pipes for a seekable file.
         self.parent = subprocess.Popen([sys.executable, __file__, str(parent_end.fileno())], cwd=REPO,
                                        pass_fds=[parent_end.fileno()], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         parent_end.close()
         self.started, self.exit_codes = [], {}
 
