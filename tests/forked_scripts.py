@@ -227,6 +227,7 @@ class ScriptForker:
         """The exit code of child `pid`, waiting up to `timeout` seconds (None: for ever) for its end;
         None if it still runs."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.read_replies(0)
         while pid not in self.exit_codes:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
